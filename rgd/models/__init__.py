@@ -1,0 +1,48 @@
+"""Architectures, selected by name (gin: `get_model.name`).
+
+Names: `wrn-D-W` (pre-activation Wide-ResNet with Swish, e.g. `wrn-28-10`, `wrn-70-16`),
+`resnet18`, `preact_resnet18`, `preact_resnet50`, `tiny_cnn` (debug). Every model takes images in
+[0, 1], normalises them inside, and returns float32 logits.
+"""
+import re
+
+import gin
+
+from rgd.models.resnet import preact_resnet, resnet18
+from rgd.models.small import tiny_cnn
+from rgd.models.wide_resnet import wide_resnet
+
+# Per-channel statistics (RECIPES.md "Model").
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2471, 0.2435, 0.2616)
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+
+NORMALIZATION = {
+    "cifar10": (CIFAR10_MEAN, CIFAR10_STD),
+    "cifar100": (CIFAR100_MEAN, CIFAR100_STD),
+    "none": (None, None),
+}
+
+MODEL_NAMES = ("wrn-D-W", "resnet18", "preact_resnet18", "preact_resnet50", "tiny_cnn")
+
+
+@gin.configurable(denylist=["num_classes", "input_shape"])
+def get_model(name=gin.REQUIRED, num_classes=10, input_shape=(32, 32, 3), normalization="cifar10",
+              width=None):
+  """Builds the named model. `normalization` picks the per-channel statistics inside the model."""
+  if normalization not in NORMALIZATION:
+    raise ValueError(f"Unknown normalization {normalization!r}; "
+                     f"expected one of {sorted(NORMALIZATION)}")
+  mean, std = NORMALIZATION[normalization]
+  kw = dict(num_classes=num_classes, input_shape=tuple(input_shape), mean=mean, std=std)
+  m = re.fullmatch(r"wrn-(\d+)-(\d+)", name)
+  if m:
+    return wide_resnet(int(m.group(1)), int(m.group(2)), **kw)
+  if name == "resnet18":
+    return resnet18(**kw)
+  if name in ("preact_resnet18", "preact_resnet50"):
+    return preact_resnet(int(name[-2:]), **kw)
+  if name == "tiny_cnn":
+    return tiny_cnn(width or 32, **kw)
+  raise ValueError(f"Unknown model {name!r}; expected one of {MODEL_NAMES}")

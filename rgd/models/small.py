@@ -1,0 +1,13 @@
+"""A tiny CNN for debug runs and tests (about 130k parameters with width 32)."""
+import keras
+
+from rgd.models import common
+
+
+def tiny_cnn(width=32, num_classes=10, input_shape=(32, 32, 3), mean=None, std=None):
+  inputs, x = common.normalized_input(input_shape, mean, std)
+  for i, mult in enumerate((1, 2, 4)):
+    x = common.conv(width * mult, 3, 1 if i == 0 else 2, f"conv{i}")(x)
+    x = keras.layers.BatchNormalization(name=f"bn{i}", **common.bn_kwargs())(x)
+    x = keras.layers.Activation("swish", name=f"act{i}")(x)
+  return common.classifier_head(inputs, x, num_classes, f"tiny_cnn{width}")

@@ -1,0 +1,23 @@
+"""rgd: robust training with generated data, in TensorFlow/Keras 3."""
+import setuptools
+
+setuptools.setup(
+    name="rgd",
+    version="0.1.0",
+    description=("Adversarially robust image classifiers trained with generated data "
+                 "(Gowal et al. 2021, Rebuffi et al. 2021) in Keras 3."),
+    packages=setuptools.find_packages(include=["rgd", "rgd.*"]),
+    package_data={"rgd": ["../gin/*.gin"]},
+    python_requires=">=3.11",
+    install_requires=[
+        "tensorflow>=2.16",
+        "keras>=3.0",
+        "tensorflow-datasets>=4.9",
+        # tfds needs it to prepare any dataset (also the mock data used in the tests).
+        "importlib_resources",
+        "numpy",
+        "gin-config>=0.5",
+        "absl-py",
+    ],
+    extras_require={"test": ["pytest>=7", "pytest-xdist"]},
+)
