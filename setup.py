@@ -18,6 +18,9 @@ setuptools.setup(
         "numpy",
         "gin-config>=0.5",
         "absl-py",
+        # tf.summary.text/image need it, and users run `tensorboard --logdir`; TF no longer
+        # installs it.
+        "tensorboard",
     ],
     extras_require={"test": ["pytest>=7", "pytest-xdist"]},
 )

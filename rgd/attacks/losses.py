@@ -15,8 +15,8 @@ def _true_logit(logits, labels):
 
 
 def _max_other_logit(logits, labels):
-  one_hot = tf.one_hot(tf.cast(labels, tf.int32), tf.shape(logits)[1], dtype=tf.bool)
-  return tf.reduce_max(tf.where(one_hot, tf.fill(tf.shape(logits), -float("inf")), logits), 1)
+  is_label = tf.one_hot(tf.cast(labels, tf.int32), tf.shape(logits)[1]) > 0.5
+  return tf.reduce_max(tf.where(is_label, tf.fill(tf.shape(logits), -float("inf")), logits), 1)
 
 
 def ce_loss(logits, labels):

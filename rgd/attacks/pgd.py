@@ -18,7 +18,8 @@ def loss_and_grad(model_fn, loss_fn, x, labels):
     tape.watch(x)
     logits = tf.cast(model_fn(x), tf.float32)
     loss = loss_fn(logits, labels)
-  return loss, tape.gradient(tf.reduce_sum(loss), x), logits
+  # A non-scalar target: the tape sums it, i.e. per-example gradients.
+  return loss, tape.gradient(loss, x), logits
 
 
 def _broadcast(mask, x):

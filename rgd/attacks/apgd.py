@@ -1,0 +1,236 @@
+"""AutoPGD (Croce & Hein 2020, "Reliable evaluation of adversarial robustness with an ensemble of
+diverse parameter-free attacks", Sec. 3 and Alg. 1), as in AutoAttack's `autopgd_base.py`.
+
+    attack = APGD("linf", 8 / 255, loss="ce", num_steps=100, num_restarts=5)
+    x_adv = attack(model_fn, x, labels, seed)          # model_fn(x) -> logits
+
+* Step: starts at 2 * eps, momentum 0.75 on the projected step (Eq. 2 of the paper).
+* Checkpoints w_j = ceil(p_j * N) with p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1}
+  - 0.03, 0.06); AutoAttack computes them in integers (`checkpoints(N)`).
+* At a checkpoint the step is halved and the iterate restarts from the best point when the loss
+  went up in at most rho = 75% of the steps since the last checkpoint (condition 1), or when the
+  step was not halved at the last checkpoint and the best loss has not improved since (cond. 2).
+* Restarts run only on the points not yet fooled; a fooled point keeps its misclassified iterate.
+* `APGDTargeted` is APGD-T: targeted DLR towards the 2nd, 3rd, ... largest clean logit.
+
+Every evaluation attack here has the same interface: `attack(model_fn, x, labels, seed)` with
+x float32 [B, H, W, C] in [0, 1], integer labels [B] and an int32 [2] stateless seed; it returns
+points inside the eps-ball and [0, 1]. Arithmetic is float32 whatever the model computes in.
+"""
+import tensorflow as tf
+
+from rgd.attacks import losses, projections
+
+# AutoAttack's constants (Croce & Hein 2020, Sec. 3.2; autopgd_base.py).
+INITIAL_STEP = 2.0          # eta^(0) = 2 * eps
+MOMENTUM = 0.75             # alpha
+RHO = 0.75                  # condition 1 threshold
+FIRST_CHECKPOINT = 0.22     # p_1
+CHECKPOINT_DECREASE = 0.03  # interval shrinks by 3% of N ...
+MIN_CHECKPOINT = 0.06       # ... down to 6% of N
+
+
+# ------------------------------------------------------------------------------------------
+# Helpers shared by the evaluation attacks (APGD, MultiTargeted, FAB, Square).
+
+
+def logits_of(model_fn, x):
+  """Float32 logits, also when the model runs under a bf16 policy."""
+  return tf.cast(model_fn(x), tf.float32)
+
+
+def per_example_norm(x, norm):
+  flat = tf.reshape(x, [tf.shape(x)[0], -1])
+  if norm == "linf":
+    return tf.reduce_max(tf.abs(flat), axis=1)
+  return tf.sqrt(tf.reduce_sum(tf.square(flat), axis=1))
+
+
+def expand(v, x):
+  """[B] -> [B, 1, 1, ...] broadcastable against x."""
+  return tf.reshape(v, tf.concat([tf.shape(v), tf.ones_like(tf.shape(x)[1:])], 0))
+
+
+def check_norm(norm, eps):
+  if norm not in ("linf", "l2"):
+    raise ValueError(f"Unknown norm {norm!r}; expected 'linf' or 'l2'")
+  if not 0.0 < float(eps):
+    raise ValueError(f"eps must be positive, got {eps}")
+
+
+def nth_largest_class(logits, n):
+  """Index of the n-th largest logit (n = 1 is the argmax) per example, as AutoAttack's
+  `sort()[1][:, -n]`."""
+  return tf.math.top_k(logits, k=n).indices[:, n - 1]
+
+
+def run_until_fooled(run_fn, model_fn, x0, labels, seed, num_runs):
+  """Runs `run_fn(run_index, seed, x0, labels) -> (x_adv, fooled, loss)` up to `num_runs`
+  times; a point fooled by a run is not updated by later runs (AutoAttack attacks only the
+  points still robust), and the loop stops once every point is fooled.
+
+  Returns (x_adv, fooled): for a fooled point its misclassified point, otherwise the point of
+  highest loss over the runs. Points misclassified already at x0 are returned unchanged.
+  """
+  x0 = tf.cast(x0, tf.float32)
+  labels = tf.cast(labels, tf.int32)
+  seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int32), num_runs)
+  fooled = losses.misclassified(logits_of(model_fn, x0), labels)
+  x_adv = x0
+  best_loss = tf.fill(tf.shape(labels), -float("inf"))
+  for r in tf.range(num_runs):
+    if tf.reduce_all(fooled):
+      break
+    x_r, fooled_r, loss_r = run_fn(r, seeds[r], x0, labels)
+    take = tf.logical_and(tf.logical_not(fooled), tf.logical_or(fooled_r, loss_r > best_loss))
+    x_adv = tf.where(expand(take, x0), x_r, x_adv)
+    best_loss = tf.where(take, loss_r, best_loss)
+    fooled = tf.logical_or(fooled, fooled_r)
+  return x_adv, fooled
+
+
+def checkpoints(num_steps):
+  """Iterations (1-based counts) after which APGD checks its step size; AutoAttack's integer
+  version of p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06): 100 -> [22, 41, 57, 70, ...]."""
+  interval = max(int(FIRST_CHECKPOINT * num_steps), 1)
+  decrease = max(int(CHECKPOINT_DECREASE * num_steps), 1)
+  minimum = max(int(MIN_CHECKPOINT * num_steps), 1)
+  out, at = [], interval
+  while at <= num_steps:
+    out.append(at)
+    interval = max(interval - decrease, minimum)
+    at += interval
+  return out
+
+
+def random_start(norm, eps, x0, seed):
+  """AutoAttack's start: a random point on the boundary of the ball (Linf: uniform noise scaled
+  to Linf norm eps; L2: Gaussian direction of norm eps), clipped to [0, 1]."""
+  if norm == "linf":
+    t = tf.random.stateless_uniform(tf.shape(x0), seed, -1.0, 1.0)
+  else:
+    t = tf.random.stateless_normal(tf.shape(x0), seed)
+  t /= expand(per_example_norm(t, norm), t) + 1e-12
+  return tf.clip_by_value(x0 + eps * t, 0.0, 1.0)
+
+
+class APGD:
+  """AutoPGD on one loss. `loss` is 'ce', 'dlr' or a function (logits, labels) -> [B]."""
+
+  def __init__(self, norm, eps, loss="ce", num_steps=100, num_restarts=1, rho=RHO,
+               momentum=MOMENTUM, initial_step=INITIAL_STEP):
+    check_norm(norm, eps)
+    self.norm, self.eps = norm, float(eps)
+    if isinstance(loss, str):
+      if loss not in ("ce", "dlr"):
+        raise ValueError(f"Unknown APGD loss {loss!r}; expected 'ce', 'dlr' or a function")
+      self.name = f"apgd-{loss}"
+      loss = losses.ce_loss if loss == "ce" else losses.dlr_loss
+    else:
+      self.name = "apgd"
+    self.loss_fn = loss
+    self.num_steps, self.num_restarts = int(num_steps), int(num_restarts)
+    self.rho, self.momentum, self.initial_step = float(rho), float(momentum), float(initial_step)
+    self.project = projections.project_fn(norm, self.eps)
+    ckpt = checkpoints(self.num_steps)
+    # Interval length ending at each iteration that is a checkpoint, 0 elsewhere.
+    lengths = [0] * self.num_steps
+    for prev, at in zip([0] + ckpt[:-1], ckpt):
+      lengths[at - 1] = at - prev
+    self._interval_at = tf.constant(lengths, tf.float32)
+
+  def _ascent(self, grad):
+    if self.norm == "linf":
+      return tf.sign(grad)
+    return grad / (expand(per_example_norm(grad, "l2"), grad) + 1e-12)
+
+  def _loss_grad(self, model_fn, loss_fn, x, labels):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      logits = logits_of(model_fn, x)
+      loss = loss_fn(logits, labels)
+    return loss, tape.gradient(tf.reduce_sum(loss), x), losses.misclassified(logits, labels)
+
+  def run(self, model_fn, loss_fn, x0, labels, seed):
+    """One run of Alg. 1. Returns (x_adv, fooled, loss): a misclassified iterate where one was
+    found, otherwise the iterate of highest loss (and that loss)."""
+    x0 = tf.cast(x0, tf.float32)
+    x = random_start(self.norm, self.eps, x0, seed)
+    loss, grad, fooled = self._loss_grad(model_fn, loss_fn, x, labels)
+    x_best, loss_best, grad_best, x_adv = x, loss, grad, x
+    x_prev = x
+    step = tf.fill(tf.shape(loss), self.initial_step * self.eps)
+    loss_prev = loss
+    increases = tf.zeros_like(loss)              # successful steps since the last checkpoint
+    loss_best_last_check = loss_best
+    reduced_last_check = tf.ones_like(loss, tf.bool)  # AutoAttack starts it at ones
+    for i in tf.range(self.num_steps):
+      # Eq. 2: z = P(x + eta * ascent); x_new = P(x + alpha (z - x) + (1 - alpha)(x - x_prev)),
+      # with alpha = 1 at the first step.
+      a = tf.where(i > 0, self.momentum, 1.0)
+      z = self.project(x + expand(step, x) * self._ascent(grad), x0)
+      x_new = self.project(x + (z - x) * a + (x - x_prev) * (1.0 - a), x0)
+      x_prev, x = x, x_new
+      loss, grad, miscl = self._loss_grad(model_fn, loss_fn, x, labels)
+      x_adv = tf.where(expand(miscl, x), x, x_adv)
+      fooled = tf.logical_or(fooled, miscl)
+      increases += tf.cast(loss > loss_prev, tf.float32)
+      loss_prev = loss
+      better = loss > loss_best
+      x_best = tf.where(expand(better, x), x, x_best)
+      grad_best = tf.where(expand(better, x), grad, grad_best)
+      loss_best = tf.where(better, loss, loss_best)
+
+      interval = self._interval_at[i]
+      if interval > 0:
+        oscillating = increases <= self.rho * interval                     # condition 1
+        stalled = tf.logical_and(tf.logical_not(reduced_last_check),      # condition 2
+                                 loss_best_last_check >= loss_best)
+        reduce = tf.logical_or(oscillating, stalled)
+        reduced_last_check = reduce
+        loss_best_last_check = loss_best
+        step = tf.where(reduce, step / 2.0, step)
+        x = tf.where(expand(reduce, x), x_best, x)
+        grad = tf.where(expand(reduce, x), grad_best, grad)
+        increases = tf.zeros_like(increases)
+    x_out = tf.where(expand(fooled, x0), x_adv, x_best)
+    return x_out, fooled, loss_best
+
+  def _run_fn(self, model_fn):
+    def run(r, seed, x0, labels):
+      del r
+      return self.run(model_fn, self.loss_fn, x0, labels, seed)
+    return run
+
+  def __call__(self, model_fn, x, labels, seed=(0, 0)):
+    x_adv, _ = run_until_fooled(self._run_fn(model_fn), model_fn, x, labels, seed,
+                                self.num_restarts)
+    return x_adv
+
+
+class APGDTargeted(APGD):
+  """APGD-T: for each of the `num_target_classes` classes with the 2nd, 3rd, ... largest clean
+  logit, `num_restarts` runs on the targeted DLR loss (Croce & Hein 2020, Sec. 3 and App.)."""
+
+  def __init__(self, norm, eps, num_steps=100, num_restarts=1, num_target_classes=9, **kw):
+    super().__init__(norm, eps, loss=losses.ce_loss, num_steps=num_steps,
+                     num_restarts=num_restarts, **kw)
+    self.name = "apgd-t"
+    self.num_target_classes = int(num_target_classes)
+
+  def __call__(self, model_fn, x, labels, seed=(0, 0)):
+    x = tf.cast(x, tf.float32)
+    clean_logits = logits_of(model_fn, x)
+    num_classes = clean_logits.shape[-1]
+    # Targeted DLR needs the 4 largest logits; with K classes there are K - 1 targets.
+    num_targets = min(self.num_target_classes, num_classes - 1)
+    ranked = tf.math.top_k(clean_logits, k=num_targets + 1).indices
+    restarts = self.num_restarts
+
+    def run(r, seed, x0, labels):
+      target = tf.gather(ranked, r // restarts + 1, axis=1)
+      loss_fn = lambda logits, y: losses.targeted_dlr_loss(logits, y, target)
+      return self.run(model_fn, loss_fn, x0, labels, seed)
+
+    x_adv, _ = run_until_fooled(run, model_fn, x, labels, seed, num_targets * restarts)
+    return x_adv

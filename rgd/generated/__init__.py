@@ -1,0 +1,13 @@
+"""Generated training data: read, generate, pseudo-label, filter, write, measure.
+
+Seed 001 (Gowal et al. 2021) adds images from generative models to adversarial training. The
+path from images to a training set, one module per step:
+  sources        read generated images (.npz, .npy, PNG/JPEG folders) in batches or by index,
+                 without loading 1M+ images into memory
+  gaussian       the class-conditional Gaussian generator of seed 001 Sec. 3.2
+  labeling       pseudo-labels from a non-robust classifier; top-k per class filtering
+  writer         sharded, atomic, restartable TFRecord writing (schema: rgd.tfrecord)
+  pipeline       the job of tools/make_tfrecords.py: label -> select -> write -> metadata.json
+  complementarity  seed 001 App. D Algorithm 1: complementarity and coverage of a set
+The workflow end to end is in docs/generated_data.md.
+"""

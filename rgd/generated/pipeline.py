@@ -1,0 +1,167 @@
+"""The whole job of `tools/make_tfrecords.py`: (generate) -> label -> select -> write shards.
+
+Two passes over the images so that nothing holds the whole set in memory:
+  1. label every image in batches, keeping the best `keep_per_class` per class (or all) in a
+     bounded buffer; the selection is saved as OUT/.work/plan.npz (atomically);
+  2. write the plan's shards, reading the kept images back by index.
+A re-run with the same arguments reuses the plan and the finished shards; a re-run with
+different arguments into the same folder is refused (the message lists what differs).
+"""
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+
+import numpy as np
+
+from rgd import progress as progress_lib
+from rgd.data import DataError
+from rgd.generated import labeling, sources, writer
+
+FORMAT_VERSION = 1
+
+
+class JobMismatchError(DataError):
+  """The output folder holds (part of) a run with other arguments."""
+
+
+def _check_same_job(path, saved, config):
+  diff = {k: (saved.get(k), config.get(k)) for k in set(saved) | set(config)
+          if saved.get(k) != config.get(k)}
+  if diff:
+    lines = "; ".join(f"{k}: was {a!r}, now {b!r}" for k, b_a in sorted(diff.items())
+                      for a, b in [b_a])
+    raise JobMismatchError(f"{path} belongs to a run with other arguments ({lines}). Use a new "
+                           "--output_dir, or delete the folder to start over")
+
+
+def make_tfrecords(output_dir, config, open_source, labeler=None, keep_per_class=None,
+                   num_classes=None, examples_per_shard=10_000, batch_size=256, seed=0,
+                   prefix=writer.DEFAULT_PREFIX, keep_cache=False, argv=None, stream=None,
+                   shard_delay_s=0.0):
+  """Runs (or finishes) one job; returns the metadata dict.
+
+  `config`: a JSON-able description of the input (file, generator settings); a re-run must give
+  the same. `open_source(cache_dir)` -> sources.Source, called only when images are needed (it
+  may generate them into cache_dir). `labeler`: a labeling.Labeler or None to keep the source's
+  own labels. `keep_per_class`: None keeps every image.
+  """
+  work = os.path.join(output_dir, writer.WORK_DIR)
+  cache = os.path.join(work, "cache")
+  plan_path = os.path.join(work, writer.PLAN_FILE)
+  meta_path = os.path.join(output_dir, writer.METADATA_FILE)
+  config = dict(config, keep_per_class=keep_per_class, examples_per_shard=examples_per_shard,
+                seed=seed, prefix=prefix, num_classes=num_classes,
+                labeler=None if labeler is None else labeler.describe())
+
+  if os.path.exists(meta_path):
+    with open(meta_path) as f:
+      meta = json.load(f)
+    _check_same_job(meta_path, meta["job"], config)
+    logging.info("%s is complete already", output_dir)
+    return meta
+  os.makedirs(work, exist_ok=True)
+  if not os.path.exists(plan_path) and any(n.endswith(".tfrecord") for n in os.listdir(output_dir)):
+    raise JobMismatchError(f"{output_dir} already holds TFRecords that this tool did not leave "
+                           "unfinished there; use a new --output_dir")
+  writer.clean_stale_temporaries(work)
+  source = None
+
+  # Pass 1: label and select (skipped when a saved plan exists).
+  if os.path.exists(plan_path):
+    plan, saved = writer.load_plan(plan_path)
+    _check_same_job(plan_path, saved, config)
+    logging.info("Reusing the selection in %s", plan_path)
+  else:
+    source = open_source(cache)
+    k = _num_classes(source, labeler, num_classes)
+    if labeler is None:
+      if keep_per_class is not None:
+        raise DataError("keeping the top images per class needs a labeller to score them "
+                        "(--labeler)")
+      if source.labels is None:
+        raise DataError(f"{source.path}: has no labels and no labeller was given (--labeler)")
+      source.check_labels(k)
+      selector = labeling.TopKPerClass(k, None)
+      selector.add(np.arange(source.num_images), source.labels,
+                   np.zeros(source.num_images, np.float32))
+      indices, labels, scores = selector.result()
+    else:
+      labeler.check(k, source.image_shape)
+      selector = labeling.TopKPerClass(k, keep_per_class)
+      bar = progress_lib.Progress(source.num_images, "labelling", "img", stream=stream)
+      indices, labels, scores = labeling.label_source(source, labeler, selector, batch_size, bar)
+      bar.close()
+      short = [c for c in range(k) if keep_per_class and (labels == c).sum() < keep_per_class]
+      if short:
+        logging.warning("classes %s have fewer than %d images: kept %s", short, keep_per_class,
+                        [int((labels == c).sum()) for c in short])
+    if len(indices) == 0:
+      raise DataError(f"{source.path}: no images were selected")
+    plan = writer.make_plan(indices, labels, scores, seed)
+    plan["num_seen"] = selector.num_seen
+    writer.save_plan(plan_path, plan, config)
+  num_examples = len(plan["index"])
+
+  # Pass 2: write the shards not written yet.
+  ranges = writer.shard_ranges(num_examples, examples_per_shard)
+  names = [os.path.basename(writer.tfrecord.shard_name(prefix, i, len(ranges)))
+           for i in range(len(ranges))]
+  missing = [n for n in names if not os.path.exists(os.path.join(work, n))
+             and not os.path.exists(os.path.join(output_dir, n))]
+  if missing:
+    source = source or open_source(cache)
+    bar = progress_lib.Progress(num_examples, "writing", "img", stream=stream)
+    writer.write_shards(source, plan, work, examples_per_shard, prefix,
+                        has_scores=labeler is not None, done_dirs=(output_dir,),
+                        progress=bar, shard_delay_s=shard_delay_s)
+    bar.close()
+
+  # Finish: checksums, move the shards into place, then metadata.json last.
+  shards = []
+  for n, (start, stop) in zip(names, ranges):
+    path = os.path.join(work, n)
+    if not os.path.exists(path):
+      path = os.path.join(output_dir, n)
+    shards.append({"name": n, "num_examples": stop - start, "sha256": writer.sha256_file(path)})
+  for n in names:
+    if os.path.exists(os.path.join(work, n)):
+      os.replace(os.path.join(work, n), os.path.join(output_dir, n))
+  k = len(plan["num_seen"])
+  labels = plan["label"]
+  meta = {
+      "format_version": FORMAT_VERSION,
+      "num_examples": num_examples,
+      "num_classes": k,
+      "counts_per_class": np.bincount(labels, minlength=k).tolist(),
+      "labelled_per_class": plan["num_seen"].tolist(),
+      "pattern": os.path.join(os.path.abspath(output_dir), f"{prefix}-*.tfrecord"),
+      "source": config.get("source"),
+      "labeler": config["labeler"],
+      "selection": ("all" if keep_per_class is None else
+                    f"top {keep_per_class} per class by the labeller's softmax of its label"),
+      "confidence": (writer.confidence_stats(labels, np.exp(plan["score"].astype(np.float64)), k)
+                     if labeler is not None else None),
+      "shards": shards,
+      "job": config,
+      "command": argv if argv is not None else sys.argv,
+      "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+  }
+  writer.atomic_write_text(meta_path, json.dumps(meta, indent=1) + "\n")
+  if not keep_cache:
+    shutil.rmtree(work, ignore_errors=True)
+  return meta
+
+
+def _num_classes(source, labeler, num_classes):
+  if num_classes is not None:
+    k = int(num_classes)
+  elif labeler is not None:
+    k = labeler.num_classes
+  elif source.labels is not None:
+    k = int(source.labels.max()) + 1
+  else:
+    raise DataError(f"{source.path}: cannot tell the number of classes; give --num_classes")
+  return k

@@ -1,0 +1,134 @@
+"""Sharded TFRecord writing of a labelled selection, atomic and restartable.
+
+The output folder of a finished run:
+  OUT/generated-00000-of-00100.tfrecord ...   the records (schema: rgd.tfrecord)
+  OUT/metadata.json                           written last: counts, source, labeller, checksums
+While a run is going, everything lives in OUT/.work/ (the plan, caches, finished shards); the
+shards move to OUT/ only when all of them are written, and metadata.json comes after them. So an
+interrupted run never leaves a complete-looking output (the training glob `OUT/*.tfrecord`
+matches nothing), and a re-run finds its finished shards in OUT/.work/ and writes only the rest.
+
+Shards are built from a *plan*: the kept images in a seeded random order, cut into consecutive
+pieces of `examples_per_shard`. Random order spreads every class over every shard, so the
+training reader, which interleaves a few shards at a time, sees class-balanced batches even when
+the input file was sorted by class.
+"""
+import hashlib
+import json
+import os
+import time
+
+import numpy as np
+
+from rgd import tfrecord
+
+WORK_DIR = ".work"
+PLAN_FILE = "plan.npz"
+METADATA_FILE = "metadata.json"
+DEFAULT_PREFIX = "generated"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
+
+
+def atomic_write_text(path, text):
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "w") as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def atomic_save_npz(path, **arrays):
+  tmp = f"{path}.tmp-{os.getpid()}.npz"
+  np.savez(tmp, **arrays)
+  os.replace(tmp, path)
+
+
+def sha256_file(path, chunk=1 << 20):
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(chunk), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def make_plan(indices, labels, scores, seed):
+  """Puts the kept items in a seeded random order (the order they are written in)."""
+  order = np.random.default_rng(seed).permutation(len(indices))
+  return {"index": np.asarray(indices, np.int64)[order],
+          "label": np.asarray(labels, np.int64)[order],
+          "score": np.asarray(scores, np.float32)[order]}
+
+
+def save_plan(path, plan, config):
+  atomic_save_npz(path, config=np.array(json.dumps(config, sort_keys=True)), **plan)
+
+
+def load_plan(path):
+  """-> (plan dict, config dict)."""
+  with np.load(path, allow_pickle=False) as f:
+    plan = {k: f[k] for k in ("index", "label", "score", "num_seen")}
+    config = json.loads(str(f["config"]))
+  return plan, config
+
+
+def shard_ranges(num_examples, examples_per_shard):
+  """[(start, stop)] of each shard; the last may be shorter."""
+  if examples_per_shard < 1:
+    raise ValueError(f"examples_per_shard must be positive, got {examples_per_shard}")
+  return [(s, min(s + examples_per_shard, num_examples))
+          for s in range(0, num_examples, examples_per_shard)]
+
+
+def write_shards(source, plan, folder, examples_per_shard, prefix=DEFAULT_PREFIX,
+                 has_scores=True, done_dirs=(), progress=None, shard_delay_s=0.0):
+  """Writes the plan's shards into `folder`, skipping every shard already present (complete,
+  since shards are renamed into place) there or in one of `done_dirs`. Returns the names."""
+  ranges = shard_ranges(len(plan["index"]), examples_per_shard)
+  names = []
+  for i, (start, stop) in enumerate(ranges):
+    name = os.path.basename(tfrecord.shard_name(prefix, i, len(ranges)))
+    names.append(name)
+    if any(os.path.exists(os.path.join(d, name)) for d in (folder,) + tuple(done_dirs)):
+      if progress is not None:
+        progress.update(stop - start)
+      continue
+    images = source.take(plan["index"][start:stop])
+    labels = plan["label"][start:stop]
+    conf = np.exp(plan["score"][start:stop].astype(np.float64)) if has_scores else None
+    records = (tfrecord.serialize(images[j], labels[j], None if conf is None else conf[j])
+               for j in range(stop - start))
+    path = os.path.join(folder, name)
+    tfrecord.write_shard(path, records)
+    os.chmod(path, _FILE_MODE)  # mkstemp's temporaries are private (0600); shards are data.
+    if progress is not None:
+      progress.update(stop - start)
+    if shard_delay_s:
+      time.sleep(shard_delay_s)  # Test hook: makes a run slow enough to interrupt.
+  return names
+
+
+def confidence_stats(labels, confidences, num_classes):
+  """Per-class and overall statistics of the kept images' confidences (softmax of the label)."""
+  def stats(c):
+    if len(c) == 0:
+      return {"count": 0}
+    q = np.percentile(c, [1, 5, 50, 95])
+    return {"count": int(len(c)), "min": float(c.min()), "mean": float(c.mean()),
+            "max": float(c.max()), "p01": float(q[0]), "p05": float(q[1]),
+            "median": float(q[2]), "p95": float(q[3])}
+  return {"overall": stats(confidences),
+          "per_class": [stats(confidences[labels == k]) for k in range(num_classes)]}
+
+
+def clean_stale_temporaries(folder):
+  """Removes temporaries a killed run left behind (tfrecord.write_shard's `.tmp-*`)."""
+  if not os.path.isdir(folder):
+    return
+  for name in os.listdir(folder):
+    if name.startswith(".tmp-") or ".tmp-" in name:
+      path = os.path.join(folder, name)
+      if os.path.isfile(path):
+        os.remove(path)

@@ -1,0 +1,107 @@
+"""Training objectives: TRADES (Zhang et al. 2019), PGD-AT (Madry et al. 2018), standard CE.
+
+TRADES, as in seed 001 App. A and DeepMind's JAX experiment (RECIPES.md "TRADES training"):
+
+    L = CE(f(x), y) + beta * KL(f(x) || f(x_adv)),    beta = 6,
+    x_adv = argmax_{x' in B(x, eps) n [0,1]^d} KL(f(x) || f(x')),
+
+where the target f(x) of the inner maximisation is the clean prediction computed in inference
+mode (BN statistics untouched), and the outer loss runs in training mode. `y` may be a soft
+target (label smoothing on generated data, CutMix/MixUp): only the CE term sees it; the KL attack
+targets the model's own prediction, which stays well defined for mixed images (why DeepMind's
+code requires the KL attack with CutMix).
+"""
+import gin
+import tensorflow as tf
+
+from rgd import attacks
+from rgd.attacks import initializers, losses, optimizers, projections
+
+OBJECTIVES = ("trades", "pgd_at", "standard")
+
+
+def soft_cross_entropy(logits, soft_labels):
+  """Per-example CE with soft targets [B, K] (equals sparse CE for one-hot targets)."""
+  return tf.nn.softmax_cross_entropy_with_logits(soft_labels, logits)
+
+
+def kl_divergence(p_logits, q_logits):
+  """Per-example KL(softmax(p_logits) || softmax(q_logits))."""
+  log_p = tf.nn.log_softmax(p_logits)
+  log_q = tf.nn.log_softmax(q_logits)
+  return tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=1)
+
+
+def trades_loss(clean_logits, adv_logits, soft_labels, beta):
+  """Per-example (total, ce, kl) of TRADES."""
+  ce = soft_cross_entropy(clean_logits, soft_labels)
+  kl = kl_divergence(clean_logits, adv_logits)
+  return ce + beta * kl, ce, kl
+
+
+@gin.configurable
+class Objective:
+  """What the training step minimises, and the attack that builds its adversarial examples.
+
+  kind: 'trades' (default), 'pgd_at' (CE on PGD examples) or 'standard' (clean CE, no attack;
+    the non-robust pseudo-labeller of seed 001 App. D).
+  attack_optimizer: 'sign' (step `attack_step_size`, default 2/255 for Linf) or 'adam' (lr 0.1,
+    divided by 10 after half the steps; RECIPES.md "TRADES training"). For L2 'sign' means the
+    normalised-gradient step (default 2.5 * eps / steps, Madry et al. 2018).
+  """
+
+  def __init__(self, kind="trades", beta=6.0, norm="linf", eps=8. / 255, attack_steps=10,
+               attack_optimizer="sign", attack_step_size=None, init_stddev=1e-3):
+    if kind not in OBJECTIVES:
+      raise ValueError(f"Unknown objective {kind!r}; expected one of {OBJECTIVES}")
+    if kind != "standard" and not 0.0 < eps <= 1.0:
+      raise ValueError(f"eps must be in (0, 1], got {eps}")
+    self.kind, self.beta, self.norm, self.eps = kind, float(beta), norm, float(eps)
+    if kind == "standard":
+      self.attack = None
+      return
+    if attack_optimizer == "adam":
+      half = max(attack_steps // 2, 1)
+      opt = optimizers.Adam(optimizers.piecewise([0.1, 0.01], [half]))
+    elif attack_optimizer == "sign":
+      if attack_step_size is None:
+        # 2/255 for 8/255 and 10 steps (seed 001 App. A); 2.5 * eps / steps for L2.
+        attack_step_size = 2. / 255 if norm == "linf" else 2.5 * eps / attack_steps
+      opt = optimizers.steepest_ascent(norm, attack_step_size)
+    else:
+      raise ValueError(f"Unknown attack_optimizer {attack_optimizer!r}; 'sign' or 'adam'")
+    # TRADES starts near x (0.001 * N(0, 1)); PGD-AT from a uniform point in the ball.
+    init = (initializers.normal_init(init_stddev) if kind == "trades"
+            else initializers.uniform_init(norm, eps))
+    # Training uses the last iterate, as the reference implementations do.
+    self.attack = attacks.PGD(opt, attack_steps, init, projections.project_fn(norm, eps),
+                              keep_best=False)
+
+  def adversarial_examples(self, inference_fn, images, soft_labels, seed):
+    """x_adv from the model in inference mode (`inference_fn`); None for 'standard'."""
+    if self.attack is None:
+      return None
+    if self.kind == "trades":
+      target = tf.stop_gradient(tf.nn.softmax(tf.cast(inference_fn(images), tf.float32)))
+      return tf.stop_gradient(self.attack(inference_fn, losses.kl_loss, images, target, seed))
+    labels = tf.argmax(soft_labels, axis=1, output_type=tf.int32)
+    return tf.stop_gradient(self.attack(inference_fn, losses.ce_loss, images, labels, seed))
+
+  def loss(self, training_fn, images, adv_images, soft_labels):
+    """Per-example losses (dict of [B] tensors: total, ce, kl) and the clean and adversarial
+    logits, from the model in training mode (`training_fn`)."""
+    if self.kind == "standard":
+      logits = training_fn(images)
+      ce = soft_cross_entropy(logits, soft_labels)
+      return {"total": ce, "ce": ce}, logits, logits
+    if self.kind == "pgd_at":
+      adv_logits = training_fn(adv_images)
+      ce = soft_cross_entropy(adv_logits, soft_labels)
+      return {"total": ce, "ce": ce}, None, adv_logits
+    # One training-mode pass over [x; x_adv], as DeepMind's JAX experiment: BN statistics see
+    # both halves, and one large batch is faster than two small ones.
+    b = tf.shape(images)[0]
+    logits = training_fn(tf.concat([images, adv_images], 0))
+    clean_logits, adv_logits = logits[:b], logits[b:]
+    total, ce, kl = trades_loss(clean_logits, adv_logits, soft_labels, self.beta)
+    return {"total": total, "ce": ce, "kl": kl}, clean_logits, adv_logits

@@ -1,0 +1,333 @@
+r"""Trains a robust classifier: `python -m rgd.train --gin_file=gin/debug.gin --model_dir=DIR`.
+
+One code path for TPU (`--tpu=ADDR|local`), one or several GPUs, several workers (TF_CONFIG) or
+the CPU. Re-running the same command resumes from the last checkpoint in DIR. SIGTERM writes a
+checkpoint and exits cleanly. DIR then holds:
+  checkpoints/          full training state (both models, optimizer, input iterator, step)
+  model.keras           the weight-averaged model with the best validation robust accuracy
+                        (the final one when there is no validation set); model.json describes it
+  last.keras            the weight-averaged model at the end of training
+  operative_config.gin  the gin configuration in force
+  train/, validation/   TensorBoard events
+"""
+import math
+import os
+import sys
+import time
+
+from absl import app, flags, logging
+import gin
+import keras
+import numpy as np
+import tensorflow as tf
+
+from rgd import checkpointing, data, models, schedules, strategy as strategy_lib, trades
+from rgd import weight_average
+from rgd.attacks import losses, pgd
+from rgd.trainer import RobustTrainer
+
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+
+
+def _format_duration(seconds):
+  seconds = int(seconds)
+  h, rem = divmod(seconds, 3600)
+  return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
+
+
+def image_grid(rows):
+  """[n, H, W, C] tensors, one per row kind -> one image [1, n*H... ]: columns are examples,
+  rows are kinds (clean, adversarial, 10x amplified difference)."""
+  return tf.concat([tf.concat(tf.unstack(r), axis=1) for r in rows], axis=0)[None]
+
+
+def _make_optimizer(schedule):
+  # SGD with Nesterov momentum 0.9 (RECIPES.md "TRADES training"); weight decay is added to the
+  # loss by the trainer, on kernels only.
+  return keras.optimizers.SGD(learning_rate=schedule, momentum=0.9, nesterov=True)
+
+
+@gin.configurable(denylist=["model_dir", "strategy"])
+def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=None,
+                       batch_size=1024, num_epochs=400, epoch_size=50_000, num_steps=None,
+                       generated_pattern=None, mixing_ratio=0.3, augment=True,
+                       batch_augmentation=None, weight_decay=5e-4, ema_decay=0.995,
+                       num_validation=data.NUM_VALIDATION, eval_every=1000, eval_batch_size=256,
+                       checkpoint_every=500, keep_checkpoints=3, log_every=50,
+                       image_summary_every=1000, precision="float32", jit_compile=False,
+                       seed=0):
+  """Trains and returns the final logs (dict of floats).
+
+  Lengths are in CIFAR-10-equivalent epochs of `epoch_size` examples (seed 001 counts 400 of
+  50k images at batch 1024, about 19.5k steps) unless `num_steps` is given.
+  `generated_pattern` is a glob of TFRecord shards (rgd.tfrecord); with it each batch holds
+  round(mixing_ratio * batch_size) real examples (seed 001: 0.3).
+  """
+  if precision not in PRECISIONS:
+    raise ValueError(f"Unknown precision {precision!r}; expected one of {sorted(PRECISIONS)}")
+  keras.mixed_precision.set_global_policy(PRECISIONS[precision])
+  chief = strategy_lib.is_chief(strategy)
+  os.makedirs(model_dir, exist_ok=True)
+
+  # Data.
+  num_classes = data.num_classes_of(dataset, num_classes)
+  train_split = "train" if num_validation else "train_full"
+  images, labels = data.load_split(dataset, train_split, num_classes, num_validation)
+  num_pipelines, pipeline_id = strategy_lib.input_pipeline(strategy)
+  batch_augment_fn = None
+  if batch_augmentation:
+    from rgd import augment  # pylint: disable=g-import-not-at-top
+    batch_augment_fn = augment.make_batch_augment(batch_augmentation)
+  train_ds = data.make_train_dataset(
+      images, labels, num_classes, batch_size, num_replicas=strategy.num_replicas_in_sync,
+      num_input_pipelines=num_pipelines, input_pipeline_id=pipeline_id,
+      generated_pattern=generated_pattern, mixing_ratio=mixing_ratio, seed=seed,
+      augment=augment, batch_augment_fn=batch_augment_fn)
+  iterator = iter(train_ds)
+  total_steps = int(num_steps or math.ceil(num_epochs * (epoch_size or len(images)) / batch_size))
+  steps_per_epoch = (epoch_size or len(images)) / batch_size
+  logging.info("Training %d steps at global batch %d on %d replica(s); %d real training images"
+               "%s.", total_steps, batch_size, strategy.num_replicas_in_sync, len(images),
+               f", generated data {generated_pattern} (mixing ratio {mixing_ratio})"
+               if generated_pattern else "")
+
+  # Models, optimizer, objective: created in the strategy's scope (Model Garden pattern).
+  objective = trades.Objective()
+  with strategy.scope():
+    network = models.get_model(num_classes=num_classes, input_shape=images.shape[1:])
+    avg_network = models.get_model(num_classes=num_classes, input_shape=images.shape[1:])
+    avg_network.set_weights(network.get_weights())
+    schedule = schedules.learning_rate_schedule(batch_size, total_steps, steps_per_epoch)
+    optimizer = _make_optimizer(schedule)
+    optimizer.build(network.trainable_variables)
+    trainer = RobustTrainer(network, avg_network, objective, batch_size, weight_decay, seed)
+    trainer.compile(optimizer=optimizer)
+    ema = weight_average.WeightAverage(network, avg_network, ema_decay)
+    best_robust = tf.Variable(-1.0, trainable=False, name="best_robust_accuracy")
+
+  ckpt = tf.train.Checkpoint(network=network, avg_network=avg_network, optimizer=optimizer,
+                             iterator=iterator, best_robust=best_robust)
+  manager = tf.train.CheckpointManager(ckpt, os.path.join(model_dir, "checkpoints"),
+                                       max_to_keep=keep_checkpoints)
+  if manager.latest_checkpoint:
+    ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    logging.info("Resumed from %s at step %d.", manager.latest_checkpoint,
+                 int(optimizer.iterations))
+
+  # Steps.
+  grad_step = trainer.train_step
+  if jit_compile and not isinstance(strategy, tf.distribute.TPUStrategy):
+    grad_step = tf.function(trainer.train_step, jit_compile=True)
+
+  @tf.function
+  def distributed_step(batch):
+    per_replica = strategy.run(grad_step, args=(batch,))
+    logs = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+            for k, v in per_replica.items()}
+    # Cross-replica context: BN statistics read here are aggregated over replicas.
+    logs["ema_decay"] = ema.update(optimizer.iterations - 1)
+    return logs
+
+  validation = None
+  if num_validation and eval_every:
+    val_images, val_labels = data.load_split(dataset, "validation", num_classes, num_validation)
+    validation = _make_validator(strategy, avg_network, objective, val_images, val_labels,
+                                 eval_batch_size, seed)
+
+  writers = {}
+  if chief:
+    writers = {k: tf.summary.create_file_writer(os.path.join(model_dir, k))
+               for k in ("train", "validation")}
+  preempt = checkpointing.PreemptionFlag()
+  step = int(optimizer.iterations)
+  sums, t0, step0, start = {}, time.time(), step, time.time()
+  logs = {}
+  try:
+    while step < total_steps:
+      batch = strategy_lib.distribute_stacked(strategy, next(iterator))
+      out = distributed_step(batch)
+      step += 1
+      for k, v in out.items():
+        sums[k] = sums.get(k, 0.0) + float(v)
+      if step == step0 + 1 and chief:
+        _write_operative_config(model_dir, writers["train"], step)
+      if step % log_every == 0 or step == total_steps:
+        logs = _log_train(sums, step, total_steps, t0, step0, start, float(schedule(step - 1)),
+                          writers.get("train"))
+        sums, t0, step0 = {}, time.time(), step
+      if validation and (step % eval_every == 0 or step == total_steps):
+        clean, robust = validation(step)
+        logging.info("step %d validation: clean %.4f, robust (PGD-40) %.4f", step, clean, robust)
+        if "validation" in writers:
+          with writers["validation"].as_default(step=step):
+            tf.summary.scalar("accuracy/clean", clean)
+            tf.summary.scalar("accuracy/robust_pgd40", robust)
+        logs.update(val_clean_accuracy=clean, val_robust_accuracy=robust)
+        if robust > float(best_robust):
+          best_robust.assign(robust)
+          if chief:
+            _export(model_dir, "model", avg_network, step,
+                    dict(clean_accuracy=clean, robust_accuracy=robust, norm=objective.norm,
+                         eps=objective.eps, dataset=dataset))
+      if chief and image_summary_every and step % image_summary_every == 0:
+        _image_summary(writers["train"], network, objective, images[:8], step, seed)
+      if step % checkpoint_every == 0 or step == total_steps or preempt.requested:
+        manager.save(checkpoint_number=step)
+      if preempt.requested:
+        logging.warning("Checkpointed at step %d after SIGTERM; exiting.", step)
+        return logs
+  finally:
+    preempt.restore()
+    for w in writers.values():
+      w.flush()
+
+  if chief:
+    _export(model_dir, "last", avg_network, step, dict(dataset=dataset))
+    if not validation:
+      _export(model_dir, "model", avg_network, step, dict(dataset=dataset))
+  return logs
+
+
+def _export(model_dir, name, model, step, info):
+  checkpointing.export_keras(model, os.path.join(model_dir, f"{name}.keras"))
+  checkpointing.atomic_write_json(os.path.join(model_dir, f"{name}.json"),
+                                  dict(info, step=int(step), weights="exponential moving average"))
+
+
+def _write_operative_config(model_dir, writer, step):
+  config = gin.operative_config_str()
+  checkpointing.atomic_write_text(os.path.join(model_dir, "operative_config.gin"), config)
+  with writer.as_default(step=step):
+    # Markdown code block keeps gin's layout in TensorBoard's text tab.
+    tf.summary.text("operative_config", "```\n" + config + "\n```")
+
+
+def _log_train(sums, step, total_steps, t0, step0, start, lr, writer):
+  n = max(sums.get("count", 1.0), 1.0)
+  elapsed = time.time() - t0
+  img_per_s = n / max(elapsed, 1e-9)
+  logs = {"loss": sums.get("total", 0.0) / n, "ce": sums.get("ce", 0.0) / n,
+          "learning_rate": lr, "images_per_second": img_per_s}
+  if "kl" in sums:
+    logs["kl"] = sums["kl"] / n
+  for k in ("clean_correct", "adv_correct"):
+    if k in sums:
+      logs[k.replace("correct", "accuracy")] = sums[k] / n
+  rate = (step - step0) / max(elapsed, 1e-9)
+  eta = (total_steps - step) / max(rate, 1e-9)
+  logging.info("step %d/%d (%.1f%%) %s | %.0f img/s | elapsed %s | ETA %s", step, total_steps,
+               100.0 * step / total_steps,
+               " ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "images_per_second"),
+               img_per_s, _format_duration(time.time() - start), _format_duration(eta))
+  if writer is not None:
+    with writer.as_default(step=step):
+      for k, v in logs.items():
+        tf.summary.scalar(k, v)
+  return logs
+
+
+def _make_validator(strategy, avg_network, objective, images, labels, batch_size, seed):
+  """PGD-40 (Adam, margin loss; RECIPES.md "Validation") and clean accuracy of the averaged
+  model on the held-out images."""
+  batch_size = min(batch_size, int(math.ceil(len(images) / strategy.num_replicas_in_sync)) *
+                   strategy.num_replicas_in_sync)
+  batch_size -= batch_size % strategy.num_replicas_in_sync
+  dataset = data.make_eval_dataset(images, labels, batch_size)
+  attack = pgd.pgd40_adam_margin(objective.norm, objective.eps if objective.kind != "standard"
+                                 else 8. / 255)
+  model_fn = lambda x: avg_network(x, training=False)
+
+  def replica_fn(batch, step):
+    ctx = tf.distribute.get_replica_context()
+    x, y, mask = batch["image"], batch["label"], tf.cast(batch["mask"], tf.float32)
+    clean_ok = tf.logical_not(losses.misclassified(model_fn(x), y))
+    x_adv = attack(model_fn, losses.margin_loss, x, y,
+                   tf.stack([seed + tf.cast(ctx.replica_id_in_sync_group, tf.int32), step]))
+    adv_ok = tf.logical_not(losses.misclassified(model_fn(x_adv), y))
+    return (tf.reduce_sum(tf.cast(clean_ok, tf.float32) * mask),
+            tf.reduce_sum(tf.cast(tf.logical_and(clean_ok, adv_ok), tf.float32) * mask))
+
+  @tf.function
+  def eval_step(batch, step):
+    out = strategy.run(replica_fn, args=(batch, step))
+    return [strategy.reduce(tf.distribute.ReduceOp.SUM, o, axis=None) for o in out]
+
+  def run(step):
+    clean = robust = 0.0
+    for i, batch in enumerate(dataset):
+      stacked = strategy_lib.stack_for_replicas(strategy, batch)
+      c, r = eval_step(strategy_lib.distribute_stacked(strategy, stacked),
+                       tf.constant(i, tf.int32))
+      clean += float(c)
+      robust += float(r)
+    return clean / len(images), robust / len(images)
+  return run
+
+
+def _image_summary(writer, network, objective, images, step, seed):
+  """Clean vs adversarial training inputs (and their amplified difference) in TensorBoard."""
+  if objective.attack is None:
+    return
+  x = data.to_float(images)
+  labels = tf.one_hot(tf.zeros(len(images), tf.int32), network.output_shape[-1])
+  x_adv = objective.adversarial_examples(lambda z: network(z, training=False), x, labels,
+                                         tf.constant([seed, step], tf.int32))
+  diff = tf.clip_by_value(0.5 + 10.0 * (x_adv - x), 0.0, 1.0)
+  with writer.as_default(step=step):
+    tf.summary.image("clean_adversarial_difference", image_grid([x, x_adv, diff]))
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry point.
+
+FLAGS = flags.FLAGS
+flags.DEFINE_multi_string("gin_file", [], "Gin files, applied in order.")
+flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings, e.g. \"train_and_evaluate."
+                          "batch_size=128\" or \"DATASET='npz:/data/cifar'\".")
+flags.DEFINE_string("model_dir", None, "Where checkpoints, exports and events go.")
+flags.DEFINE_string("tpu", None, "TPU address, or 'local'; unset: GPUs or CPU.")
+
+
+class ConfigError(ValueError):
+  """A gin file or binding is wrong; the message names it."""
+
+
+def parse_gin(files, bindings):
+  """Parses gin files and bindings, turning gin's errors into ones that name the culprit."""
+  for path in files:
+    if not os.path.exists(path):
+      raise ConfigError(f"gin file not found: {path}")
+  try:
+    gin.parse_config_files_and_bindings(files, None, finalize_config=False)
+  except (ValueError, IOError) as e:
+    raise ConfigError(f"error in gin file(s) {files}: {e}") from e
+  for binding in bindings:
+    try:
+      gin.parse_config(binding)
+    except (ValueError, SyntaxError) as e:
+      raise ConfigError(f"bad gin binding {binding!r}: {e}") from e
+  gin.finalize()
+
+
+def main(argv):
+  del argv
+  if not FLAGS.model_dir:
+    raise app.UsageError("--model_dir is required")
+  try:
+    parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
+  except ConfigError as e:
+    logging.error("%s", e)
+    print(f"rgd.train: {e}", file=sys.stderr)
+    sys.exit(2)
+  tf.config.set_soft_device_placement(True)
+  strategy = strategy_lib.get_strategy(FLAGS.tpu)
+  try:
+    logs = train_and_evaluate(FLAGS.model_dir, strategy)
+  except data.DataError as e:
+    print(f"rgd.train: {e}", file=sys.stderr)
+    sys.exit(2)
+  logging.info("Done: %s", {k: round(v, 4) for k, v in logs.items()})
+
+
+if __name__ == "__main__":
+  app.run(main)

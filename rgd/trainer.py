@@ -1,0 +1,84 @@
+"""The Keras model that owns the robust training step (keras-io "custom train_step" pattern).
+
+`RobustTrainer.train_step(batch)` is written for one replica: it builds adversarial examples
+with the network in inference mode, computes the objective in training mode, scales the loss
+for the *global* batch, adds weight decay on conv/dense kernels only, and applies the update.
+`rgd.train` runs it under any `tf.distribute` strategy and updates the weight average after it.
+"""
+import keras
+import tensorflow as tf
+
+from rgd.attacks import losses
+
+
+def decayed_variables(model):
+  """Conv and dense kernels: weight decay leaves BN scales/offsets (and biases) alone
+  (RECIPES.md "TRADES training")."""
+  return [v for v in model.trainable_variables if v.path.endswith("kernel")]
+
+
+class RobustTrainer(keras.Model):
+  """Holds the network, its weight average and the objective; `train_step` is the step.
+
+  Metrics come back from `train_step` as per-replica *sums* (loss parts, correct counts, the
+  example count); the loop reduces them over replicas and divides, which is exact for any
+  number of replicas.
+  """
+
+  def __init__(self, network, avg_network, objective, global_batch_size, weight_decay=5e-4,
+               seed=0, **kwargs):
+    super().__init__(**kwargs)
+    self.network = network
+    self.avg_network = avg_network
+    self.objective = objective
+    self.global_batch_size = int(global_batch_size)
+    self.weight_decay = float(weight_decay)
+    self.seed = int(seed)
+
+  def call(self, images, training=False):
+    return self.network(images, training=training)
+
+  def weight_decay_loss(self):
+    """0.5 * wd * sum ||w||^2 over kernels (coupled L2, as DeepMind's JAX experiment)."""
+    if not self.weight_decay:
+      return tf.constant(0.0)
+    return 0.5 * self.weight_decay * tf.add_n(
+        [tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in decayed_variables(
+            self.network)])
+
+  def attack_seed(self):
+    """Stateless seed for this step and replica: a resumed run repeats the same noise."""
+    ctx = tf.distribute.get_replica_context()
+    replica = ctx.replica_id_in_sync_group if ctx is not None else 0
+    step = tf.cast(self.optimizer.iterations, tf.int32)
+    return tf.stack([self.seed * 1000 + tf.cast(replica, tf.int32), step])
+
+  def train_step(self, batch):
+    images, labels = batch["image"], batch["label"]
+    num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    inference_fn = lambda x: self.network(x, training=False)
+    training_fn = lambda x: self.network(x, training=True)
+    adv_images = self.objective.adversarial_examples(inference_fn, images, labels,
+                                                     self.attack_seed())
+    with tf.GradientTape() as tape:
+      parts, clean_logits, adv_logits = self.objective.loss(training_fn, images, adv_images,
+                                                            labels)
+      # Sum over this replica's examples / global batch: summing the replicas' gradients (what
+      # the optimizer's all-reduce does) then gives the global-batch mean.
+      loss = tf.reduce_sum(parts["total"]) / self.global_batch_size
+      # Each replica adds 1/R of the decay term, so it is counted once after the all-reduce.
+      loss += self.weight_decay_loss() / tf.cast(num_replicas, tf.float32)
+    variables = self.network.trainable_variables
+    grads = tape.gradient(loss, variables)
+    self.optimizer.apply(grads, variables)
+
+    hard = tf.argmax(labels, axis=1, output_type=tf.int32)
+    logs = {name: tf.reduce_sum(value) for name, value in parts.items()}
+    logs["count"] = tf.cast(tf.shape(images)[0], tf.float32)
+    if clean_logits is not None:
+      logs["clean_correct"] = tf.reduce_sum(
+          tf.cast(tf.logical_not(losses.misclassified(clean_logits, hard)), tf.float32))
+    if adv_images is not None:
+      logs["adv_correct"] = tf.reduce_sum(
+          tf.cast(tf.logical_not(losses.misclassified(adv_logits, hard)), tf.float32))
+    return logs
