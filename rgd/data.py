@@ -79,8 +79,15 @@ def _load_tfds(name, split, data_dir):
         "Without network, either copy a prepared tfds directory and pass "
         "--gin_bindings=\"load_split.data_dir='DIR'\", or write DIR/train.npz and DIR/test.npz "
         "(image uint8 [N,H,W,3], label int [N]) and use DATASET='npz:DIR'.") from e
-  data = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, as_supervised=True))
-  return data[0], data[1].astype(np.int64)
+  # Batches of 10k, not batch_size=-1: the latter needs a known cardinality (and crashes on
+  # tfds' mock data).
+  images, labels = [], []
+  for x, y in tfds.as_numpy(builder.as_dataset(split=split, as_supervised=True).batch(10_000)):
+    images.append(x)
+    labels.append(y)
+  if not images:
+    raise DataError(f"tfds:{name}/{split} is empty")
+  return np.concatenate(images), np.concatenate(labels).astype(np.int64)
 
 
 def num_classes_of(dataset, num_classes=None):
@@ -223,7 +230,10 @@ def make_train_dataset(images, labels, num_classes, global_batch_size, num_repli
     gen = tfrecord.read_examples(generated_pattern, generated_shuffle_buffer, seed + 7,
                                  num_input_pipelines, input_pipeline_id)
     gen = gen.batch(gen_worker, drop_remainder=True).map(tfrecord.parse_batch)
-    gen = gen.map(lambda ex: (ex["image"],
+    # Generated images must have the real images' shape (they share batches); ensure_shape
+    # also gives the static shape the batch augmentations need.
+    image_shape = [gen_worker] + list(images.shape[1:])
+    gen = gen.map(lambda ex: (tf.ensure_shape(ex["image"], image_shape),
                               soft_labels(ex["label"], num_classes, generated_label_smoothing),
                               tf.zeros_like(ex["label"], tf.bool)))
     parts.append(gen)
@@ -236,7 +246,7 @@ def make_train_dataset(images, labels, num_classes, global_batch_size, num_repli
     if augment:
       image = pad_crop_flip(image, tf.stack([seed, index]))
     replicas = _split_for_replicas((to_float(image), label, is_real), real_worker,
-                                   local_replicas)
+                                   local_replicas, per_replica)
     out = []
     for r, (image, label, is_real) in enumerate(replicas):
       b = {"image": image, "label": label, "is_real": is_real}
@@ -249,10 +259,9 @@ def make_train_dataset(images, labels, num_classes, global_batch_size, num_repli
   return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def _split_for_replicas(batch, num_real, replicas):
+def _split_for_replicas(batch, num_real, replicas, per_replica):
   """Worker batch -> one batch per replica: each replica gets its share of the real examples
   (split_counts) and fills up with generated ones."""
-  per_replica = batch[0].shape[0] // replicas
   real_counts = split_counts(num_real, replicas)
   out = []
   real_start, gen_start = 0, num_real

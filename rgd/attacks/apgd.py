@@ -149,7 +149,7 @@ class APGD:
       tape.watch(x)
       logits = logits_of(model_fn, x)
       loss = loss_fn(logits, labels)
-    return loss, tape.gradient(tf.reduce_sum(loss), x), losses.misclassified(logits, labels)
+    return loss, tape.gradient(loss, x), losses.misclassified(logits, labels)
 
   def run(self, model_fn, loss_fn, x0, labels, seed):
     """One run of Alg. 1. Returns (x_adv, fooled, loss): a misclassified iterate where one was

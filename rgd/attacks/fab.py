@@ -82,7 +82,7 @@ class FABTargeted:
       tape.watch(x)
       logits = logits_of(model_fn, x)
       f = losses.targeted_margin_loss(logits, labels, target)   # z_t - z_y
-    return f, tape.gradient(tf.reduce_sum(f), x), losses.misclassified(logits, labels)
+    return f, tape.gradient(f, x), losses.misclassified(logits, labels)
 
   def run(self, model_fn, x0, labels, target, seed, random_start):
     """One FAB run towards `target` (from x0, or from a random point when the bool tensor

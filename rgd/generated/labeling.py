@@ -6,9 +6,10 @@ for pseudo-labeling. For each class, we select the top-100K scoring images" (aft
 al. 2019). DM-Improves-AT keeps the top 20% of 5M the same way.
 
 An image's label is the classifier's argmax and its score is the log-softmax of that label.
-Ranking by log-probability rather than the softmax itself keeps confident images apart: above
-about 1 - 6e-8 the float32 softmax of many images is exactly 1.0, their log-probabilities still
-differ. `TopKPerClass` selects in a bounded buffer per class (at most 2k candidates + one
+Ranking by log-probability (computed in float64 with log1p) rather than the softmax itself
+keeps confident images apart: once the logit margin exceeds ~17 the float32 softmax (and
+float32 log_softmax) of an image is exactly 1.0 (0.0), while -log1p(sum_j exp(z_j - z_y)) still
+differs between images. `TopKPerClass` selects in a bounded buffer per class (at most 2k candidates + one
 batch), so scoring 5M images needs memory for the kept ones only. Ties in score are broken by
 the input index, lower first, so the selection does not depend on batch size or order.
 """
@@ -69,13 +70,18 @@ class Labeler:
 
   def _scores(self, images):
     x = tf.cast(images, tf.float32) / 255.0  # rgd models take [0, 1] and normalise inside.
-    out = tf.cast(self.model(x, training=False), tf.float32)
-    logp = tf.nn.log_softmax(out) if self.from_logits else tf.math.log(
-        tf.maximum(out, np.finfo(np.float32).tiny))
-    return tf.argmax(logp, axis=-1), tf.reduce_max(logp, axis=-1)
+    out = tf.cast(self.model(x, training=False), tf.float64)
+    label = tf.argmax(out, axis=-1)
+    if not self.from_logits:
+      return label, tf.math.log(tf.reduce_max(out, axis=-1))
+    # log p_y = -log(1 + sum_{j != y} exp(z_j - z_y)), with log1p in float64: exact for
+    # margins up to ~700, where log_softmax in float32 rounds to 0 beyond a margin of ~17.
+    others = tf.exp(out - tf.reduce_max(out, axis=-1, keepdims=True))
+    others *= 1.0 - tf.one_hot(label, tf.shape(out)[-1], dtype=tf.float64)
+    return label, -tf.math.log1p(tf.reduce_sum(others, axis=-1))
 
   def __call__(self, images):
-    """uint8 [n, H, W, 3] -> (labels int64 [n], log p(label) float32 [n])."""
+    """uint8 [n, H, W, 3] -> (labels int64 [n], log p(label) float64 [n])."""
     labels, logp = self._predict(tf.convert_to_tensor(images))
     return labels.numpy().astype(np.int64), logp.numpy()
 
@@ -104,7 +110,7 @@ class TopKPerClass:
   def add(self, indices, labels, scores):
     indices = np.asarray(indices, np.int64)
     labels = np.asarray(labels, np.int64)
-    scores = np.asarray(scores, np.float32)
+    scores = np.asarray(scores, np.float64)
     for c in np.unique(labels):
       rows = labels == c
       self._buffers[c].append((indices[rows], scores[rows]))
@@ -131,7 +137,7 @@ class TopKPerClass:
         self._compact(c)
         idx, sc = self._buffers[c][0]
       else:
-        idx, sc = np.zeros(0, np.int64), np.zeros(0, np.float32)
+        idx, sc = np.zeros(0, np.int64), np.zeros(0, np.float64)
       out[0].append(idx)
       out[1].append(np.full(len(idx), c, np.int64))
       out[2].append(sc)

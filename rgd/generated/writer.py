@@ -26,9 +26,6 @@ WORK_DIR = ".work"
 PLAN_FILE = "plan.npz"
 METADATA_FILE = "metadata.json"
 DEFAULT_PREFIX = "generated"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-_FILE_MODE = 0o666 & ~_UMASK
 
 
 def atomic_write_text(path, text):
@@ -59,7 +56,7 @@ def make_plan(indices, labels, scores, seed):
   order = np.random.default_rng(seed).permutation(len(indices))
   return {"index": np.asarray(indices, np.int64)[order],
           "label": np.asarray(labels, np.int64)[order],
-          "score": np.asarray(scores, np.float32)[order]}
+          "score": np.asarray(scores, np.float64)[order]}
 
 
 def save_plan(path, plan, config):
@@ -102,7 +99,7 @@ def write_shards(source, plan, folder, examples_per_shard, prefix=DEFAULT_PREFIX
                for j in range(stop - start))
     path = os.path.join(folder, name)
     tfrecord.write_shard(path, records)
-    os.chmod(path, _FILE_MODE)  # mkstemp's temporaries are private (0600); shards are data.
+    os.chmod(path, 0o644)  # mkstemp's temporaries are private (0600); shards are data.
     if progress is not None:
       progress.update(stop - start)
     if shard_delay_s:

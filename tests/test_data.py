@@ -1,0 +1,150 @@
+"""Real-data loading (npz, tfds mock), augmentation, and exact real/generated mixing."""
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from rgd import data, tfrecord
+from conftest import make_images, write_npz_dataset
+
+
+def _write_generated(folder, n=40, num_shards=2, label_offset=0, seed=1):
+  os.makedirs(folder, exist_ok=True)
+  x, y = make_images(n, seed=seed)
+  y = (y + label_offset) % 10
+  for s in range(num_shards):
+    records = [tfrecord.serialize(x[i], y[i], 0.5) for i in range(s, n, num_shards)]
+    tfrecord.write_shard(tfrecord.shard_name(os.path.join(folder, "gen"), s, num_shards),
+                         records)
+  return os.path.join(folder, "gen-*.tfrecord")
+
+
+def test_npz_splits_hold_out_last_images(npz_dataset):
+  x, y = data.load_split(f"npz:{npz_dataset}", "train", num_validation=16)
+  xv, yv = data.load_split(f"npz:{npz_dataset}", "validation", num_validation=16)
+  xf, yf = data.load_split(f"npz:{npz_dataset}", "train_full")
+  assert len(x) == 80 and len(xv) == 16
+  np.testing.assert_array_equal(np.concatenate([x, xv]), xf)
+  np.testing.assert_array_equal(np.concatenate([y, yv]), yf)
+  xt, _ = data.load_split(f"npz:{npz_dataset}", "test")
+  assert xt.shape == (32, 32, 32, 3) and xt.dtype == np.uint8
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(image_key="images"), r"missing key\(s\) \['image'\]"),
+    (dict(dtype=np.float32), "must be uint8"),
+    (dict(shape=(8, 32, 32)), r"shape \[N, H, W, 3\]"),
+    (dict(label_value=10), r"label 10 out of range \[0, 10\)"),
+    (dict(label_value=-1), r"label -1 out of range"),
+])
+def test_bad_npz_gives_clear_error_naming_file(tmp_path, change, match):
+  path = str(tmp_path / "train.npz")
+  x = np.zeros(change.get("shape", (8, 32, 32, 3)), change.get("dtype", np.uint8))
+  y = np.zeros(8, np.int64)
+  if "label_value" in change:
+    y[3] = change["label_value"]
+  np.savez(path, **{change.get("image_key", "image"): x, "label": y})
+  with pytest.raises(data.DataError, match=match) as e:
+    data.load_npz(path, num_classes=10)
+  assert path in str(e.value)
+
+
+def test_npz_is_read_without_pickle(tmp_path):
+  path = str(tmp_path / "train.npz")
+  np.savez(path, image=np.array([object()], dtype=object), label=np.zeros(1, np.int64))
+  with pytest.raises(data.DataError, match="without pickle"):
+    data.load_npz(path)
+
+
+def test_unknown_dataset_and_missing_file(tmp_path):
+  with pytest.raises(data.DataError, match="Unknown dataset 'mnist2'"):
+    data.load_split("mnist2", "train")
+  with pytest.raises(data.DataError, match="train.npz: file not found"):
+    data.load_split(f"npz:{tmp_path}", "train")
+
+
+def test_tfds_loading_with_mock_data():
+  import tensorflow_datasets as tfds
+  with tfds.testing.mock_data(num_examples=1100):
+    x, y = data.load_split("cifar10", "train")
+    xv, _ = data.load_split("cifar10", "validation")
+  assert x.shape == (1100 - 1024, 32, 32, 3) and x.dtype == np.uint8
+  assert xv.shape[0] == 1024 and y.max() < 10
+
+
+def test_pad_crop_flip_is_a_shifted_window_and_same_in_tf_data():
+  x = tf.constant(make_images(16)[0])
+  seed = tf.constant([3, 4])
+  out = data.pad_crop_flip(x, seed).numpy()
+  padded = np.pad(x.numpy(), [(0, 0), (4, 4), (4, 4), (0, 0)])
+  for i in range(16):
+    found = False
+    for dy in range(9):
+      for dx in range(9):
+        window = padded[i, dy:dy + 32, dx:dx + 32]
+        found |= np.array_equal(out[i], window) or np.array_equal(out[i], window[:, ::-1])
+    assert found, i
+  in_pipeline = next(iter(tf.data.Dataset.from_tensors(x).map(
+      lambda b: data.pad_crop_flip(b, seed))))
+  np.testing.assert_array_equal(out, in_pipeline.numpy())
+
+
+@pytest.mark.parametrize("batch,ratio,replicas,pipelines", [
+    (10, 0.3, 1, 1), (10, 0.3, 2, 1), (16, 0.3, 4, 2), (12, 0.0, 2, 1), (8, 1.0, 2, 1)])
+def test_mixed_batches_hold_exactly_the_configured_real_count(tmp_path, batch, ratio, replicas,
+                                                              pipelines):
+  pattern = _write_generated(str(tmp_path / "gen"), num_shards=2)
+  x, y = make_images(50)
+  counts = np.zeros(3, int)
+  for pipeline in range(pipelines):
+    ds = data.make_train_dataset(x, y, 10, batch, num_replicas=replicas,
+                                 num_input_pipelines=pipelines, input_pipeline_id=pipeline,
+                                 generated_pattern=pattern, mixing_ratio=ratio,
+                                 generated_shuffle_buffer=8)
+    for step, b in enumerate(ds.take(3)):
+      assert b["image"].shape == (replicas // pipelines, batch // replicas, 32, 32, 3)
+      counts[step] += int(tf.reduce_sum(tf.cast(b["is_real"], tf.int32)))
+      real = b["is_real"].numpy().reshape(-1)
+      labels = b["label"].numpy().reshape(-1, 10)
+      # Real labels are one-hot; generated ones smoothed to 0.9 * onehot + 0.01.
+      np.testing.assert_allclose(labels[real].max(1), 1.0)
+      np.testing.assert_allclose(labels[~real].max(1), 0.91, rtol=1e-6)
+      np.testing.assert_allclose(labels[~real].min(1), 0.01, rtol=1e-5)
+  np.testing.assert_array_equal(counts, [int(round(ratio * batch))] * 3)
+
+
+def test_without_generated_data_every_example_is_real_and_in_range():
+  x, y = make_images(50)
+  b = next(iter(data.make_train_dataset(x, y, 10, 8, augment=False)))
+  assert bool(tf.reduce_all(b["is_real"]))
+  img = b["image"].numpy()[0]
+  assert img.dtype == np.float32 and img.min() >= 0 and img.max() <= 1
+  # Without augmentation each image is exactly one of the inputs / 255.
+  flat = x.reshape(50, -1).astype(np.float32) / 255
+  for im, lab in zip(img, b["label"].numpy()[0]):
+    idx = np.where((np.abs(flat - im.reshape(-1)) < 1e-7).all(1))[0]
+    assert len(idx) >= 1 and y[idx[0]] == lab.argmax()
+
+
+def test_iterator_checkpoint_replays_the_same_batches(tmp_path):
+  pattern = _write_generated(str(tmp_path / "gen"))
+  x, y = make_images(50)
+  it = iter(data.make_train_dataset(x, y, 10, 8, generated_pattern=pattern,
+                                    generated_shuffle_buffer=16))
+  next(it)
+  ckpt = tf.train.Checkpoint(iterator=it)
+  path = ckpt.save(str(tmp_path / "ckpt"))
+  after = [next(it)["image"].numpy() for _ in range(3)]
+  ckpt.restore(path)
+  again = [next(it)["image"].numpy() for _ in range(3)]
+  for a, b in zip(after, again):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_eval_dataset_pads_with_mask():
+  x, y = make_images(10)
+  batches = list(data.make_eval_dataset(x, y, 4))
+  assert len(batches) == 3
+  mask = np.concatenate([b["mask"].numpy() for b in batches])
+  assert mask.sum() == 10 and not mask[10:].any()

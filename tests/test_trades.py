@@ -1,0 +1,101 @@
+"""TRADES objective: loss against a numpy hand computation, inner maximisation invariants."""
+import numpy as np
+import pytest
+import tensorflow as tf
+import keras
+
+from rgd import trades
+from rgd.attacks import losses
+
+
+def _np_log_softmax(z):
+  z = z - z.max(1, keepdims=True)
+  return z - np.log(np.exp(z).sum(1, keepdims=True))
+
+
+def _tiny_linear_model(d=12, k=3, seed=0):
+  inputs = keras.Input((2, 2, 3))
+  x = keras.layers.Flatten()(inputs)
+  logits = keras.layers.Dense(k, kernel_initializer=keras.initializers.RandomNormal(stddev=1.0, seed=seed),
+                              bias_initializer="zeros")(x)
+  return keras.Model(inputs, logits)
+
+
+def test_trades_loss_matches_hand_computation():
+  rng = np.random.RandomState(0)
+  clean = rng.randn(5, 4).astype(np.float32)
+  adv = rng.randn(5, 4).astype(np.float32)
+  labels = np.eye(4, dtype=np.float32)[[0, 1, 2, 3, 0]]
+  labels[4] = [0.25, 0.25, 0.5, 0.0]  # a soft (mixed) target
+  total, ce, kl = trades.trades_loss(clean, adv, labels, beta=6.0)
+  lp, lq = _np_log_softmax(clean.astype(np.float64)), _np_log_softmax(adv.astype(np.float64))
+  ce_np = -(labels * lp).sum(1)
+  kl_np = (np.exp(lp) * (lp - lq)).sum(1)
+  np.testing.assert_allclose(ce, ce_np, rtol=1e-5)
+  np.testing.assert_allclose(kl, kl_np, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(total, ce_np + 6.0 * kl_np, rtol=1e-5)
+
+
+def test_objective_loss_uses_one_training_pass_and_splits_halves():
+  model = _tiny_linear_model()
+  obj = trades.Objective(kind="trades", beta=2.0)
+  x = tf.random.stateless_uniform([4, 2, 2, 3], [1, 2])
+  x_adv = tf.clip_by_value(x + 0.01, 0, 1)
+  y = tf.one_hot([0, 1, 2, 0], 3)
+  parts, clean_logits, adv_logits = obj.loss(lambda z: model(z, training=True), x, x_adv, y)
+  np.testing.assert_allclose(clean_logits, model(x), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(adv_logits, model(x_adv), rtol=1e-5, atol=1e-6)
+  total, _, _ = trades.trades_loss(model(x), model(x_adv), y, 2.0)
+  np.testing.assert_allclose(parts["total"], total, rtol=1e-5)
+
+
+@pytest.mark.parametrize("norm,eps,optimizer", [("linf", 8 / 255, "sign"),
+                                                ("linf", 8 / 255, "adam"),
+                                                ("l2", 128 / 255, "sign")])
+def test_inner_maximisation_stays_in_ball_and_raises_kl(norm, eps, optimizer):
+  model = _tiny_linear_model(seed=3)
+  obj = trades.Objective(kind="trades", norm=norm, eps=eps, attack_steps=10,
+                         attack_optimizer=optimizer)
+  # Include pixels at 0 and 1 so that the box constraint binds.
+  x = tf.random.stateless_uniform([16, 2, 2, 3], [4, 5])
+  x = tf.where(x < 0.2, 0.0, tf.where(x > 0.8, 1.0, x))
+  fn = lambda z: model(z, training=False)
+  x_adv = obj.adversarial_examples(fn, x, tf.one_hot(tf.zeros(16, tf.int32), 3),
+                                   tf.constant([0, 0]))
+  delta = (x_adv - x).numpy().reshape(16, -1)
+  assert x_adv.numpy().min() >= 0.0 and x_adv.numpy().max() <= 1.0
+  if norm == "linf":
+    assert np.abs(delta).max() <= eps + 1e-6
+  else:
+    assert np.linalg.norm(delta, axis=1).max() <= eps + 1e-5
+  p = tf.nn.softmax(fn(x))
+  kl_adv = losses.kl_loss(fn(x_adv), p).numpy()
+  kl_start = losses.kl_loss(fn(x), p).numpy()
+  assert np.all(kl_adv >= kl_start - 1e-7)
+  # Far above a random point of the ball: the attack climbs the KL.
+  x_rand = tf.clip_by_value(x + tf.random.stateless_uniform(x.shape, [7, 7], -eps, eps), 0, 1)
+  if norm == "l2":
+    x_rand = x + (x_rand - x) * eps / tf.norm(tf.reshape(x_rand - x, [16, -1]), axis=1)[:, None,
+                                                                                      None, None]
+    x_rand = tf.clip_by_value(x_rand, 0, 1)
+  kl_rand = losses.kl_loss(fn(x_rand), p).numpy()
+  assert kl_adv.mean() > 5 * kl_rand.mean() > 0
+
+
+def test_standard_objective_has_no_attack_and_plain_ce():
+  model = _tiny_linear_model()
+  obj = trades.Objective(kind="standard")
+  x = tf.random.stateless_uniform([3, 2, 2, 3], [1, 1])
+  y = tf.one_hot([0, 1, 2], 3)
+  assert obj.adversarial_examples(model, x, y, tf.constant([0, 0])) is None
+  parts, _, _ = obj.loss(model, x, None, y)
+  expected = tf.keras.losses.categorical_crossentropy(y, model(x), from_logits=True)
+  np.testing.assert_allclose(parts["total"], expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs,match", [(dict(kind="mart"), "Unknown objective"),
+                                          (dict(eps=0.0), "eps"),
+                                          (dict(attack_optimizer="lbfgs"), "attack_optimizer")])
+def test_objective_rejects_bad_settings(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    trades.Objective(**kwargs)
