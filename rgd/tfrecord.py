@@ -38,7 +38,10 @@ def serialize(image, label, confidence=None):
   if confidence is not None:
     feature["confidence"] = tf.train.Feature(
         float_list=tf.train.FloatList(value=[float(confidence)]))
-  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+  # deterministic=True sorts the feature map: the same example gives the same bytes in every
+  # process, so shard checksums (metadata.json) are reproducible.
+  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(
+      deterministic=True)
 
 
 def parse_batch(serialized):

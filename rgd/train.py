@@ -66,6 +66,9 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
   if precision not in PRECISIONS:
     raise ValueError(f"Unknown precision {precision!r}; expected one of {sorted(PRECISIONS)}")
   keras.mixed_precision.set_global_policy(PRECISIONS[precision])
+  # Seeds Python, numpy and TF: the initial weights are a function of `seed`. Everything random
+  # later (augmentation, attack starts) uses stateless ops keyed by the step.
+  keras.utils.set_random_seed(seed)
   chief = strategy_lib.is_chief(strategy)
   os.makedirs(model_dir, exist_ok=True)
 

@@ -287,3 +287,14 @@ def test_show_augmentations_writes_png_grid(tmp_path, npz_dataset):
   with pytest.raises(ValueError, match="Unknown augmentation 'bogus'"):
     show_augmentations.main([f"--dataset=npz:{npz_dataset}", f"--output={out}",
                              "--augmentations=bogus"])
+
+
+def test_input_benchmark_prints_a_row_per_augmentation(capsys):
+  from rgd.bench import input as bench_input  # pylint: disable=import-outside-toplevel
+  bench_input.main(["--num_synthetic=256", "--batch_size=32", "--num_batches=2", "--warmup=1",
+                    "--repeats=1", "--augmentations=none,cutmix", "--no_breakdown"])
+  lines = capsys.readouterr().out.splitlines()
+  rows = {line.split()[0]: line.split()[1:] for line in lines[2:] if line.strip()}
+  assert set(rows) == {"none", "cutmix"}
+  assert float(rows["cutmix"][0].replace(",", "")) > 0
+  assert float(rows["cutmix"][1].replace(",", "")) > 0 and rows["none"][1] == "-"

@@ -96,7 +96,7 @@ def test_log_probabilities_rank_images_whose_softmax_saturates():
   np.testing.assert_array_equal(keras.ops.softmax(logits)[:, 0], [1.0, 1.0])
   np.testing.assert_array_equal(keras.ops.log_softmax(logits)[:, 0], [0.0, 0.0])
   # ...the float64 log1p form can: log p = -log(1 + 2 exp(-margin)).
-  np.testing.assert_allclose(logp, -2 * np.exp(-logits[:, 0].astype(np.float64)), rtol=1e-5)
+  np.testing.assert_allclose(logp, -2 * np.exp(-logits[:, 0].astype(np.float64)), rtol=1e-4)
   assert logp[0] > logp[1]
 
 

@@ -151,9 +151,12 @@ class APGD:
       loss = loss_fn(logits, labels)
     return loss, tape.gradient(loss, x), losses.misclassified(logits, labels)
 
-  def run(self, model_fn, loss_fn, x0, labels, seed):
+  def run(self, model_fn, loss_fn, x0, labels, seed, trace=False):
     """One run of Alg. 1. Returns (x_adv, fooled, loss): a misclassified iterate where one was
-    found, otherwise the iterate of highest loss (and that loss)."""
+    found, otherwise the iterate of highest loss (and that loss). With `trace`, also a dict of
+    per-iteration tensors: `step` (the step size used), `loss` (at the new iterate),
+    `reduced` (halved and restarted from the best point at this checkpoint), `x` (the point
+    the next step starts from) and `x_best`, and `loss_init` (the loss at the start)."""
     x0 = tf.cast(x0, tf.float32)
     x = random_start(self.norm, self.eps, x0, seed)
     loss, grad, fooled = self._loss_grad(model_fn, loss_fn, x, labels)
@@ -164,6 +167,12 @@ class APGD:
     increases = tf.zeros_like(loss)              # successful steps since the last checkpoint
     loss_best_last_check = loss_best
     reduced_last_check = tf.ones_like(loss, tf.bool)  # AutoAttack starts it at ones
+    steps = tf.TensorArray(tf.float32, self.num_steps)
+    losses_seen = tf.TensorArray(tf.float32, self.num_steps)
+    reductions = tf.TensorArray(tf.bool, self.num_steps)
+    xs = tf.TensorArray(tf.float32, self.num_steps)
+    x_bests = tf.TensorArray(tf.float32, self.num_steps)
+    loss_init = loss
     for i in tf.range(self.num_steps):
       # Eq. 2: z = P(x + eta * ascent); x_new = P(x + alpha (z - x) + (1 - alpha)(x - x_prev)),
       # with alpha = 1 at the first step.
@@ -171,6 +180,8 @@ class APGD:
       z = self.project(x + expand(step, x) * self._ascent(grad), x0)
       x_new = self.project(x + (z - x) * a + (x - x_prev) * (1.0 - a), x0)
       x_prev, x = x, x_new
+      if trace:
+        steps = steps.write(i, step)
       loss, grad, miscl = self._loss_grad(model_fn, loss_fn, x, labels)
       x_adv = tf.where(expand(miscl, x), x, x_adv)
       fooled = tf.logical_or(fooled, miscl)
@@ -182,6 +193,7 @@ class APGD:
       loss_best = tf.where(better, loss, loss_best)
 
       interval = self._interval_at[i]
+      reduce = tf.zeros_like(fooled)
       if interval > 0:
         oscillating = increases <= self.rho * interval                     # condition 1
         stalled = tf.logical_and(tf.logical_not(reduced_last_check),      # condition 2
@@ -193,7 +205,16 @@ class APGD:
         x = tf.where(expand(reduce, x), x_best, x)
         grad = tf.where(expand(reduce, x), grad_best, grad)
         increases = tf.zeros_like(increases)
+      if trace:
+        losses_seen = losses_seen.write(i, loss)
+        reductions = reductions.write(i, reduce)
+        xs = xs.write(i, x)
+        x_bests = x_bests.write(i, x_best)
     x_out = tf.where(expand(fooled, x0), x_adv, x_best)
+    if trace:
+      return x_out, fooled, loss_best, dict(step=steps.stack(), loss=losses_seen.stack(),
+                                            reduced=reductions.stack(), x=xs.stack(),
+                                            x_best=x_bests.stack(), loss_init=loss_init)
     return x_out, fooled, loss_best
 
   def _run_fn(self, model_fn):

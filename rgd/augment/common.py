@@ -4,6 +4,8 @@ All randomness is stateless (`tf.random.stateless_*` from an int32 [2] seed), so
 is a pure function of (batch, seed): the same eagerly and inside `tf.data.map`, and a resumed
 input pipeline replays it exactly.
 """
+import numbers
+
 import tensorflow as tf
 
 
@@ -41,19 +43,20 @@ def applied(n, seed, probability):
 
 
 def check_probability(op, value, name="probability"):
-  if not 0. <= float(value) <= 1.:
+  if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0. <= value <= 1.:
     raise ValueError(f"{op}: {name} must be in [0, 1], got {value}")
   return float(value)
 
 
 def check_positive(op, value, name):
-  if not float(value) > 0.:
+  if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0.:
     raise ValueError(f"{op}: {name} must be > 0, got {value}")
   return float(value)
 
 
 def check_window(op, value, name="window_length"):
-  if isinstance(value, bool) or int(value) != value or value <= 0:
+  if (isinstance(value, bool) or not isinstance(value, numbers.Real) or int(value) != value
+      or value <= 0):
     raise ValueError(f"{op}: {name} must be a positive whole number of pixels, got {value}")
   return int(value)
 

@@ -7,8 +7,8 @@ from rgd.augment import common
 
 @gin.configurable(module="rgd.augment")
 class MixUp:
-  """x = lam x + (1 - lam) x_partner, y = lam y + (1 - lam) y_partner, lam ~ Beta(alpha, alpha)
-  per example, partners from a random permutation of the batch.
+  """x = lam x + (1 - lam) x_partner and y = lam y + (1 - lam) y_partner, with
+  lam ~ Beta(alpha, alpha) per example and partners from a random permutation of the batch.
 
   Seed 000 (Fig. 9a) finds small alpha best for robustness, in line with Zhang et al.'s advice
   for standard training and against Rice et al. 2020's; the default alpha = 1 is Zhang et al.'s

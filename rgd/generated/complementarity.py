@@ -85,7 +85,7 @@ def penultimate_extractor(model):
   dense = [l for l in model.layers if isinstance(l, keras.layers.Dense)]
   if not dense:
     raise ValueError(f"model {model.name} has no Dense layer to take features before")
-  features = keras.Model(model.inputs, dense[-1].input)
+  features = keras.Model(model.input, dense[-1].input)
   return lambda images: features(np.asarray(images, np.float32) / 255.0, training=False)
 
 
@@ -135,3 +135,50 @@ def balanced_sample(labels, n, num_classes, seed, total=None):
                        f"sample of {n}")
     picked.append(rng.choice(pool, m, replace=False))
   return np.sort(np.concatenate(picked))
+
+
+# ----------------------------------------------------------------------------------------------
+# The whole measurement of tools/complementarity.py.
+
+
+def read_generated(path, n, num_classes, seed, cache_dir=None):
+  """n class-balanced (when labelled) images and labels from a generated set: any
+  `sources.open_source` input, or a glob of TFRecord shards (`*.tfrecord`). Shards are read
+  from the start until every class has its share: tools/make_tfrecords.py writes records in a
+  random order, so the first records are a uniform sample."""
+  from rgd.generated import sources
+  if path.endswith(".tfrecord"):
+    from rgd import tfrecord
+    import tensorflow as tf
+    want = np.array([n // num_classes + (k < n % num_classes) for k in range(num_classes)])
+    images, labels, have = [], [], np.zeros(num_classes, np.int64)
+    ds = tf.data.TFRecordDataset(tfrecord.list_shards(path)).batch(1024).map(tfrecord.parse_batch)
+    for ex in ds:
+      for im, y in zip(ex["image"].numpy(), ex["label"].numpy()):
+        if y < num_classes and have[y] < want[y]:
+          images.append(im)
+          labels.append(y)
+          have[y] += 1
+      if (have >= want).all():
+        break
+    if (have < want).any():
+      raise ValueError(f"{path}: too few records per class for a balanced sample of {n}: "
+                       f"{have.tolist()}")
+    return np.stack(images), np.array(labels)
+  source = sources.open_source(path, cache_dir)
+  if source.labels is not None:
+    source.check_labels(num_classes)
+  idx = balanced_sample(source.labels, n, num_classes, seed, source.num_images)
+  return source.take(idx), (None if source.labels is None else source.labels[idx])
+
+
+def measure(train, test, generated, extractor, pca_dim=100, batch_size=256, stream=None):
+  """Algorithm 1 on three (images, labels) sets through `extractor`; returns the dict of
+  `complementarity_and_coverage`."""
+  from rgd import progress
+  feats = []
+  for name, (images, _) in (("train", train), ("test", test), ("generated", generated)):
+    bar = progress.Progress(len(images), f"features ({name})", "img", stream=stream)
+    feats.append(extract_features(extractor, images, batch_size, bar))
+    bar.close()
+  return complementarity_and_coverage(*feats, pca_dim=pca_dim)

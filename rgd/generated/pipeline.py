@@ -75,14 +75,14 @@ def make_tfrecords(output_dir, config, open_source, labeler=None, keep_per_class
     _check_same_job(plan_path, saved, config)
     logging.info("Reusing the selection in %s", plan_path)
   else:
+    if labeler is None and keep_per_class is not None:
+      raise DataError("keeping the top images per class needs a labeller to score them "
+                      "(--labeler)")
     source = open_source(cache)
+    if labeler is None and source.labels is None:
+      raise DataError(f"{source.path}: has no labels and no labeller was given (--labeler)")
     k = _num_classes(source, labeler, num_classes)
     if labeler is None:
-      if keep_per_class is not None:
-        raise DataError("keeping the top images per class needs a labeller to score them "
-                        "(--labeler)")
-      if source.labels is None:
-        raise DataError(f"{source.path}: has no labels and no labeller was given (--labeler)")
       source.check_labels(k)
       selector = labeling.TopKPerClass(k, None)
       selector.add(np.arange(source.num_images), source.labels,

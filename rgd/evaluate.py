@@ -1,0 +1,230 @@
+r"""Robust accuracy of a trained model: `python -m rgd.evaluate --model_dir=DIR`.
+
+    python -m rgd.evaluate --model_dir=runs/wrn28 --suite=aa+mt --norm=linf --eps=8/255 \
+        --num_examples=10000
+    python -m rgd.evaluate --model=any_model.keras --dataset=npz:DIR --suite=autoattack
+
+`--model_dir` loads DIR/model.keras (the exported weight-averaged model) and the checkpoint step
+from DIR/model.json; `--model` loads any Keras model that takes [0, 1] images and returns
+logits. Suites (rgd.attacks.cascade): `aa+mt` (seeds 000/001), `autoattack` (AutoAttack
+standard), `pgd40`; their parameters can be changed with gin, e.g.
+`--gin_bindings="aa_mt_suite.mt_restarts=20"`.
+
+Writes to --output_dir (default DIR/eval): `<name>.json` (clean and robust accuracy, accuracy
+after each stage, time per stage, settings, versions, warnings), `<name>.npz` (per-example
+flags and the adversarial examples) and TensorBoard scalars; <name> is
+`eval_<suite>_<norm>_<eps>`. Deterministic for a given --seed.
+"""
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+
+from absl import app, flags, logging
+import gin
+import keras
+import numpy as np
+import tensorflow as tf
+
+import rgd
+from rgd import data
+from rgd.attacks import cascade, checks
+from rgd.progress import Progress
+
+NORMS = ("linf", "l2")
+
+
+def parse_eps(text, flag="--eps"):
+  """'8/255', '0.5' or a number -> float in (0, 1] (images are in [0, 1])."""
+  try:
+    if isinstance(text, str) and "/" in text:
+      num, den = text.split("/")
+      value = float(num) / float(den)
+    else:
+      value = float(text)
+  except (ValueError, ZeroDivisionError) as e:
+    raise ValueError(f"{flag}={text!r} is not a number or a fraction like 8/255") from e
+  if not 0.0 < value <= 1.0:
+    raise ValueError(f"{flag}={text!r} must be in (0, 1]: images are in [0, 1]")
+  return value
+
+
+def load_model(model_dir=None, model_path=None):
+  """Returns (model, path, checkpoint step or None)."""
+  if bool(model_dir) == bool(model_path):
+    raise ValueError("pass exactly one of --model_dir and --model")
+  path = model_path or os.path.join(model_dir, "model.keras")
+  if not os.path.exists(path):
+    flag = "--model" if model_path else "--model_dir"
+    raise FileNotFoundError(f"{flag}: no model at {path}")
+  import rgd.models  # noqa: F401  (registers nothing today; keeps custom layers importable)
+  model = keras.saving.load_model(path, compile=False)
+  step = None
+  info_path = os.path.splitext(path)[0] + ".json"
+  if os.path.exists(info_path):
+    with open(info_path) as f:
+      step = json.load(f).get("step")
+  return model, path, step
+
+
+def _versions():
+  return dict(rgd=rgd.__version__, tensorflow=tf.__version__, keras=keras.__version__,
+              numpy=np.__version__, python=platform.python_version())
+
+
+def _atomic(path, write):
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+  try:
+    with os.fdopen(fd, "wb") as f:
+      write(f)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def report_name(suite, norm, eps):
+  return f"eval_{suite.replace('+', '_')}_{norm}_{eps:.6g}"
+
+
+def evaluate_model(model, images, labels, suite="aa+mt", norm="linf", eps=8 / 255,
+                   batch_size=500, seed=0, output_dir=None, settings=None, jit_compile=False,
+                   strategy=None, source="model", stream=None):
+  """Runs `suite` on uint8 or float [0, 1] `images` and writes the report files to
+  `output_dir` (if given). Returns the report dict."""
+  if norm not in NORMS:
+    raise ValueError(f"--norm={norm!r}: expected one of {NORMS}")
+  eps = parse_eps(eps)
+  stages = cascade.get_suite(suite, norm, eps)
+  if len(images) == 0:
+    raise ValueError(f"{source}: the dataset is empty")
+  images = np.asarray(images)
+  if images.dtype == np.uint8:
+    images = images.astype(np.float32) / 255.0
+  images = images.astype(np.float32)
+  labels = np.asarray(labels).astype(np.int32)
+  model_fn = lambda x: model(x, training=False)
+
+  # Checks before spending time on attacks (AutoAttack's checks.py).
+  probe = tf.constant(images[:min(len(images), batch_size)])
+  probe_logits = tf.cast(model_fn(probe), tf.float32).numpy()
+  checks.check_output_shape(probe_logits, len(probe), int(labels.max()) + 1, source)
+  warnings = (checks.check_randomized(model_fn, probe) + checks.check_logits(probe_logits) +
+              checks.check_num_classes(probe_logits.shape[1], stages))
+
+  progress = {}
+
+  def on_batch(s, name, done, total):
+    if s not in progress:
+      progress[s] = Progress(total, desc=f"stage {s + 1}/{len(stages)} {name}", unit="batch",
+                             stream=stream)
+    progress[s].update(1)
+    if done == total:
+      progress[s].close()
+
+  start = time.monotonic()
+  result = cascade.run_cascade(stages, model_fn, images, labels, batch_size, seed, strategy,
+                               jit_compile, on_batch)
+  names = [s.name for s in stages]
+  warnings += checks.check_black_box(names, result["robust_after"])
+  for w in warnings:
+    logging.warning(w)
+  n = len(images)
+  report = dict(
+      suite=suite, norm=norm, eps=eps, num_examples=n,
+      clean_accuracy=float(result["clean_correct"].mean()),
+      robust_accuracy=float(result["robust"].mean()),
+      stages=[dict(name=name, robust_accuracy=float(r.mean()), seconds=sec, attacked=att)
+              for name, r, sec, att in zip(names, result["robust_after"],
+                                            result["stage_seconds"], result["attacked"])],
+      seconds=time.monotonic() - start,
+      settings=dict(settings or {}, seed=seed, batch_size=batch_size, jit_compile=jit_compile,
+                    gin=gin.config_str()),
+      versions=_versions(), warnings=warnings)
+  if output_dir:
+    write_report(output_dir, report, result, labels)
+  return report
+
+
+def write_report(output_dir, report, result, labels):
+  name = report_name(report["suite"], report["norm"], report["eps"])
+  text = json.dumps(report, indent=2, sort_keys=True) + "\n"
+  _atomic(os.path.join(output_dir, name + ".json"), lambda f: f.write(text.encode()))
+  arrays = dict(label=labels, clean_correct=result["clean_correct"], robust=result["robust"],
+                robust_after=np.stack(result["robust_after"]) if result["robust_after"] else
+                np.zeros((0, len(labels)), bool),
+                stage_names=np.array([s["name"] for s in report["stages"]], dtype=str),
+                x_adv=result["x_adv"])
+  _atomic(os.path.join(output_dir, name + ".npz"), lambda f: np.savez(f, **arrays))
+  step = report["settings"].get("checkpoint_step") or 0
+  writer = tf.summary.create_file_writer(os.path.join(output_dir, "tensorboard"))
+  with writer.as_default(step=step):
+    prefix = f"eval/{report['suite']}/{report['norm']}_{report['eps']:.6g}"
+    tf.summary.scalar(f"{prefix}/clean_accuracy", report["clean_accuracy"])
+    tf.summary.scalar(f"{prefix}/robust_accuracy", report["robust_accuracy"])
+    for stage in report["stages"]:
+      tf.summary.scalar(f"{prefix}/after_{stage['name']}", stage["robust_accuracy"])
+    tf.summary.text(f"{prefix}/report", "```\n" + text + "```")
+  writer.close()
+
+
+# ------------------------------------------------------------------------------------------
+# Entry point.
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model_dir", None, "Training directory: loads DIR/model.keras.")
+flags.DEFINE_string("model", None, "A .keras model taking [0, 1] images, returning logits.")
+flags.DEFINE_string("dataset", "cifar10", "tfds name (cifar10, cifar100, svhn_cropped) or "
+                    "npz:DIR (rgd.data).")
+flags.DEFINE_string("split", "test", "Split to evaluate (test, validation, train, train_full).")
+flags.DEFINE_string("suite", "aa+mt", f"One of {sorted(cascade.SUITES)}.")
+flags.DEFINE_string("norm", "linf", "linf or l2.")
+flags.DEFINE_string("eps", "8/255", "Radius, a number or a fraction like 8/255.")
+flags.DEFINE_integer("num_examples", None, "Evaluate the first N examples (default: all).")
+flags.DEFINE_integer("batch_size", 500, "Examples per attack batch.")
+flags.DEFINE_integer("seed", 0, "Seed of all random starts and searches.")
+flags.DEFINE_string("output_dir", None, "Where the report goes (default: MODEL_DIR/eval or "
+                    "the model file's folder/eval).")
+flags.DEFINE_multi_string("gin_file", [], "Gin files (suite parameters).")
+flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings, e.g. aa_mt_suite.mt_restarts=20.")
+flags.DEFINE_bool("jit", False, "Compile the attacks with XLA.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_bindings)
+  eps = parse_eps(FLAGS.eps)
+  if FLAGS.suite not in cascade.SUITES:
+    raise app.UsageError(f"--suite={FLAGS.suite!r}: expected one of {sorted(cascade.SUITES)}")
+  if FLAGS.num_examples is not None and FLAGS.num_examples <= 0:
+    raise app.UsageError(f"--num_examples={FLAGS.num_examples} must be positive")
+  model, path, step = load_model(FLAGS.model_dir, FLAGS.model)
+  images, labels = data.load_split(FLAGS.dataset, FLAGS.split)
+  if FLAGS.num_examples:
+    images, labels = images[:FLAGS.num_examples], labels[:FLAGS.num_examples]
+  output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir or os.path.dirname(path),
+                                                "eval")
+  from rgd import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
+  strategy = strategy_lib.get_strategy()
+  batch_size = FLAGS.batch_size
+  if strategy.num_replicas_in_sync > 1:
+    batch_size += (-batch_size) % strategy.num_replicas_in_sync
+  else:
+    strategy = None
+  settings = dict(model=os.path.abspath(path), checkpoint_step=step, dataset=FLAGS.dataset,
+                  split=FLAGS.split, command=" ".join(sys.argv))
+  report = evaluate_model(model, images, labels, FLAGS.suite, FLAGS.norm, eps, batch_size,
+                          FLAGS.seed, output_dir, settings, FLAGS.jit, strategy, source=path)
+  stages = ", ".join(f"{s['name']} {100 * s['robust_accuracy']:.2f}%" for s in report["stages"])
+  print(f"clean {100 * report['clean_accuracy']:.2f}% | {stages} | robust "
+        f"{100 * report['robust_accuracy']:.2f}% ({report['num_examples']} examples, "
+        f"{report['seconds']:.0f} s) -> {output_dir}")
+
+
+if __name__ == "__main__":
+  app.run(main)

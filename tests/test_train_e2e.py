@@ -1,0 +1,144 @@
+"""The real entry point, run as users run it: end to end, resume after SIGKILL, SIGTERM, and
+bad configuration. Each run is a subprocess on a tiny npz data set written by the test."""
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_DETERMINISTIC_OPS="1",
+           CUDA_VISIBLE_DEVICES="")
+
+
+def _cmd(model_dir, data_dir, *bindings, gin_file="gin/debug.gin"):
+  cmd = [sys.executable, "-m", "rgd.train", f"--gin_file={gin_file}", f"--model_dir={model_dir}",
+         f"--gin_bindings=DATASET='npz:{data_dir}'"]
+  return cmd + [f"--gin_bindings={b}" for b in bindings]
+
+
+def _run(cmd, timeout=300):
+  return subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
+def _latest_step(model_dir):
+  path = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+  return int(path.rsplit("-", 1)[1]) if path else 0
+
+
+def _checkpoint_tensors(model_dir):
+  reader = tf.train.load_checkpoint(os.path.join(model_dir, "checkpoints"))
+  names = [n for n in reader.get_variable_to_shape_map()
+           if "save_counter" not in n and "iterator" not in n and "OPTIMIZER_SLOT" not in n
+           and "_CHECKPOINTABLE_OBJECT_GRAPH" not in n]
+  return {n: reader.get_tensor(n) for n in names}
+
+
+def test_debug_run_end_to_end(npz_dataset, tmp_path):
+  model_dir = str(tmp_path / "run")
+  result = _run(_cmd(model_dir, npz_dataset))
+  assert result.returncode == 0, result.stderr[-3000:]
+  for name in ("model.keras", "model.json", "last.keras", "operative_config.gin"):
+    assert os.path.exists(os.path.join(model_dir, name)), name
+  assert _latest_step(model_dir) == 6
+  assert glob.glob(os.path.join(model_dir, "train", "events.out.tfevents.*"))
+  assert glob.glob(os.path.join(model_dir, "validation", "events.out.tfevents.*"))
+  assert "Objective.kind = 'trades'" in open(os.path.join(model_dir, "operative_config.gin")).read()
+  assert "ETA" in result.stderr and "validation: clean" in result.stderr
+  # No temporary files are left behind by the atomic writes.
+  assert not glob.glob(os.path.join(model_dir, ".tmp-*"))
+  import keras
+  model = keras.saving.load_model(os.path.join(model_dir, "model.keras"))
+  x = np.load(os.path.join(npz_dataset, "test.npz"))["image"][:4].astype(np.float32) / 255
+  logits = model.predict(x, verbose=0)
+  assert logits.shape == (4, 10) and logits.dtype == np.float32
+  assert np.isfinite(logits).all()
+  # The TensorBoard events hold the image grid and the operative config.
+  tags = set()
+  for f in glob.glob(os.path.join(model_dir, "train", "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(f):
+      tags.update(v.tag for v in event.summary.value)
+  assert {"loss", "kl", "learning_rate", "images_per_second", "operative_config",
+          "clean_adversarial_difference"} <= tags
+  # Running again resumes from the final checkpoint and trains no further.
+  again = _run(_cmd(model_dir, npz_dataset))
+  assert again.returncode == 0 and "Resumed from" in again.stderr
+  assert _latest_step(model_dir) == 6
+
+
+RESUME_STEPS = 16
+RESUME_BINDINGS = [f"train_and_evaluate.num_steps={RESUME_STEPS}",
+                   "train_and_evaluate.checkpoint_every=1", "train_and_evaluate.eval_every=0",
+                   "train_and_evaluate.image_summary_every=0", "train_and_evaluate.log_every=1"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  """(data dir, model dir) of one uninterrupted run, shared by the interruption tests."""
+  from conftest import write_npz_dataset
+  root = tmp_path_factory.mktemp("uninterrupted")
+  data_dir = write_npz_dataset(str(root / "data"))
+  model_dir = str(root / "full")
+  result = _run(_cmd(model_dir, data_dir, *RESUME_BINDINGS))
+  assert result.returncode == 0, result.stderr[-3000:]
+  return data_dir, model_dir
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_interrupted_run_resumes_to_identical_weights(uninterrupted, tmp_path, sig):
+  """N steps uninterrupted vs. interrupted after >= 3 steps and resumed to N: identical model,
+  average, optimizer and step (exactly: deterministic ops on CPU). SIGTERM must also exit 0
+  after writing a checkpoint of the step it reached."""
+  npz_dataset, full = uninterrupted
+  n, bindings = RESUME_STEPS, RESUME_BINDINGS
+  cut = str(tmp_path / "cut")
+  proc = subprocess.Popen(_cmd(cut, npz_dataset, *bindings), cwd=ROOT, env=ENV,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  deadline = time.time() + 240
+  while _latest_step(cut) < 3 and time.time() < deadline and proc.poll() is None:
+    time.sleep(0.02)
+  proc.send_signal(sig)
+  output = proc.communicate(timeout=120)[0]
+  stopped_at = _latest_step(cut)
+  assert 3 <= stopped_at < n, f"not interrupted mid-run (step {stopped_at})"
+  if sig == signal.SIGTERM:
+    assert proc.returncode == 0, output[-3000:]
+    assert f"Checkpointed at step {stopped_at} after SIGTERM" in output
+  else:
+    assert proc.returncode == -signal.SIGKILL
+  result = _run(_cmd(cut, npz_dataset, *bindings))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f"Resumed from" in result.stderr
+  a, b = _checkpoint_tensors(full), _checkpoint_tensors(cut)
+  assert a.keys() == b.keys() and len(a) > 20
+  for name in a:
+    np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--gin_file=gin/nope.gin"], "gin file not found: gin/nope.gin"),
+    (["--gin_bindings=train_and_evaluate.batch_sise=3"], "batch_sise"),
+    (["--gin_bindings=nothing.here=3"], "nothing.here"),
+])
+def test_bad_configuration_names_the_culprit(tmp_path, args, message):
+  cmd = [sys.executable, "-m", "rgd.train", "--gin_file=gin/debug.gin",
+         f"--model_dir={tmp_path}"] + args
+  result = _run(cmd, timeout=120)
+  assert result.returncode == 2
+  assert message in result.stderr
+
+
+def test_bad_data_names_the_file(tmp_path):
+  folder = tmp_path / "bad"
+  folder.mkdir()
+  np.savez(folder / "train.npz", image=np.zeros((64, 32, 32, 3), np.uint8),
+           label=np.full(64, 12))
+  result = _run(_cmd(str(tmp_path / "run"), str(folder), "NUM_CLASSES=10",
+                     "train_and_evaluate.num_classes=%NUM_CLASSES"), timeout=120)
+  assert result.returncode == 2
+  assert f"{folder}/train.npz: label 12 out of range [0, 10)" in result.stderr
