@@ -38,6 +38,7 @@ class Progress:
     self._start = clock()
     self._last_print = self._start
     self.count = 0
+    self._printed = None  # The count of the last line printed.
     self._closed = False
     self._in_place = bool(getattr(self.stream, "isatty", lambda: False)())
 
@@ -69,6 +70,7 @@ class Progress:
     return "".join(parts)
 
   def _print(self, final=False):
+    self._printed = self.count
     text = self.line()
     if self._in_place:
       self.stream.write("\r" + text + ("\n" if final else ""))
@@ -84,10 +86,12 @@ class Progress:
       self._print()
 
   def close(self):
-    """Prints the final line once; later calls do nothing."""
+    """Prints the final line once (unless the last line already showed the final count);
+    later calls do nothing."""
     if not self._closed:
       self._closed = True
-      self._print(final=True)
+      if self._printed != self.count or self._in_place:
+        self._print(final=True)
 
   def __enter__(self):
     return self

@@ -77,15 +77,18 @@ class Objective:
     self.attack = attacks.PGD(opt, attack_steps, init, projections.project_fn(norm, eps),
                               keep_best=False)
 
-  def adversarial_examples(self, inference_fn, images, soft_labels, seed):
-    """x_adv from the model in inference mode (`inference_fn`); None for 'standard'."""
+  def adversarial_examples(self, inference_fn, images, soft_labels, seed, init_slice=None):
+    """x_adv from the model in inference mode (`inference_fn`); None for 'standard'.
+    `init_slice` is passed to the attack (see `PGD.__call__`)."""
     if self.attack is None:
       return None
     if self.kind == "trades":
       target = tf.stop_gradient(tf.nn.softmax(tf.cast(inference_fn(images), tf.float32)))
-      return tf.stop_gradient(self.attack(inference_fn, losses.kl_loss, images, target, seed))
-    labels = tf.argmax(soft_labels, axis=1, output_type=tf.int32)
-    return tf.stop_gradient(self.attack(inference_fn, losses.ce_loss, images, labels, seed))
+      loss_fn, labels = losses.kl_loss, target
+    else:
+      loss_fn, labels = losses.ce_loss, tf.argmax(soft_labels, axis=1, output_type=tf.int32)
+    return tf.stop_gradient(self.attack(inference_fn, loss_fn, images, labels, seed,
+                                        init_slice=init_slice))
 
   def loss(self, training_fn, images, adv_images, soft_labels):
     """Per-example losses (dict of [B] tensors: total, ce, kl) and the clean and adversarial

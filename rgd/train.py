@@ -24,7 +24,7 @@ import tensorflow as tf
 from rgd import checkpointing, data, models, schedules, strategy as strategy_lib, trades
 from rgd import weight_average
 from rgd.attacks import losses, pgd
-from rgd.trainer import RobustTrainer
+from rgd.trainer import RobustTrainer, make_distributed_step
 
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 
@@ -117,19 +117,7 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
     logging.info("Resumed from %s at step %d.", manager.latest_checkpoint,
                  int(optimizer.iterations))
 
-  # Steps.
-  grad_step = trainer.train_step
-  if jit_compile and not isinstance(strategy, tf.distribute.TPUStrategy):
-    grad_step = tf.function(trainer.train_step, jit_compile=True)
-
-  @tf.function
-  def distributed_step(batch):
-    per_replica = strategy.run(grad_step, args=(batch,))
-    logs = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-            for k, v in per_replica.items()}
-    # Cross-replica context: BN statistics read here are aggregated over replicas.
-    logs["ema_decay"] = ema.update(optimizer.iterations - 1)
-    return logs
+  distributed_step = make_distributed_step(strategy, trainer, ema, jit_compile)
 
   validation = None
   if num_validation and eval_every:

@@ -46,20 +46,25 @@ class RobustTrainer(keras.Model):
         [tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in decayed_variables(
             self.network)])
 
-  def attack_seed(self):
-    """Stateless seed for this step and replica: a resumed run repeats the same noise."""
+  def attack_start(self, batch_size):
+    """Stateless seed of this step, and this replica's rows of the global batch: the attack's
+    random start is drawn for the global batch and sliced, so a resumed run repeats the same
+    noise and the update does not depend on how many replicas share the batch."""
     ctx = tf.distribute.get_replica_context()
-    replica = ctx.replica_id_in_sync_group if ctx is not None else 0
-    step = tf.cast(self.optimizer.iterations, tf.int32)
-    return tf.stack([self.seed * 1000 + tf.cast(replica, tf.int32), step])
+    replica = tf.cast(ctx.replica_id_in_sync_group if ctx is not None else 0, tf.int32)
+    seed = tf.stack([tf.constant(self.seed, tf.int32),
+                     tf.cast(self.optimizer.iterations, tf.int32)])
+    num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return seed, (replica * batch_size, num_replicas * batch_size)
 
   def train_step(self, batch):
     images, labels = batch["image"], batch["label"]
     num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
     inference_fn = lambda x: self.network(x, training=False)
     training_fn = lambda x: self.network(x, training=True)
-    adv_images = self.objective.adversarial_examples(inference_fn, images, labels,
-                                                     self.attack_seed())
+    seed, init_slice = self.attack_start(tf.shape(images)[0])
+    adv_images = self.objective.adversarial_examples(inference_fn, images, labels, seed,
+                                                     init_slice)
     with tf.GradientTape() as tape:
       parts, clean_logits, adv_logits = self.objective.loss(training_fn, images, adv_images,
                                                             labels)
@@ -82,3 +87,21 @@ class RobustTrainer(keras.Model):
       logs["adv_correct"] = tf.reduce_sum(
           tf.cast(tf.logical_not(losses.misclassified(adv_logits, hard)), tf.float32))
     return logs
+
+
+def make_distributed_step(strategy, trainer, weight_average, jit_compile=False):
+  """A tf.function running `trainer.train_step` on every replica, summing the returned metric
+  sums over replicas, then updating the weight average in cross-replica context (where a BN
+  statistic reads as its value aggregated over replicas)."""
+  replica_step = trainer.train_step
+  if jit_compile and not isinstance(strategy, tf.distribute.TPUStrategy):
+    replica_step = tf.function(trainer.train_step, jit_compile=True)
+
+  @tf.function
+  def step(batch):
+    per_replica = strategy.run(replica_step, args=(batch,))
+    logs = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+            for k, v in per_replica.items()}
+    logs["ema_decay"] = weight_average.update(trainer.optimizer.iterations - 1)
+    return logs
+  return step

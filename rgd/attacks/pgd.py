@@ -41,10 +41,19 @@ class PGD:
     self.project_fn = project_fn or projections.box_project_fn()
     self.keep_best = keep_best
 
-  def __call__(self, model_fn, loss_fn, x0, labels, seed=(0, 0)):
+  def __call__(self, model_fn, loss_fn, x0, labels, seed=(0, 0), init_slice=None):
+    """`init_slice=(offset, total)`: draw the random start for a batch of `total` examples and
+    use rows offset..offset+B, so that a batch split over replicas starts exactly where the
+    whole batch on one device would (training is then independent of the replica count)."""
     x0 = tf.cast(tf.convert_to_tensor(x0), tf.float32)
     seed = tf.cast(tf.convert_to_tensor(seed), tf.int32)
-    x = self.project_fn(x0 + self.initialize_fn(x0, seed), x0)
+    if init_slice is None:
+      delta = self.initialize_fn(x0, seed)
+    else:
+      offset, total = init_slice
+      full = self.initialize_fn(tf.zeros(tf.concat([[total], tf.shape(x0)[1:]], 0)), seed)
+      delta = full[offset:offset + tf.shape(x0)[0]]
+    x = self.project_fn(x0 + delta, x0)
     state = self.optimizer.init(x)
     best_x = x
     best_loss = tf.fill(tf.shape(x0)[:1], -float("inf"))

@@ -17,8 +17,7 @@ iterations are scaled to the query budget, AutoAttack-standard does not rescale)
 
 Unlike AutoAttack (one window position per batch) each example draws its own window.
 """
-import math
-
+import numpy as np
 import tensorflow as tf
 
 from rgd.attacks import losses, projections
@@ -53,6 +52,21 @@ def _window(h, w, top, left, size):
   cols = tf.range(w)[None, None, :] - left[:, None, None]
   inside = (rows >= 0) & (rows < size) & (cols >= 0) & (cols < size)
   return tf.cast(inside, tf.float32)[..., None]
+
+
+def _eta_numpy(size):
+  """AutoAttack's `eta(size)` (without the random transpose) as a numpy [size, size] array."""
+  def rectangles(rows, cols):
+    out = np.zeros((rows, cols))
+    cu, cv = rows // 2, cols // 2
+    for c in range(max(cu + 1, cv + 1)):
+      out[max(cu - c, 0):min(cu + c + 1, rows), max(cv - c, 0):min(cv + c + 1, cols)] += (
+          1.0 / (c + 1)**2)
+    return out / max(np.sqrt((out**2).sum()), 1e-12)
+  eta = np.zeros((size, size))
+  eta[:size // 2] = rectangles(size // 2, size)
+  eta[size // 2:] = -rectangles(size - size // 2, size)
+  return eta / np.sqrt((eta**2).sum())
 
 
 def _eta_pattern(h, w, top, left, size, transpose):
@@ -110,22 +124,29 @@ class Square:
     return tf.minimum(side, min(h, w))
 
   def _l2_start(self, x0, seed):
+    """A grid of eta patterns of side h // 5 (AutoAttack: 5 x 5 tiles on CIFAR), each with a
+    random orientation and a random sign per channel, scaled to norm eps."""
     batch = tf.shape(x0)[0]
     h, w, c = x0.shape[1], x0.shape[2], x0.shape[3]
     tile = max(h // 5, 1)
     n_h, n_w = h // tile, w // tile
     start_h, start_w = (h - tile * n_h) // 2, (w - tile * n_w) // 2
-    seeds = tf.random.experimental.stateless_split(seed, 2 * n_h * n_w)
-    delta = tf.zeros_like(x0)
-    k = 0
-    for a in range(n_h):
-      for b in range(n_w):
-        top = tf.fill([batch], start_h + a * tile)
-        left = tf.fill([batch], start_w + b * tile)
-        transpose = tf.random.stateless_uniform([batch], seeds[2 * k]) < 0.5
-        pattern = _eta_pattern(h, w, top, left, tf.constant(tile), transpose)
-        delta += pattern * _random_signs([batch, 1, 1, c], seeds[2 * k + 1])
-        k += 1
+    eta = _eta_numpy(tile)
+    rows, cols = np.arange(h) - start_h, np.arange(w) - start_w
+    covered = ((rows >= 0) & (rows < tile * n_h))[:, None] & (
+        (cols >= 0) & (cols < tile * n_w))[None, :]
+    r, q = np.clip(rows, 0, tile * n_h - 1), np.clip(cols, 0, tile * n_w - 1)
+    plain = np.where(covered, eta[r[:, None] % tile, q[None, :] % tile], 0.0)
+    flipped = np.where(covered, eta.T[r[:, None] % tile, q[None, :] % tile], 0.0)
+    tile_index = (r[:, None] // tile) * n_w + q[None, :] // tile          # [h, w]
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    transpose = tf.random.stateless_uniform([batch, n_h * n_w], seeds[0]) < 0.5
+    signs = _random_signs([batch, n_h * n_w, c], seeds[1])
+    transpose = tf.gather(transpose, tile_index.reshape(-1), axis=1)
+    signs = tf.gather(signs, tile_index.reshape(-1), axis=1)
+    pattern = tf.where(transpose, flipped.reshape(-1).astype(np.float32),
+                       plain.reshape(-1).astype(np.float32))
+    delta = tf.reshape(pattern[..., None] * signs, tf.shape(x0))
     delta /= expand(per_example_norm(delta, "l2"), delta) + 1e-12
     return self.project(x0 + self.eps * delta, x0)
 
