@@ -22,5 +22,5 @@ setuptools.setup(
         # installs it.
         "tensorboard",
     ],
-    extras_require={"test": ["pytest>=7", "pytest-xdist"]},
+    extras_require={"test": ["pytest>=7", "scipy"]},
 )

@@ -154,8 +154,10 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
             tf.summary.scalar("accuracy/clean", clean)
             tf.summary.scalar("accuracy/robust_pgd40", robust)
         logs.update(val_clean_accuracy=clean, val_robust_accuracy=robust)
-        if robust > float(best_robust):
-          best_robust.assign(robust)
+        # The best checkpoint is the most robust one; without an attack, the most accurate.
+        score = robust if objective.kind != "standard" else clean
+        if score > float(best_robust):
+          best_robust.assign(score)
           if chief:
             _export(model_dir, "model", avg_network, step,
                     dict(clean_accuracy=clean, robust_accuracy=robust, norm=objective.norm,

@@ -1,0 +1,30 @@
+#!/usr/bin/env python
+"""rgd benchmarks: one entry, one module per subject (rgd/bench/<subject>.py).
+
+  python tools/benchmark.py train   [--model=wrn-28-10 --batch_size=128 --precision=bfloat16 --jit]
+  python tools/benchmark.py input   [--batch_size=1024 --augmentations=none,cutmix]
+  python tools/benchmark.py eval    [--model=wrn-28-10 --batch_size=256]
+  python tools/benchmark.py records [--num_images=100000]
+
+`--help` after a subject lists its options. Throughput is reported with MFU (model FLOPs per
+second / peak FLOPs of the device) where FLOPs make sense.
+"""
+import importlib
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+SUBJECTS = ("train", "input", "eval", "records")
+
+
+def main(argv):
+  if len(argv) < 2 or argv[1] not in SUBJECTS:
+    print(__doc__)
+    print(f"benchmark.py: expected one of {SUBJECTS}", file=sys.stderr)
+    return 2
+  module = importlib.import_module(f"rgd.bench.{argv[1]}")
+  return module.main(argv[2:]) or 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv))
