@@ -1,0 +1,42 @@
+"""The distributed TRADES step with XLA and with bf16 mixed precision."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from rgd import models, strategy as strategy_lib, trades, weight_average
+from rgd.trainer import RobustTrainer, make_distributed_step
+
+
+@pytest.mark.parametrize("precision,jit", [("mixed_bfloat16", False), ("float32", True)])
+def test_step_runs_and_updates_with_bf16_and_xla(precision, jit):
+  keras.mixed_precision.set_global_policy(precision)
+  try:
+    keras.utils.set_random_seed(0)
+    strategy = tf.distribute.get_strategy()
+    net = models.get_model("tiny_cnn", width=4)
+    avg = models.get_model("tiny_cnn", width=4)
+    avg.set_weights(net.get_weights())
+    trainer = RobustTrainer(net, avg, trades.Objective(attack_steps=2), global_batch_size=8)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True))
+    trainer.optimizer.build(net.trainable_variables)
+    ema = weight_average.WeightAverage(net, avg, 0.995)
+    step = make_distributed_step(strategy, trainer, ema, jit_compile=jit)
+    batch = {"image": tf.random.stateless_uniform([1, 8, 32, 32, 3], [0, 0]),
+             "label": tf.one_hot(tf.range(8)[None] % 10, 10)}
+    before = [w.numpy().copy() for w in net.trainable_weights]
+    expected_avg = [w.numpy().copy() for w in avg.trainable_weights]
+    dist = strategy_lib.distribute_stacked(strategy, batch)
+    for t in range(2):  # the head starts at zero: only from step 2 on does every weight move
+      logs = step(dist)
+      d = min(0.995, (1 + t) / (10 + t))
+      expected_avg = [d * a + (1 - d) * w.numpy()
+                      for a, w in zip(expected_avg, net.trainable_weights)]
+    assert np.isfinite(float(logs["total"])) and float(logs["count"]) == 8
+    assert all(w.dtype == "float32" for w in net.trainable_weights)
+    for b, w in zip(before, net.trainable_weights):
+      assert not np.array_equal(b, w.numpy()), w.path
+    for e, a in zip(expected_avg, avg.trainable_weights):
+      np.testing.assert_allclose(a.numpy(), e, rtol=1e-5, atol=1e-6)
+  finally:
+    keras.mixed_precision.set_global_policy("float32")
