@@ -99,6 +99,7 @@ def write_shards(source, plan, folder, examples_per_shard, prefix=DEFAULT_PREFIX
                for j in range(stop - start))
     path = os.path.join(folder, name)
     tfrecord.write_shard(path, records)
+    getattr(source, "release", lambda: None)()
     os.chmod(path, 0o644)  # mkstemp's temporaries are private (0600); shards are data.
     if progress is not None:
       progress.update(stop - start)
