@@ -55,13 +55,14 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
                        num_validation=data.NUM_VALIDATION, eval_every=1000, eval_batch_size=256,
                        checkpoint_every=500, keep_checkpoints=3, log_every=50,
                        image_summary_every=1000, precision="float32", jit_compile=False,
-                       seed=0):
+                       seed=0, data_dir=None):
   """Trains and returns the final logs (dict of floats).
 
   Lengths are in CIFAR-10-equivalent epochs of `epoch_size` examples (seed 001 counts 400 of
   50k images at batch 1024, about 19.5k steps) unless `num_steps` is given.
   `generated_pattern` is a glob of TFRecord shards (rgd.tfrecord); with it each batch holds
-  round(mixing_ratio * batch_size) real examples (seed 001: 0.3).
+  round(mixing_ratio * batch_size) real examples (seed 001: 0.3). `data_dir` is tfds' data
+  directory (default ~/tensorflow_datasets).
   """
   if precision not in PRECISIONS:
     raise ValueError(f"Unknown precision {precision!r}; expected one of {sorted(PRECISIONS)}")
@@ -75,7 +76,7 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
   # Data.
   num_classes = data.num_classes_of(dataset, num_classes)
   train_split = "train" if num_validation else "train_full"
-  images, labels = data.load_split(dataset, train_split, num_classes, num_validation)
+  images, labels = data.load_split(dataset, train_split, num_classes, num_validation, data_dir)
   num_pipelines, pipeline_id = strategy_lib.input_pipeline(strategy)
   batch_augment_fn = None
   if batch_augmentation:
@@ -121,7 +122,8 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
 
   validation = None
   if num_validation and eval_every:
-    val_images, val_labels = data.load_split(dataset, "validation", num_classes, num_validation)
+    val_images, val_labels = data.load_split(dataset, "validation", num_classes, num_validation,
+                                             data_dir)
     validation = _make_validator(strategy, avg_network, objective, val_images, val_labels,
                                  eval_batch_size, seed)
 

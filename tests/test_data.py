@@ -148,3 +148,16 @@ def test_eval_dataset_pads_with_mask():
   assert len(batches) == 3
   mask = np.concatenate([b["mask"].numpy() for b in batches])
   assert mask.sum() == 10 and not mask[10:].any()
+
+
+def test_tfds_without_network_says_how_to_provide_the_data(monkeypatch, tmp_path):
+  import tensorflow_datasets as tfds
+
+  def offline(self, *args, **kwargs):
+    raise ConnectionError("Failed to establish a new connection")
+  monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
+  with pytest.raises(data.DataError) as e:
+    data.load_split("cifar10", "train", data_dir=str(tmp_path))
+  message = str(e.value)
+  assert "could not prepare 'cifar10'" in message and "ConnectionError" in message
+  assert "train_and_evaluate.data_dir" in message and "npz:DIR" in message
