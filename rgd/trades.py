@@ -3,13 +3,17 @@
 TRADES, as in seed 001 App. A and DeepMind's JAX experiment (RECIPES.md "TRADES training"):
 
     L = CE(f(x), y) + beta * KL(f(x) || f(x_adv)),    beta = 6,
-    x_adv = argmax_{x' in B(x, eps) n [0,1]^d} KL(f(x) || f(x')),
+    x_adv = argmax_{x' in B(x, eps) n [0,1]^d} KL(f(x) || f(x')).
 
-where the target f(x) of the inner maximisation is the clean prediction computed in inference
-mode (BN statistics untouched), and the outer loss runs in training mode. `y` may be a soft
-target (label smoothing on generated data, CutMix/MixUp): only the CE term sees it; the KL attack
-targets the model's own prediction, which stays well defined for mixed images (why DeepMind's
-code requires the KL attack with CutMix).
+BatchNorm, as in DeepMind's experiment (`batch_stats_attack=True`): the attack, its target f(x)
+and the clean logits of the loss use the statistics of the batch at hand *without* updating the
+moving averages (Haiku's `is_training=False, test_local_stats=True`); the adversarial pass alone
+runs in training mode and updates them. With `batch_stats_attack=False` the attack uses the
+moving averages (`model.eval()` in Zhang et al.'s code) and both loss passes update them.
+
+`y` may be a soft target (label smoothing on generated data, CutMix/MixUp): only the CE term sees
+it; the KL attack targets the model's own prediction, which stays well defined for mixed images
+(why DeepMind's code requires the KL attack with CutMix).
 """
 import gin
 import tensorflow as tf
@@ -51,12 +55,14 @@ class Objective:
   """
 
   def __init__(self, kind="trades", beta=6.0, norm="linf", eps=8. / 255, attack_steps=10,
-               attack_optimizer="sign", attack_step_size=None, init_stddev=1e-3):
+               attack_optimizer="sign", attack_step_size=None, init_stddev=1e-3,
+               batch_stats_attack=True):
     if kind not in OBJECTIVES:
       raise ValueError(f"Unknown objective {kind!r}; expected one of {OBJECTIVES}")
     if kind != "standard" and not 0.0 < eps <= 1.0:
       raise ValueError(f"eps must be in (0, 1], got {eps}")
     self.kind, self.beta, self.norm, self.eps = kind, float(beta), norm, float(eps)
+    self.batch_stats_attack = bool(batch_stats_attack)
     if kind == "standard":
       self.attack = None
       return
@@ -90,21 +96,19 @@ class Objective:
     return tf.stop_gradient(self.attack(inference_fn, loss_fn, images, labels, seed,
                                         init_slice=init_slice))
 
-  def loss(self, training_fn, images, adv_images, soft_labels):
+  def loss(self, clean_fn, train_fn, images, adv_images, soft_labels):
     """Per-example losses (dict of [B] tensors: total, ce, kl) and the clean and adversarial
-    logits, from the model in training mode (`training_fn`)."""
+    logits. `train_fn` is the network in training mode (it updates BN statistics); `clean_fn`
+    gives TRADES' clean logits (see the module docstring for the BN modes)."""
     if self.kind == "standard":
-      logits = training_fn(images)
+      logits = train_fn(images)
       ce = soft_cross_entropy(logits, soft_labels)
       return {"total": ce, "ce": ce}, logits, logits
     if self.kind == "pgd_at":
-      adv_logits = training_fn(adv_images)
+      adv_logits = train_fn(adv_images)
       ce = soft_cross_entropy(adv_logits, soft_labels)
       return {"total": ce, "ce": ce}, None, adv_logits
-    # One training-mode pass over [x; x_adv], as DeepMind's JAX experiment: BN statistics see
-    # both halves, and one large batch is faster than two small ones.
-    b = tf.shape(images)[0]
-    logits = training_fn(tf.concat([images, adv_images], 0))
-    clean_logits, adv_logits = logits[:b], logits[b:]
+    clean_logits = clean_fn(images)
+    adv_logits = train_fn(adv_images)
     total, ce, kl = trades_loss(clean_logits, adv_logits, soft_labels, self.beta)
     return {"total": total, "ce": ce, "kl": kl}, clean_logits, adv_logits

@@ -1,7 +1,7 @@
 """The Keras model that owns the robust training step (keras-io "custom train_step" pattern).
 
 `RobustTrainer.train_step(batch)` is written for one replica: it builds adversarial examples
-with the network in inference mode, computes the objective in training mode, scales the loss
+without updating BN statistics, computes the objective in training mode, scales the loss
 for the *global* batch, adds weight decay on conv/dense kernels only, and applies the update.
 `rgd.train` runs it under any `tf.distribute` strategy and updates the weight average after it.
 """
@@ -9,6 +9,7 @@ import keras
 import tensorflow as tf
 
 from rgd.attacks import losses
+from rgd.models.common import batchnorm_statistics
 
 
 def decayed_variables(model):
@@ -57,17 +58,34 @@ class RobustTrainer(keras.Model):
     num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
     return seed, (replica * batch_size, num_replicas * batch_size)
 
+  def network_fns(self):
+    """(attack_fn, clean_fn, train_fn): the network as the attack, TRADES' clean term and the
+    updating pass call it (rgd/trades.py docstring). In DeepMind's mode the first two run with
+    batch statistics, which moves the BN moving averages as a side effect; `train_fn` first puts
+    them back, so that only the training pass updates them."""
+    net = self.network
+    train = lambda x: net(x, training=True)
+    if not self.objective.batch_stats_attack:
+      return (lambda x: net(x, training=False)), train, train
+    stats = batchnorm_statistics(net)
+    saved = [tf.identity(v.value) for v in stats]
+
+    def train_fn(x):
+      for v, s in zip(stats, saved):
+        v.assign(s)
+      return train(x)
+    return train, train, train_fn
+
   def train_step(self, batch):
     images, labels = batch["image"], batch["label"]
     num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    inference_fn = lambda x: self.network(x, training=False)
-    training_fn = lambda x: self.network(x, training=True)
+    attack_fn, clean_fn, train_fn = self.network_fns()
     seed, init_slice = self.attack_start(tf.shape(images)[0])
-    adv_images = self.objective.adversarial_examples(inference_fn, images, labels, seed,
+    adv_images = self.objective.adversarial_examples(attack_fn, images, labels, seed,
                                                      init_slice)
     with tf.GradientTape() as tape:
-      parts, clean_logits, adv_logits = self.objective.loss(training_fn, images, adv_images,
-                                                            labels)
+      parts, clean_logits, adv_logits = self.objective.loss(clean_fn, train_fn, images,
+                                                            adv_images, labels)
       # Sum over this replica's examples / global batch: summing the replicas' gradients (what
       # the optimizer's all-reduce does) then gives the global-batch mean.
       loss = tf.reduce_sum(parts["total"]) / self.global_batch_size

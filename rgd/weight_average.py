@@ -6,14 +6,16 @@ the warm-up of DeepMind's `ema_update`, so that early averages are not dominated
 initialisation. tau = 0.995 (seed 001) or 0.999 (seed 000 with CutMix).
 
 BatchNorm statistics: the moving mean and variance are averaged with the same decay, like the
-trainable weights (the choice of timm's ModelEmaV2 and of averaging Haiku's state). They are
+trainable weights (timm's ModelEmaV2 does the same; DeepMind's JAX experiment instead evaluates
+the averaged parameters with the online model's statistics). They are
 running averages of batch statistics of recent weights already, so averaging them again keeps
 them consistent with the averaged weights at no extra cost; recomputing them with a pass over
 the data (SWA's bn_update) would cost an epoch of forward passes per evaluation. Constant
 variables (the input normalisation) are not touched.
 """
-import keras
 import tensorflow as tf
+
+from rgd.models.common import batchnorm_statistics
 
 
 def decay_at(step, tau):
@@ -24,11 +26,7 @@ def decay_at(step, tau):
 
 def averaged_variables(model):
   """The variables that the average follows: trainable ones and BN moving statistics."""
-  out = list(model.trainable_variables)
-  for layer in model._flatten_layers():  # pylint: disable=protected-access
-    if isinstance(layer, keras.layers.BatchNormalization):
-      out += [layer.moving_mean, layer.moving_variance]
-  return out
+  return list(model.trainable_variables) + batchnorm_statistics(model)
 
 
 class WeightAverage:

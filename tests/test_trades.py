@@ -36,13 +36,17 @@ def test_trades_loss_matches_hand_computation():
   np.testing.assert_allclose(total, ce_np + 6.0 * kl_np, rtol=1e-5)
 
 
-def test_objective_loss_uses_one_training_pass_and_splits_halves():
+def test_objective_loss_takes_clean_and_adversarial_logits_from_their_passes():
   model = _tiny_linear_model()
   obj = trades.Objective(kind="trades", beta=2.0)
   x = tf.random.stateless_uniform([4, 2, 2, 3], [1, 2])
   x_adv = tf.clip_by_value(x + 0.01, 0, 1)
   y = tf.one_hot([0, 1, 2, 0], 3)
-  parts, clean_logits, adv_logits = obj.loss(lambda z: model(z, training=True), x, x_adv, y)
+  calls = []
+  clean_fn = lambda z: calls.append("clean") or model(z)
+  train_fn = lambda z: calls.append("train") or model(z, training=True)
+  parts, clean_logits, adv_logits = obj.loss(clean_fn, train_fn, x, x_adv, y)
+  assert calls == ["clean", "train"]  # the updating pass comes last, on x_adv only
   np.testing.assert_allclose(clean_logits, model(x), rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(adv_logits, model(x_adv), rtol=1e-5, atol=1e-6)
   total, _, _ = trades.trades_loss(model(x), model(x_adv), y, 2.0)
@@ -88,7 +92,7 @@ def test_standard_objective_has_no_attack_and_plain_ce():
   x = tf.random.stateless_uniform([3, 2, 2, 3], [1, 1])
   y = tf.one_hot([0, 1, 2], 3)
   assert obj.adversarial_examples(model, x, y, tf.constant([0, 0])) is None
-  parts, _, _ = obj.loss(model, x, None, y)
+  parts, _, _ = obj.loss(model, model, x, None, y)
   expected = tf.keras.losses.categorical_crossentropy(y, model(x), from_logits=True)
   np.testing.assert_allclose(parts["total"], expected, rtol=1e-5)
 

@@ -40,3 +40,37 @@ def test_step_runs_and_updates_with_bf16_and_xla(precision, jit):
       np.testing.assert_allclose(a.numpy(), e, rtol=1e-5, atol=1e-6)
   finally:
     keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("batch_stats_attack", [True, False])
+def test_only_the_adversarial_pass_updates_bn_statistics(batch_stats_attack):
+  """DeepMind's mode: after a TRADES step the BN moving averages equal one training-mode pass
+  over x_adv from where they were, although the attack and the clean term ran with batch
+  statistics. Zhang et al.'s mode: the clean pass and then the adversarial pass update them."""
+  keras.utils.set_random_seed(1)
+  net = models.get_model("tiny_cnn", width=4)
+  avg = models.get_model("tiny_cnn", width=4)
+  obj = trades.Objective(attack_steps=2, batch_stats_attack=batch_stats_attack)
+  trainer = RobustTrainer(net, avg, obj, global_batch_size=8)
+  trainer.compile(optimizer=keras.optimizers.SGD(0.1))
+  trainer.optimizer.build(net.trainable_variables)
+  x = tf.random.stateless_uniform([8, 32, 32, 3], [2, 3])
+  y = tf.one_hot(tf.range(8) % 10, 10)
+  stats = [v for v in net.non_trainable_weights if "moving" in v.path]
+  start = [v.numpy().copy() for v in stats]
+  # The x_adv the step will build (same seed: step 0).
+  attack_fn = lambda z: net(z, training=batch_stats_attack)
+  seed, init_slice = trainer.attack_start(8)
+  x_adv = obj.adversarial_examples(attack_fn, x, y, seed, init_slice)
+  for v, s in zip(stats, start):
+    v.assign(s)
+  if not batch_stats_attack:
+    net(x, training=True)
+  net(x_adv, training=True)
+  expected = [v.numpy().copy() for v in stats]
+  for v, s in zip(stats, start):
+    v.assign(s)
+  trainer.train_step({"image": x, "label": y})
+  for v, e, s in zip(stats, expected, start):
+    assert not np.allclose(e, s)
+    np.testing.assert_allclose(v.numpy(), e, rtol=1e-5, atol=1e-7, err_msg=v.path)

@@ -60,7 +60,8 @@ def test_train_step_gradient_includes_coupled_weight_decay():
   y = tf.one_hot(tf.range(8) % 10, 10)
   before = {v.path: v.numpy().copy() for v in net.trainable_variables}
   with tf.GradientTape() as tape:
-    parts, _, _ = obj.loss(lambda z: net(z, training=True), x, None, y)
+    fn = lambda z: net(z, training=True)
+    parts, _, _ = obj.loss(fn, fn, x, None, y)
     data_loss = tf.reduce_mean(parts["total"])
   data_grads = dict(zip([v.path for v in net.trainable_variables],
                         tape.gradient(data_loss, net.trainable_variables)))

@@ -37,3 +37,12 @@ def classifier_head(inputs, features, num_classes, name):
   logits = keras.layers.Dense(num_classes, kernel_initializer="zeros", name="logits",
                               dtype="float32")(x)
   return keras.Model(inputs, logits, name=name)
+
+
+def batchnorm_statistics(model):
+  """The moving means and variances of every BatchNormalization layer of `model`."""
+  out = []
+  for layer in model._flatten_layers():  # pylint: disable=protected-access
+    if isinstance(layer, keras.layers.BatchNormalization):
+      out += [layer.moving_mean, layer.moving_variance]
+  return out
