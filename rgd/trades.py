@@ -49,6 +49,9 @@ class Objective:
 
   kind: 'trades' (default), 'pgd_at' (CE on PGD examples) or 'standard' (clean CE, no attack;
     the non-robust pseudo-labeller of seed 001 App. D).
+  kl_attack_target: what TRADES' attack moves away from: 'prediction', the clean softmax
+    (Zhang et al.), or 'label', the (soft) training target, which DeepMind's experiment uses
+    with CutMix ("regress the attack away from mixed labels").
   attack_optimizer: 'sign' (step `attack_step_size`, default 2/255 for Linf) or 'adam' (lr 0.1,
     divided by 10 after half the steps; RECIPES.md "TRADES training"). For L2 'sign' means the
     normalised-gradient step (default 2.5 * eps / steps, Madry et al. 2018).
@@ -56,13 +59,17 @@ class Objective:
 
   def __init__(self, kind="trades", beta=6.0, norm="linf", eps=8. / 255, attack_steps=10,
                attack_optimizer="sign", attack_step_size=None, init_stddev=1e-3,
-               batch_stats_attack=True):
+               batch_stats_attack=True, kl_attack_target="prediction"):
     if kind not in OBJECTIVES:
       raise ValueError(f"Unknown objective {kind!r}; expected one of {OBJECTIVES}")
     if kind != "standard" and not 0.0 < eps <= 1.0:
       raise ValueError(f"eps must be in (0, 1], got {eps}")
     self.kind, self.beta, self.norm, self.eps = kind, float(beta), norm, float(eps)
     self.batch_stats_attack = bool(batch_stats_attack)
+    if kl_attack_target not in ("prediction", "label"):
+      raise ValueError(f"kl_attack_target must be 'prediction' or 'label', got "
+                       f"{kl_attack_target!r}")
+    self.kl_attack_target = kl_attack_target
     if kind == "standard":
       self.attack = None
       return
@@ -89,7 +96,10 @@ class Objective:
     if self.attack is None:
       return None
     if self.kind == "trades":
-      target = tf.stop_gradient(tf.nn.softmax(tf.cast(inference_fn(images), tf.float32)))
+      if self.kl_attack_target == "label":
+        target = tf.cast(soft_labels, tf.float32)
+      else:
+        target = tf.stop_gradient(tf.nn.softmax(tf.cast(inference_fn(images), tf.float32)))
       loss_fn, labels = losses.kl_loss, target
     else:
       loss_fn, labels = losses.ce_loss, tf.argmax(soft_labels, axis=1, output_type=tf.int32)

@@ -99,7 +99,21 @@ def test_standard_objective_has_no_attack_and_plain_ce():
 
 @pytest.mark.parametrize("kwargs,match", [(dict(kind="mart"), "Unknown objective"),
                                           (dict(eps=0.0), "eps"),
-                                          (dict(attack_optimizer="lbfgs"), "attack_optimizer")])
+                                          (dict(attack_optimizer="lbfgs"), "attack_optimizer"),
+                                          (dict(kl_attack_target="logits"), "kl_attack_target")])
 def test_objective_rejects_bad_settings(kwargs, match):
   with pytest.raises(ValueError, match=match):
     trades.Objective(**kwargs)
+
+
+def test_kl_attack_can_target_the_soft_label():
+  """DeepMind's CutMix setting: the attack maximises KL(y_mixed || f(x'))."""
+  model = _tiny_linear_model(seed=5)
+  fn = lambda z: model(z, training=False)
+  x = tf.random.stateless_uniform([6, 2, 2, 3], [8, 9])
+  y = tf.constant([[0.3, 0.7, 0.0]] * 6)
+  obj = trades.Objective(kl_attack_target="label", attack_steps=10)
+  x_adv = obj.adversarial_examples(fn, x, y, tf.constant([1, 2]))
+  assert np.all(losses.kl_loss(fn(x_adv), y).numpy() >= losses.kl_loss(fn(x), y).numpy() - 1e-6)
+  other = trades.Objective(attack_steps=10).adversarial_examples(fn, x, y, tf.constant([1, 2]))
+  assert not np.allclose(x_adv.numpy(), other.numpy())
