@@ -11,9 +11,11 @@ moving averages (Haiku's `is_training=False, test_local_stats=True`); the advers
 runs in training mode and updates them. With `batch_stats_attack=False` the attack uses the
 moving averages (`model.eval()` in Zhang et al.'s code) and both loss passes update them.
 
-`y` may be a soft target (label smoothing on generated data, CutMix/MixUp): only the CE term sees
-it; the KL attack targets the model's own prediction, which stays well defined for mixed images
-(why DeepMind's code requires the KL attack with CutMix).
+`y` may be a soft target (label smoothing on generated data, CutMix/MixUp); the CE term uses
+it as is. The KL attack needs no integer class, which a mixed image does not have: that is why
+DeepMind's code requires the KL attack with CutMix. Its target is the clean prediction by default
+(Zhang et al.); DeepMind's code uses the mixed label itself when CutMix is on
+(`kl_attack_target='label'`, set by gin/cutmix.gin).
 """
 import gin
 import tensorflow as tf

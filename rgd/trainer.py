@@ -9,6 +9,7 @@ import keras
 import tensorflow as tf
 
 from rgd.attacks import losses
+from rgd.data import to_float
 from rgd.models.common import batchnorm_statistics
 
 
@@ -78,6 +79,8 @@ class RobustTrainer(keras.Model):
 
   def train_step(self, batch):
     images, labels = batch["image"], batch["label"]
+    if images.dtype == tf.uint8:  # converted here, on the device (rgd.data.make_train_dataset)
+      images = to_float(images)
     num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
     attack_fn, clean_fn, train_fn = self.network_fns()
     seed, init_slice = self.attack_start(tf.shape(images)[0])

@@ -12,8 +12,8 @@ class MixUp:
 
   Seed 000 (Fig. 9a) finds small alpha best for robustness, in line with Zhang et al.'s advice
   for standard training and against Rice et al. 2020's; the default alpha = 1 is Zhang et al.'s
-  CIFAR-10 setting. The exact value of Fig. 6 is not recoverable from our copy of the paper: tune it on
-  the validation set as seed 000 did.
+  CIFAR-10 setting. The value behind Fig. 6 is lost from our copy of the paper: tune it on the
+  validation set as seed 000 did.
   """
 
   def __init__(self, alpha=1.0, probability=1.0):
