@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 import rgd
-from rgd import data
+from rgd import data, models  # noqa: F401  (models: any layers the saved model uses)
 from rgd.attacks import cascade, checks
 from rgd.progress import Progress
 
@@ -59,7 +59,6 @@ def load_model(model_dir=None, model_path=None):
   if not os.path.exists(path):
     flag = "--model" if model_path else "--model_dir"
     raise FileNotFoundError(f"{flag}: no model at {path}")
-  import rgd.models  # noqa: F401  (registers nothing today; keeps custom layers importable)
   model = keras.saving.load_model(path, compile=False)
   step = None
   info_path = os.path.splitext(path)[0] + ".json"
@@ -119,10 +118,11 @@ def evaluate_model(model, images, labels, suite="aa+mt", norm="linf", eps=8 / 25
   progress = {}
 
   def on_batch(s, name, done, total):
-    if s not in progress:
+    if done == 0:
       progress[s] = Progress(total, desc=f"stage {s + 1}/{len(stages)} {name}", unit="batch",
                              stream=stream)
-    progress[s].update(1)
+    else:
+      progress[s].update(1)
     if done == total:
       progress[s].close()
 

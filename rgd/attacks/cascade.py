@@ -138,7 +138,8 @@ def run_cascade(stages, model_fn, images, labels, batch_size, seed=0, strategy=N
   Returns a dict: clean_correct, robust (final flags), robust_after (list of flags per stage),
   x_adv (float32, the clean image where no attack succeeded), stage_seconds,
   attacked (points attacked per stage), and logits of the clean images.
-  `on_batch(stage_index, stage_name, batches_done, batches_total)` reports progress.
+  `on_batch(stage_index, stage_name, batches_done, batches_total)` reports progress (with
+  batches_done = 0 when a stage starts).
   """
   images = np.asarray(images, np.float32)
   labels = np.asarray(labels, np.int32)
@@ -157,6 +158,8 @@ def run_cascade(stages, model_fn, images, labels, batch_size, seed=0, strategy=N
     attacked.append(int(len(todo)))
     total = -(-len(todo) // batch_size)
     start = time.monotonic()
+    if on_batch is not None:
+      on_batch(s, attack.name, 0, total)
     for b, idx in enumerate(_batches(todo, batch_size)):
       x0, y = _pad(images[idx], batch_size), _pad(labels[idx], batch_size)
       batch_seed = tf.constant([seed, s * 1_000_003 + b], tf.int32)

@@ -1,0 +1,132 @@
+"""Cascades: each stage sees only the points still robust, the result is the pointwise worst
+case, it is never above a single stage, and it is deterministic per seed."""
+import gin
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from rgd.attacks import cascade, losses
+from rgd.attacks.apgd import APGD
+from rgd.attacks.multitargeted import MultiTargeted
+
+from test_attacks_apgd import _mlp
+from test_attacks_linear import clean_margin, optimal_gain, two_class_problem
+
+
+class Recording:
+  """Wraps an attack and records the images it is asked to attack (outside tf.function)."""
+
+  def __init__(self, attack):
+    self.attack, self.seen = attack, []
+    self.name, self.norm, self.eps = attack.name, attack.norm, attack.eps
+
+  def __call__(self, model_fn, x, labels, seed):
+    self.seen.append(x.numpy())
+    return self.attack(model_fn, x, labels, seed)
+
+
+def _setup(radii=(0.003, 0.004, 0.006)):
+  """The linear problem of test_attacks_linear.py without points within 10% of the
+  breakability threshold of any of `radii`."""
+  model, x, labels, w = two_class_problem(n=6, seed=2)
+  margin = clean_margin(model, x, labels)
+  keep = np.ones(len(x), bool)
+  for eps in radii:
+    gain = optimal_gain(x, labels, w, "linf", eps)
+    keep &= np.abs(margin + gain) > 0.1 * gain
+  return model, x[keep], labels[keep], w, margin[keep]
+
+
+def test_each_stage_attacks_only_robust_points_and_result_is_worst_case(monkeypatch):
+  # Recording runs eagerly (compile_attack would trace it once).
+  monkeypatch.setattr(cascade, "compile_attack",
+                      lambda attack, model_fn, jit_compile=False:
+                      lambda x, y, seed: attack(model_fn, x, y, seed))
+  model, x, labels, w, margin = _setup()
+  small, big = 0.003, 0.006
+  breaks_small = margin + optimal_gain(x, labels, w, "linf", small) > 0
+  breaks_big = margin + optimal_gain(x, labels, w, "linf", big) > 0
+  assert 0 < breaks_small.sum() < breaks_big.sum() < len(x)
+  first = APGD("linf", small, "ce", num_steps=10)
+  second = Recording(MultiTargeted("linf", big, num_steps=10, num_restarts=1, num_targets=1))
+  model_fn = lambda t: model(t, training=False)
+  out = cascade.run_cascade([first, second], model_fn, x, labels, batch_size=8, seed=0)
+
+  np.testing.assert_array_equal(out["clean_correct"], np.ones(len(x), bool))
+  np.testing.assert_array_equal(out["robust_after"][0], ~breaks_small)
+  np.testing.assert_array_equal(out["robust_after"][1], ~breaks_big)
+  np.testing.assert_array_equal(out["robust"], ~breaks_big)
+  assert out["attacked"] == [len(x), int((~breaks_small).sum())]
+  # The second stage saw exactly the survivors of the first (padded to full batches).
+  seen = np.concatenate(second.seen)
+  survivors = x[~breaks_small]
+  assert len(seen) == 8 * int(np.ceil(len(survivors) / 8))
+  np.testing.assert_array_equal(seen[:len(survivors)], survivors)
+  # Points broken by the first stage keep its adversarial examples (inside its small ball).
+  dist = np.abs(out["x_adv"] - x).reshape(len(x), -1).max(1)
+  assert np.all(dist[breaks_small] <= small + 1e-6)
+  assert np.all(dist[breaks_big & ~breaks_small] > small)
+  assert losses.misclassified(model(out["x_adv"]), labels).numpy().tolist() == (
+      breaks_big.tolist())
+
+
+def test_cascade_never_above_a_single_stage():
+  model, x, labels, _, _ = _setup()
+  model_fn = lambda t: model(t, training=False)
+  stages = [APGD("linf", 0.004, "dlr", num_steps=10),
+            MultiTargeted("linf", 0.004, num_steps=10, num_restarts=1, num_targets=1)]
+  both = cascade.run_cascade(stages, model_fn, x, labels, 16, seed=1)["robust"].mean()
+  for stage in stages:
+    alone = cascade.run_cascade([stage], model_fn, x, labels, 16, seed=1)["robust"].mean()
+    assert both <= alone
+
+
+def test_cascade_is_deterministic_per_seed():
+  model = _mlp()
+  x = np.random.RandomState(0).uniform(0, 1, (12, 4, 4, 3)).astype(np.float32)
+  labels = model(x).numpy().argmax(1).astype(np.int32)
+  model_fn = lambda t: model(t, training=False)
+  stages = cascade.pgd40_suite("l2", 1.0)
+  a = cascade.run_cascade(stages, model_fn, x, labels, 8, seed=3)
+  b = cascade.run_cascade(stages, model_fn, x, labels, 8, seed=3)
+  c = cascade.run_cascade(stages, model_fn, x, labels, 8, seed=4)
+  np.testing.assert_array_equal(a["x_adv"], b["x_adv"])
+  np.testing.assert_array_equal(a["robust"], b["robust"])
+  broken = ~a["robust"]
+  assert broken.any()
+  assert not np.array_equal(a["x_adv"][broken], c["x_adv"][broken])
+
+
+@pytest.mark.parametrize("strategy", [tf.distribute.get_strategy,
+                                      lambda: tf.distribute.OneDeviceStrategy("/cpu:0")])
+def test_distributed_cascade_matches_the_closed_form(strategy):
+  model, x, labels, w, margin = _setup()
+  eps = 0.004
+  breakable = margin + optimal_gain(x, labels, w, "linf", eps) > 0
+  stages = [APGD("linf", eps, "ce", num_steps=10)]
+  out = cascade.run_cascade(stages, lambda t: model(t, training=False), x, labels, 8, seed=0,
+                            strategy=strategy())
+  np.testing.assert_array_equal(out["robust"], ~breakable)
+
+
+def test_suites():
+  names = [s.name for s in cascade.get_suite("aa+mt", "linf", 8 / 255)]
+  assert names == ["apgd-ce", "apgd-dlr", "multitargeted"]
+  aa = cascade.get_suite("autoattack", "l2", 0.5)
+  assert [s.name for s in aa] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+  assert aa[0].num_restarts == 1 and aa[1].num_target_classes == 9 and (
+      aa[3].num_queries == 5000)
+  mt = cascade.get_suite("aa+mt", "linf", 8 / 255)
+  assert [mt[0].num_restarts, mt[0].num_steps, mt[2].num_restarts, mt[2].num_steps] == [
+      5, 100, 10, 200]
+  with pytest.raises(ValueError, match="Unknown suite 'aa'"):
+    cascade.get_suite("aa", "linf", 8 / 255)
+
+
+def test_suite_parameters_come_from_gin():
+  try:
+    gin.parse_config(["aa_mt_suite.mt_restarts = 3", "aa_mt_suite.apgd_steps = 7"])
+    stages = cascade.get_suite("aa+mt", "linf", 8 / 255)
+    assert stages[2].num_restarts == 3 and stages[0].num_steps == 7
+  finally:
+    gin.clear_config()

@@ -1,0 +1,62 @@
+"""MultiTargeted breaks a model that only one target direction breaks, where untargeted PGD
+with the same budget and step rule does not.
+
+Linear model on 8x8x3 images, s a balanced +-1 pattern: z_0 = 0, z_1 = 0.1 <s, x - 0.5> - 1,
+z_2 = -<s, x - 0.5> - 3 (class 3 dead). Class 1 is the runner-up but the ball can raise it by
+at most 0.1 eps ||s||_* < 1; class 2 starts lower and can rise by eps ||s||_* > 3. The margin
+gradient of untargeted PGD points along +s (class 1), which lowers z_2, and a random start
+moves z_2 - z_1 by about 0.3 (far less than the gap of 2), so PGD never turns to class 2.
+MultiTargeted's second restart targets class 2 and breaks every point.
+"""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from rgd.attacks import losses
+from rgd.attacks.multitargeted import MultiTargeted
+from rgd.attacks.pgd import Restarts
+
+from test_attacks_linear import linear_model
+
+SHAPE = (8, 8, 3)
+EPS = {"linf": 0.03, "l2": 0.3}
+
+
+def _decoy_model(seed=0):
+  rng = np.random.RandomState(seed)
+  d = int(np.prod(SHAPE))
+  s = np.repeat([1.0, -1.0], d // 2)
+  rng.shuffle(s)
+  weights = np.zeros((d, 4))
+  weights[:, 1], weights[:, 2] = 0.1 * s, -s
+  bias = np.array([0.0, -1.0, -3.0, -1000.0]) - 0.5 * weights.sum(0)
+  return linear_model(weights, bias, SHAPE), s
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_multitargeted_breaks_what_untargeted_pgd_cannot(norm):
+  model, s = _decoy_model()
+  eps = EPS[norm]
+  dual = np.abs(s).sum() if norm == "linf" else np.sqrt((s**2).sum())
+  assert 0.1 * eps * dual < 1.0 < 3.0 < eps * dual        # the construction above
+  rng = np.random.RandomState(1)
+  x = (0.5 + rng.uniform(-0.01, 0.01, (8,) + SHAPE)).astype(np.float32)
+  labels = np.zeros(8, np.int32)
+  z = model(x).numpy()
+  assert (z.argmax(1) == 0).all() and (z[:, 1] > z[:, 2]).all()   # class 1 is the runner-up
+
+  mt = MultiTargeted(norm, eps, num_steps=20, num_restarts=2, num_targets=3)
+  model_fn = lambda t: model(t, training=False)
+  seed = tf.constant([0, 1])
+  x_mt = tf.function(lambda a, b: mt(model_fn, a, b, seed))(x, labels).numpy()
+  # The same inner PGD (step rule, schedule, random start), same budget, untargeted margin.
+  pgd = Restarts(mt.pgd, 2)
+  x_pgd = tf.function(lambda a, b: pgd(model_fn, losses.margin_loss, a, b, seed))(
+      x, labels).numpy()
+
+  assert losses.misclassified(model(x_mt), labels).numpy().all()
+  assert not losses.misclassified(model(x_pgd), labels).numpy().any()
+  # MultiTargeted went to class 2; PGD pushed class 1 as far as the ball allows.
+  assert (model(x_mt).numpy().argmax(1) == 2).all()
+  gain1 = model(x_pgd).numpy()[:, 1] - z[:, 1]
+  np.testing.assert_allclose(gain1, 0.1 * eps * dual, rtol=2e-2)
