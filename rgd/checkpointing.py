@@ -2,45 +2,24 @@
 
 `tf.train.CheckpointManager` writes each checkpoint's files first and then rewrites the small
 `checkpoint` index atomically, so a kill at any moment leaves the previous checkpoint valid.
-Keras exports and JSON files are written under a temporary name and renamed.
+Keras exports and JSON files are written under a temporary name and renamed (rgd.fileio).
 """
 import json
-import os
 import signal
-import tempfile
 
 from absl import logging
 
-
-def atomic_write_text(path, text):
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-  try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+from rgd import fileio
 
 
 def atomic_write_json(path, obj):
-  atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+  fileio.atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def export_keras(model, path):
   """Saves `model` as a `.keras` file atomically (Keras wants the suffix on the temp name)."""
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".keras", dir=folder)
-  os.close(fd)
-  try:
+  with fileio.atomic_path(path, suffix=".keras") as tmp:
     model.save(tmp)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
 
 
 class PreemptionFlag:

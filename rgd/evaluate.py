@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 
 from absl import app, flags, logging
@@ -29,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 import rgd
-from rgd import data, models  # noqa: F401  (models: any layers the saved model uses)
+from rgd import data, fileio, models  # noqa: F401  (models: any layers the saved model uses)
 from rgd.attacks import cascade, checks
 from rgd.progress import Progress
 
@@ -71,19 +70,6 @@ def load_model(model_dir=None, model_path=None):
 def _versions():
   return dict(rgd=rgd.__version__, tensorflow=tf.__version__, keras=keras.__version__,
               numpy=np.__version__, python=platform.python_version())
-
-
-def _atomic(path, write):
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-  try:
-    with os.fdopen(fd, "wb") as f:
-      write(f)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
 
 
 def report_name(suite, norm, eps):
@@ -153,13 +139,14 @@ def evaluate_model(model, images, labels, suite="aa+mt", norm="linf", eps=8 / 25
 def write_report(output_dir, report, result, labels):
   name = report_name(report["suite"], report["norm"], report["eps"])
   text = json.dumps(report, indent=2, sort_keys=True) + "\n"
-  _atomic(os.path.join(output_dir, name + ".json"), lambda f: f.write(text.encode()))
+  fileio.atomic_write_text(os.path.join(output_dir, name + ".json"), text)
   arrays = dict(label=labels, clean_correct=result["clean_correct"], robust=result["robust"],
                 robust_after=np.stack(result["robust_after"]) if result["robust_after"] else
                 np.zeros((0, len(labels)), bool),
                 stage_names=np.array([s["name"] for s in report["stages"]], dtype=str),
                 x_adv=result["x_adv"])
-  _atomic(os.path.join(output_dir, name + ".npz"), lambda f: np.savez(f, **arrays))
+  with fileio.atomic_path(os.path.join(output_dir, name + ".npz"), suffix=".npz") as tmp:
+    np.savez(tmp, **arrays)
   step = report["settings"].get("checkpoint_step") or 0
   writer = tf.summary.create_file_writer(os.path.join(output_dir, "tensorboard"))
   with writer.as_default(step=step):

@@ -11,11 +11,11 @@ Shards are named `PREFIX-00000-of-00010.tfrecord` and found by glob. `tools/make
 writes them; `rgd.data` reads them during training.
 """
 import glob
-import os
-import tempfile
 
 import numpy as np
 import tensorflow as tf
+
+from rgd import fileio
 
 FEATURES = {
     "image": tf.io.FixedLenFeature([], tf.string),
@@ -73,19 +73,12 @@ def shard_name(prefix, index, num_shards):
 def write_shard(path, serialized_examples):
   """Writes records to `path` atomically: a temp file in the same folder, then a rename, so an
   interrupted write never leaves a complete-looking shard."""
-  folder = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".tfrecord", dir=folder)
-  os.close(fd)
   count = 0
-  try:
+  with fileio.atomic_path(path, suffix=".tfrecord") as tmp:
     with tf.io.TFRecordWriter(tmp) as writer:
       for record in serialized_examples:
         writer.write(record)
         count += 1
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
   return count
 
 

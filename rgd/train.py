@@ -18,10 +18,9 @@ import time
 from absl import app, flags, logging
 import gin
 import keras
-import numpy as np
 import tensorflow as tf
 
-from rgd import checkpointing, data, models, schedules, strategy as strategy_lib, trades
+from rgd import checkpointing, data, fileio, models, schedules, strategy as strategy_lib, trades
 from rgd import weight_average
 from rgd.attacks import losses, pgd
 from rgd.trainer import RobustTrainer, make_distributed_step
@@ -191,7 +190,7 @@ def _export(model_dir, name, model, step, info):
 
 def _write_operative_config(model_dir, writer, step):
   config = gin.operative_config_str()
-  checkpointing.atomic_write_text(os.path.join(model_dir, "operative_config.gin"), config)
+  fileio.atomic_write_text(os.path.join(model_dir, "operative_config.gin"), config)
   with writer.as_default(step=step):
     # Markdown code block keeps gin's layout in TensorBoard's text tab.
     tf.summary.text("operative_config", "```\n" + config + "\n```")

@@ -2,7 +2,6 @@
 distribution, determinism eagerly vs inside tf.data.map, the image ops against PIL, parameter
 errors, the data-pipeline hook and the PNG tool. (TRADES with soft labels: tests/test_trades.py.)"""
 import os
-import subprocess
 import sys
 
 import numpy as np

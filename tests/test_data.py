@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from rgd import data, tfrecord
-from conftest import make_images, write_npz_dataset
+from conftest import make_images
 
 
 def _write_generated(folder, n=40, num_shards=2, label_offset=0, seed=1):

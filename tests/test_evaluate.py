@@ -8,7 +8,6 @@ import sys
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from rgd import data, evaluate, models
 from rgd.bench import flops

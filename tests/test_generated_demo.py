@@ -4,6 +4,7 @@ the real entry points: Gaussian generator -> pseudo-labels -> TFRecords -> TRADE
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -58,6 +59,7 @@ def test_demo_end_to_end(tmp_path):
        "--gin_bindings=train_and_evaluate.num_steps=4",
        "--gin_bindings=train_and_evaluate.checkpoint_every=4")
   config = open(os.path.join(model_dir, "operative_config.gin")).read()
+  config = re.sub(r"\\\s*\n\s*", "", config)  # gin wraps long values with "\" + newline
   assert f"GENERATED = '{pattern}'" in config
   assert "train_and_evaluate.generated_pattern = %GENERATED" in config
   assert "train_and_evaluate.mixing_ratio = 0.3" in config

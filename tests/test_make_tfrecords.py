@@ -64,7 +64,9 @@ def test_round_trip_through_the_training_reader(tmp_path):
                                augment=False, generated_shuffle_buffer=0,
                                generated_label_smoothing=0.0)
   batch = next(iter(ds))
-  images = np.round(batch["image"].numpy()[0] * 255).astype(np.uint8)
+  images = batch["image"].numpy()[0]
+  if images.dtype != np.uint8:  # uint8 without a batch augmentation, else float in [0, 1]
+    images = np.round(images * 255).astype(np.uint8)
   labels = np.argmax(batch["label"].numpy()[0], axis=1)
   assert not batch["is_real"].numpy().any()
   np.testing.assert_array_equal(batch["label"].numpy()[0].max(axis=1), 1.0)

@@ -113,7 +113,7 @@ def test_interrupted_run_resumes_to_identical_weights(uninterrupted, tmp_path, s
     assert proc.returncode == -signal.SIGKILL
   result = _run(_cmd(cut, npz_dataset, *bindings))
   assert result.returncode == 0, result.stderr[-3000:]
-  assert f"Resumed from" in result.stderr
+  assert "Resumed from" in result.stderr
   a, b = _checkpoint_tensors(full), _checkpoint_tensors(cut)
   assert a.keys() == b.keys() and len(a) > 20
   for name in a:

@@ -9,15 +9,14 @@ own). Mixing ops (CutMix, MixUp, RICAP) draw their partners from the images show
       --augmentations=cutout,cutmix,mixup --num_images=12 --scale=3
 """
 import argparse
-import os
 import sys
-import tempfile
 
 import numpy as np
 import tensorflow as tf
 
 from rgd import augment
 from rgd import data
+from rgd import fileio
 from rgd.augment import visualize
 
 DEFAULT_AUGMENTATIONS = ",".join(augment.AUGMENTATIONS)
@@ -48,19 +47,6 @@ def augmentation_rows(images, labels, num_classes, names, seed):
   return tf.stack(rows)
 
 
-def write_png(path, png_bytes):
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(png_bytes)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-
-
 def main(argv=None):
   args = parse_args(sys.argv[1:] if argv is None else argv)
   names = [n.strip() for n in args.augmentations.split(",") if n.strip()]
@@ -76,7 +62,7 @@ def main(argv=None):
   num_classes = data.num_classes_of(args.dataset)
   rows = augmentation_rows(images[pick], labels[pick], num_classes, names, args.seed)
   grid = visualize.image_grid(rows, scale=args.scale)
-  write_png(args.output, tf.io.encode_png(grid[0]).numpy())
+  fileio.atomic_write_bytes(args.output, tf.io.encode_png(grid[0]).numpy())
   print(f"Wrote {args.output}: rows = original, pad_crop_flip, {', '.join(names)}; "
         f"{grid.shape[2]}x{grid.shape[1]} px")
 

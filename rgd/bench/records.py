@@ -29,7 +29,7 @@ from rgd.generated import writer
 
 def parse_args(argv):
   p = argparse.ArgumentParser(prog="benchmark.py records", description=__doc__.split("\n")[0])
-  p.add_argument("--num_records", type=int, default=20_000)
+  p.add_argument("--num_records", "--num_images", dest="num_records", type=int, default=20_000)
   p.add_argument("--num_shards", type=int, default=8)
   p.add_argument("--image_size", type=int, default=32)
   p.add_argument("--batch_size", type=int, default=1024)

@@ -14,7 +14,6 @@ import argparse
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from rgd import models, strategy as strategy_lib, trades, weight_average

@@ -149,8 +149,6 @@ def label_source(source, labeler, selector, batch_size=256, progress=None):
   for start, images in source.batches(batch_size):
     labels, scores = labeler(images)
     selector.add(np.arange(start, start + len(images)), labels, scores)
-    if (start // batch_size) % 64 == 63:
-      source.release()
     if progress is not None:
       progress.update(len(images))
   return selector.result()

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from rgd import progress as progress_lib
+from rgd import fileio, progress as progress_lib
 from rgd.data import DataError
 from rgd.generated import labeling, sources, writer
 
@@ -28,11 +28,9 @@ class JobMismatchError(DataError):
 
 
 def _check_same_job(path, saved, config):
-  diff = {k: (saved.get(k), config.get(k)) for k in set(saved) | set(config)
-          if saved.get(k) != config.get(k)}
+  diff = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
   if diff:
-    lines = "; ".join(f"{k}: was {a!r}, now {b!r}" for k, b_a in sorted(diff.items())
-                      for a, b in [b_a])
+    lines = "; ".join(f"{k}: was {saved.get(k)!r}, now {config.get(k)!r}" for k in diff)
     raise JobMismatchError(f"{path} belongs to a run with other arguments ({lines}). Use a new "
                            "--output_dir, or delete the folder to start over")
 
@@ -149,7 +147,7 @@ def make_tfrecords(output_dir, config, open_source, labeler=None, keep_per_class
       "command": argv if argv is not None else sys.argv,
       "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
   }
-  writer.atomic_write_text(meta_path, json.dumps(meta, indent=1) + "\n")
+  fileio.atomic_write_text(meta_path, json.dumps(meta, indent=1) + "\n")
   if not keep_cache:
     shutil.rmtree(work, ignore_errors=True)
   return meta

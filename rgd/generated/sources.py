@@ -20,7 +20,6 @@ raises `SourceError` naming the file: float images, values outside [0, 255], wro
 missing keys, no images, labels that are not integers in range.
 """
 import glob
-import mmap
 import os
 import struct
 import zipfile
@@ -52,16 +51,16 @@ def _check_image_array(dtype, shape, where):
     raise SourceError(f"{where}: images must have shape [N, H, W, 3], got {tuple(shape)}")
 
 
-def _to_uint8(images, where, start):
+def _to_uint8(images, where, indices):
   """Integer images in [0, 255] -> uint8; anything else is an error naming the first bad
-  image."""
+  image (by its index in the file, from `indices`)."""
   if images.dtype == np.uint8:
     return np.asarray(images)
   images = np.asarray(images)
   bad = np.flatnonzero(((images < 0) | (images > 255)).reshape(len(images), -1).any(axis=1))
   if bad.size:
     i = int(bad[0])
-    raise SourceError(f"{where}: image {start + i} has values in [{images[i].min()}, "
+    raise SourceError(f"{where}: image {int(indices[i])} has values in [{images[i].min()}, "
                       f"{images[i].max()}]; expected [0, 255] (uint8)")
   return images.astype(np.uint8)
 
@@ -121,11 +120,6 @@ class Source:
     for s in range(start, self.num_images, batch_size):
       yield s, self.read(s, s + batch_size)
 
-  def release(self):
-    """Drops pages of memory-mapped files from this process's resident set (they stay in the
-    page cache). Readers call it between chunks so that resident memory stays at one chunk
-    rather than growing to the size of the file."""
-
   def describe(self):
     return {"kind": self.kind, "path": os.path.abspath(self.path), "num_images": self.num_images,
             "image_shape": list(self.image_shape), "has_labels": self.labels is not None}
@@ -153,11 +147,33 @@ class ArraySource(Source):
     super().__init__(path, self._offsets[-1], arrays[0].shape[1:] if arrays else (0, 0, 3),
                      labels)
 
-  def release(self):
-    for a in self._arrays:
-      mm = getattr(a, "_mmap", None)
-      if mm is not None and hasattr(mm, "madvise"):
-        mm.madvise(mmap.MADV_DONTNEED)
+  def _rows(self, f, local):
+    """Rows `local` (sorted int64) of array f. Memory-mapped files are read with os.pread,
+    one call per run of consecutive rows, instead of through the mapping: random rows through
+    a mapping fault in (and keep resident) the pages around every row, which for a shard of
+    random rows is most of the file."""
+    a = self._arrays[f]
+    if not (isinstance(a, np.memmap) and a.flags.c_contiguous and a.filename):
+      return _to_uint8(a[local], self._names[f], local)
+    row = int(np.prod(a.shape[1:])) * a.dtype.itemsize
+    out = bytearray(len(local) * row)
+    breaks = np.flatnonzero(np.diff(local) != 1) + 1
+    fd = os.open(a.filename, os.O_RDONLY)
+    try:
+      pos = 0
+      for run in np.split(local, breaks):
+        if not len(run):
+          continue
+        size = len(run) * row
+        chunk = os.pread(fd, size, a.offset + int(run[0]) * row)
+        if len(chunk) != size:
+          raise SourceError(f"{self._names[f]}: file is shorter than its header says")
+        out[pos:pos + size] = chunk
+        pos += size
+    finally:
+      os.close(fd)
+    rows = np.frombuffer(out, a.dtype).reshape((len(local),) + a.shape[1:])
+    return _to_uint8(rows, self._names[f], local)
 
   def _read(self, start, stop):
     parts = []
@@ -165,7 +181,7 @@ class ArraySource(Source):
       lo, hi = max(start, self._offsets[f]), min(stop, self._offsets[f + 1])
       if lo < hi:
         off = self._offsets[f]
-        parts.append(_to_uint8(self._arrays[f][lo - off:hi - off], self._names[f], lo - off))
+        parts.append(self._rows(f, np.arange(lo - off, hi - off)))
     if not parts:
       return np.zeros((0,) + self.image_shape, np.uint8)
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
@@ -174,8 +190,7 @@ class ArraySource(Source):
     file_of = np.searchsorted(self._offsets, sorted_indices, side="right") - 1
     parts = []
     for f in np.unique(file_of):
-      local = sorted_indices[file_of == f] - self._offsets[f]
-      parts.append(_to_uint8(self._arrays[f][local], self._names[f], 0))
+      parts.append(self._rows(f, sorted_indices[file_of == f] - self._offsets[f]))
     return np.concatenate(parts) if parts else np.zeros((0,) + self.image_shape, np.uint8)
 
 

@@ -20,27 +20,12 @@ import time
 
 import numpy as np
 
-from rgd import tfrecord
+from rgd import fileio, tfrecord
 
 WORK_DIR = ".work"
 PLAN_FILE = "plan.npz"
 METADATA_FILE = "metadata.json"
 DEFAULT_PREFIX = "generated"
-
-
-def atomic_write_text(path, text):
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
-def atomic_save_npz(path, **arrays):
-  tmp = f"{path}.tmp-{os.getpid()}.npz"
-  np.savez(tmp, **arrays)
-  os.replace(tmp, path)
 
 
 def sha256_file(path, chunk=1 << 20):
@@ -60,7 +45,8 @@ def make_plan(indices, labels, scores, seed):
 
 
 def save_plan(path, plan, config):
-  atomic_save_npz(path, config=np.array(json.dumps(config, sort_keys=True)), **plan)
+  with fileio.atomic_path(path, suffix=".npz") as tmp:
+    np.savez(tmp, config=np.array(json.dumps(config, sort_keys=True)), **plan)
 
 
 def load_plan(path):
@@ -99,8 +85,6 @@ def write_shards(source, plan, folder, examples_per_shard, prefix=DEFAULT_PREFIX
                for j in range(stop - start))
     path = os.path.join(folder, name)
     tfrecord.write_shard(path, records)
-    getattr(source, "release", lambda: None)()
-    os.chmod(path, 0o644)  # mkstemp's temporaries are private (0600); shards are data.
     if progress is not None:
       progress.update(stop - start)
     if shard_delay_s:

@@ -1,0 +1,127 @@
+r"""Turns generated images into a pseudo-labelled, sharded TFRecord training set.
+
+  # Label a published set with a non-robust classifier, keep the best 100k per class
+  # (seed 001 App. D), write shards + metadata.json:
+  python tools/make_tfrecords.py --input=samples.npz --labeler=LABELER/model.keras \
+      --output_dir=OUT --keep_per_class=100000
+
+  # No downloaded generator: the class-conditional Gaussian of seed 001 Sec. 3.2, fitted on the
+  # real training set, 100k samples per class, labelled by the same classifier:
+  python tools/make_tfrecords.py --generator=gaussian --dataset=cifar10 \
+      --num_per_class=100000 --labeler=LABELER/model.keras --output_dir=OUT
+
+Inputs (--input): an .npz with `image` uint8 [N, H, W, 3] (and optional `label`), .npy files
+(a file, a glob or a folder), or a folder of PNG/JPEG images. Without --labeler the input's own
+labels are kept (the Gaussian's class, or the .npz `label`). Train on the result with
+`generated_pattern` = OUT/generated-*.tfrecord (see docs/generated_data.md). An interrupted run
+is finished by running the same command again.
+"""
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from rgd.data import DataError
+from rgd.generated import pipeline
+
+flags.DEFINE_string("input", None, "Generated images: .npz, .npy file/glob/folder, or a folder "
+                    "of PNG/JPEG files.")
+flags.DEFINE_enum("generator", None, ["gaussian"], "Generate the images instead of --input: "
+                  "'gaussian' = class-conditional Gaussian fitted on --dataset (seed 001 "
+                  "Sec. 3.2).")
+flags.DEFINE_string("dataset", "cifar10", "Real training set for --generator: a tfds name or "
+                    "npz:DIR.")
+flags.DEFINE_enum("fit_split", "train_full", ["train_full", "train"], "Split the Gaussian is "
+                  "fitted on: the whole training set (seed 001), or without the 1024 images "
+                  "rgd.train holds out for validation.")
+flags.DEFINE_integer("num_per_class", 100_000, "Images per class for --generator "
+                     "(seed 001: 100k).")
+flags.DEFINE_integer("generator_seed", 0, "Seed of --generator.")
+flags.DEFINE_string("labeler", None, "Keras classifier (.keras) giving the pseudo-labels; "
+                    "omit to keep the input's labels.")
+flags.DEFINE_enum("labeler_outputs", "logits", ["logits", "probabilities"],
+                  "What the labeller returns.")
+flags.DEFINE_string("output_dir", None, "Where the shards and metadata.json go.")
+flags.DEFINE_integer("keep_per_class", 0, "Keep the K most confident images per class "
+                     "(0: keep all).")
+flags.DEFINE_integer("num_classes", None, "Number of classes (default: the labeller's, or the "
+                     "largest input label + 1).")
+flags.DEFINE_integer("examples_per_shard", 10_000, "Records per TFRecord shard.")
+flags.DEFINE_integer("batch_size", 256, "Images per labeller batch.")
+flags.DEFINE_integer("seed", 0, "Seed of the order in which records are written.")
+flags.DEFINE_bool("keep_cache", False, "Keep OUT/.work (plan, extracted .npz members, Gaussian "
+                  "samples) after success.")
+flags.DEFINE_float("debug_shard_delay_s", 0.0, "Testing only: sleep after each shard so that "
+                   "a run can be interrupted.")
+
+
+def _input_config(path):
+  info = {"kind": "input", "path": os.path.abspath(path)}
+  if os.path.isfile(path):
+    stat = os.stat(path)
+    info.update(size=stat.st_size, mtime=int(stat.st_mtime))
+  return info
+
+
+def _gaussian_opener(dataset, split, num_per_class, seed, num_classes):
+  def open_source(cache_dir):
+    from rgd import data
+    from rgd import progress
+    from rgd.generated import gaussian, sources
+    images, labels = data.load_split(dataset, split)
+    k = data.num_classes_of(dataset, num_classes)
+    logging.info("Fitting a class-conditional Gaussian to %d images of %s", len(images), dataset)
+    model = gaussian.ClassConditionalGaussian.fit(images, labels, k)
+    del images
+    bar = progress.Progress(num_per_class * k, "sampling", "img")
+    folder = gaussian.write_samples(model, num_per_class, os.path.join(cache_dir, "gaussian"),
+                                    seed=seed, progress=bar)
+    bar.close()
+    return sources.open_source(folder)
+  return open_source
+
+
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  if not f.output_dir:
+    raise app.UsageError("--output_dir is required")
+  if (f.input is None) == (f.generator is None):
+    raise app.UsageError("give exactly one of --input and --generator")
+  try:
+    _run(f)
+  except DataError as e:  # Bad input: one clear line naming the file, no traceback.
+    sys.exit(f"error: {e}")
+
+
+def _run(f):
+  if f.generator:
+    config = {"source": {"kind": "gaussian", "dataset": f.dataset, "split": f.fit_split,
+                         "num_per_class": f.num_per_class, "generator_seed": f.generator_seed}}
+    opener = _gaussian_opener(f.dataset, f.fit_split, f.num_per_class, f.generator_seed,
+                              f.num_classes)
+  else:
+    from rgd.generated import sources
+    config = {"source": _input_config(f.input)}
+
+    def opener(cache_dir):
+      return sources.open_source(f.input, cache_dir)
+  labeler = None
+  if f.labeler:
+    from rgd.generated import labeling
+    labeler = labeling.Labeler.load(f.labeler, from_logits=f.labeler_outputs == "logits")
+  meta = pipeline.make_tfrecords(
+      f.output_dir, config, opener, labeler=labeler, keep_per_class=f.keep_per_class or None,
+      num_classes=f.num_classes, examples_per_shard=f.examples_per_shard,
+      batch_size=f.batch_size, seed=f.seed, keep_cache=f.keep_cache, argv=sys.argv,
+      shard_delay_s=f.debug_shard_delay_s)
+  logging.info("Wrote %d examples in %d shards to %s (per class: %s)", meta["num_examples"],
+               len(meta["shards"]), f.output_dir, meta["counts_per_class"])
+  print(f"{meta['num_examples']} examples, per class {meta['counts_per_class']}: "
+        f"{meta['pattern']}")
+
+
+if __name__ == "__main__":
+  app.run(main)
