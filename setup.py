@@ -7,7 +7,6 @@ setuptools.setup(
     description=("Adversarially robust image classifiers trained with generated data "
                  "(Gowal et al. 2021, Rebuffi et al. 2021) in Keras 3."),
     packages=setuptools.find_packages(include=["rgd", "rgd.*"]),
-    package_data={"rgd": ["../gin/*.gin"]},
     python_requires=">=3.11",
     install_requires=[
         "tensorflow>=2.16",
