@@ -108,7 +108,7 @@ def main(argv):
   print(f"throughput    {img_s:.1f} images/s")
   print(f"model FLOP/s  {achieved / 1e12:.3f} TFLOP/s ({per_example / 1e9:.2f} GFLOP/example)")
   if peak:
-    print(f"MFU           {100 * achieved / peak:.1f}% of {peak / 1e12:.1f} TFLOP/s peak")
+    print(f"MFU           {100 * achieved / peak:.1f}% of {peak / 1e12:.3g} TFLOP/s peak")
   else:
     print("MFU           n/a (pass --peak_tflops)")
   return 0
