@@ -20,6 +20,7 @@ points inside the eps-ball and [0, 1]. Arithmetic is float32 whatever the model 
 import tensorflow as tf
 
 from rgd.attacks import losses, projections
+from rgd.attacks.projections import expand, per_example_norm  # noqa: F401 (re-exported)
 
 # AutoAttack's constants (Croce & Hein 2020, Sec. 3.2; autopgd_base.py).
 INITIAL_STEP = 2.0          # eta^(0) = 2 * eps
@@ -37,18 +38,6 @@ MIN_CHECKPOINT = 0.06       # ... down to 6% of N
 def logits_of(model_fn, x):
   """Float32 logits, also when the model runs under a bf16 policy."""
   return tf.cast(model_fn(x), tf.float32)
-
-
-def per_example_norm(x, norm):
-  flat = tf.reshape(x, [tf.shape(x)[0], -1])
-  if norm == "linf":
-    return tf.reduce_max(tf.abs(flat), axis=1)
-  return tf.sqrt(tf.reduce_sum(tf.square(flat), axis=1))
-
-
-def expand(v, x):
-  """[B] -> [B, 1, 1, ...] broadcastable against x."""
-  return tf.reshape(v, tf.concat([tf.shape(v), tf.ones_like(tf.shape(x)[1:])], 0))
 
 
 def check_norm(norm, eps):

@@ -5,6 +5,8 @@ Learning rates are floats or functions of the (int32 tensor) step, e.g. `piecewi
 """
 import tensorflow as tf
 
+from rgd.attacks.projections import expand, per_example_norm
+
 
 def piecewise(values, boundaries):
   """Step-wise constant learning rate: values[i] until boundaries[i]."""
@@ -22,11 +24,6 @@ def piecewise(values, boundaries):
 def _lr(learning_rate, step):
   return learning_rate(step) if callable(learning_rate) else tf.constant(learning_rate,
                                                                          tf.float32)
-
-
-def _per_example_l2(x):
-  axes = tf.range(1, tf.rank(x))
-  return tf.sqrt(tf.reduce_sum(tf.square(x), axes, keepdims=True))
 
 
 class SignGradient:
@@ -52,7 +49,7 @@ class NormalizedGradient:
     return ()
 
   def update(self, grad, state, step):
-    return _lr(self.learning_rate, step) * grad / (_per_example_l2(grad) + 1e-12), state
+    return _lr(self.learning_rate, step) * grad / (expand(per_example_norm(grad, "l2"), grad) + 1e-12), state
 
 
 class Adam:

@@ -22,10 +22,6 @@ def loss_and_grad(model_fn, loss_fn, x, labels):
   return loss, tape.gradient(loss, x), logits
 
 
-def _broadcast(mask, x):
-  return tf.reshape(mask, tf.concat([tf.shape(mask), tf.ones_like(tf.shape(x)[1:])], 0))
-
-
 class PGD:
   """`num_steps` of ascent from `initialize_fn`, projected by `project_fn` after every step.
 
@@ -61,14 +57,14 @@ class PGD:
       loss, grad, _ = loss_and_grad(model_fn, loss_fn, x, labels)
       if self.keep_best:
         better = loss > best_loss
-        best_x = tf.where(_broadcast(better, x), x, best_x)
+        best_x = tf.where(projections.expand(better, x), x, best_x)
         best_loss = tf.maximum(loss, best_loss)
       delta, state = self.optimizer.update(grad, state, step)
       x = self.project_fn(x + delta, x0)
     if not self.keep_best:
       return x
     loss = loss_fn(tf.cast(model_fn(x), tf.float32), labels)
-    return tf.where(_broadcast(loss > best_loss, x), x, best_x)
+    return tf.where(projections.expand(loss > best_loss, x), x, best_x)
 
 
 class Restarts:
@@ -90,7 +86,7 @@ class Restarts:
       loss = loss_fn(logits, labels)
       fooled = losses.misclassified(logits, labels)
       take = tf.logical_and(tf.logical_not(done), tf.logical_or(fooled, loss > best_loss))
-      best_x = tf.where(_broadcast(take, x), x, best_x)
+      best_x = tf.where(projections.expand(take, x), x, best_x)
       best_loss = tf.where(take, loss, best_loss)
       done = tf.logical_or(done, fooled)
     return best_x

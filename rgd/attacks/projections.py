@@ -9,8 +9,17 @@ import tensorflow as tf
 BOUNDS = (0.0, 1.0)
 
 
-def _per_example_norm(x):
-  return tf.sqrt(tf.reduce_sum(tf.square(x), axis=tf.range(1, tf.rank(x)), keepdims=True))
+def per_example_norm(x, norm):
+  """Linf or L2 norm of each example of a batch: [B, ...] -> [B]."""
+  flat = tf.reshape(x, [tf.shape(x)[0], -1])
+  if norm == "linf":
+    return tf.reduce_max(tf.abs(flat), axis=1)
+  return tf.sqrt(tf.reduce_sum(tf.square(flat), axis=1))
+
+
+def expand(v, x):
+  """[B] -> [B, 1, 1, ...] broadcastable against x."""
+  return tf.reshape(v, tf.concat([tf.shape(v), tf.ones_like(tf.shape(x)[1:])], 0))
 
 
 def box_project_fn(bounds=BOUNDS):
@@ -30,7 +39,7 @@ def linf_project_fn(eps, bounds=BOUNDS):
 def l2_project_fn(eps, bounds=BOUNDS):
   def project(x, x0):
     delta = x - x0
-    norm = _per_example_norm(delta)
+    norm = expand(per_example_norm(delta, "l2"), delta)
     # Shrink only points outside the ball; the factor < 1 absorbs float rounding.
     factor = tf.minimum(1.0, eps / tf.maximum(norm, 1e-12))
     x = x0 + delta * factor * (1.0 - 1e-6)
