@@ -78,8 +78,8 @@ def _load_tfds(name, split, data_dir):
     raise DataError(
         f"tfds could not prepare {name!r} in {builder.data_dir} ({type(e).__name__}: {e}). "
         "Without network, either copy a prepared tfds directory and pass "
-        "--gin_bindings=\"train_and_evaluate.data_dir='DIR'\", or write DIR/train.npz and DIR/test.npz "
-        "(image uint8 [N,H,W,3], label int [N]) and use DATASET='npz:DIR'.") from e
+        "--gin_bindings=\"train_and_evaluate.data_dir='DIR'\", or write DIR/train.npz and "
+        "DIR/test.npz (image uint8 [N,H,W,3], label int [N]) and use DATASET='npz:DIR'.") from e
   # Batches of 10k, not batch_size=-1: the latter needs a known cardinality (and crashes on
   # tfds' mock data).
   images, labels = [], []

@@ -23,6 +23,7 @@ import tensorflow as tf
 from rgd import checkpointing, data, fileio, models, schedules, strategy as strategy_lib, trades
 from rgd import weight_average
 from rgd.attacks import losses, pgd
+from rgd.augment import visualize
 from rgd.trainer import RobustTrainer, make_distributed_step
 
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
@@ -32,12 +33,6 @@ def _format_duration(seconds):
   seconds = int(seconds)
   h, rem = divmod(seconds, 3600)
   return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
-
-
-def image_grid(rows):
-  """[n, H, W, C] tensors, one per row kind -> one image [1, n*H... ]: columns are examples,
-  rows are kinds (clean, adversarial, 10x amplified difference)."""
-  return tf.concat([tf.concat(tf.unstack(r), axis=1) for r in rows], axis=0)[None]
 
 
 def _make_optimizer(schedule):
@@ -164,7 +159,8 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
                     dict(clean_accuracy=clean, robust_accuracy=robust, norm=objective.norm,
                          eps=objective.eps, dataset=dataset))
       if chief and image_summary_every and step % image_summary_every == 0:
-        _image_summary(writers["train"], network, objective, images[:8], step, seed)
+        _image_summary(writers["train"], network, objective, images[:8], labels[:8], step,
+                       seed)
       if step % checkpoint_every == 0 or step == total_steps or preempt.requested:
         manager.save(checkpoint_number=step)
       if preempt.requested:
@@ -258,17 +254,18 @@ def _make_validator(strategy, avg_network, objective, images, labels, batch_size
   return run
 
 
-def _image_summary(writer, network, objective, images, step, seed):
+def _image_summary(writer, network, objective, images, labels, step, seed):
   """Clean vs adversarial training inputs (and their amplified difference) in TensorBoard."""
   if objective.attack is None:
     return
   x = data.to_float(images)
-  labels = tf.one_hot(tf.zeros(len(images), tf.int32), network.output_shape[-1])
+  labels = tf.one_hot(labels, network.output_shape[-1])
   x_adv = objective.adversarial_examples(lambda z: network(z, training=False), x, labels,
                                          tf.constant([seed, step], tf.int32))
   diff = tf.clip_by_value(0.5 + 10.0 * (x_adv - x), 0.0, 1.0)
   with writer.as_default(step=step):
-    tf.summary.image("clean_adversarial_difference", image_grid([x, x_adv, diff]))
+    grid = visualize.image_grid(tf.stack([x, x_adv, diff]))  # rows: clean, adversarial, diff
+    tf.summary.image("clean_adversarial_difference", grid)
 
 
 # ----------------------------------------------------------------------------------------------

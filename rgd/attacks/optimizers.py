@@ -49,7 +49,8 @@ class NormalizedGradient:
     return ()
 
   def update(self, grad, state, step):
-    return _lr(self.learning_rate, step) * grad / (expand(per_example_norm(grad, "l2"), grad) + 1e-12), state
+    norm = expand(per_example_norm(grad, "l2"), grad)
+    return _lr(self.learning_rate, step) * grad / (norm + 1e-12), state
 
 
 class Adam:
