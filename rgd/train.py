@@ -24,15 +24,10 @@ from rgd import checkpointing, data, fileio, models, schedules, strategy as stra
 from rgd import weight_average
 from rgd.attacks import losses, pgd
 from rgd.augment import visualize
+from rgd.progress import format_duration
 from rgd.trainer import RobustTrainer, make_distributed_step
 
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
-
-
-def _format_duration(seconds):
-  seconds = int(seconds)
-  h, rem = divmod(seconds, 3600)
-  return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
 
 
 def _make_optimizer(schedule):
@@ -101,10 +96,11 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
     trainer = RobustTrainer(network, avg_network, objective, batch_size, weight_decay, seed)
     trainer.compile(optimizer=optimizer)
     ema = weight_average.WeightAverage(network, avg_network, ema_decay)
-    best_robust = tf.Variable(-1.0, trainable=False, name="best_robust_accuracy")
+    # Validation score of model.keras: robust accuracy, or clean accuracy without an attack.
+    best_score = tf.Variable(-1.0, trainable=False, name="best_validation_score")
 
   ckpt = tf.train.Checkpoint(network=network, avg_network=avg_network, optimizer=optimizer,
-                             iterator=iterator, best_robust=best_robust)
+                             iterator=iterator, best_score=best_score)
   manager = tf.train.CheckpointManager(ckpt, os.path.join(model_dir, "checkpoints"),
                                        max_to_keep=keep_checkpoints)
   if manager.latest_checkpoint:
@@ -152,8 +148,8 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
         logs.update(val_clean_accuracy=clean, val_robust_accuracy=robust)
         # The best checkpoint is the most robust one; without an attack, the most accurate.
         score = robust if objective.kind != "standard" else clean
-        if score > float(best_robust):
-          best_robust.assign(score)
+        if score > float(best_score):
+          best_score.assign(score)
           if chief:
             _export(model_dir, "model", avg_network, step,
                     dict(clean_accuracy=clean, robust_accuracy=robust, norm=objective.norm,
@@ -208,7 +204,7 @@ def _log_train(sums, step, total_steps, t0, step0, start, lr, writer):
   logging.info("step %d/%d (%.1f%%) %s | %.0f img/s | elapsed %s | ETA %s", step, total_steps,
                100.0 * step / total_steps,
                " ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "images_per_second"),
-               img_per_s, _format_duration(time.time() - start), _format_duration(eta))
+               img_per_s, format_duration(time.time() - start), format_duration(eta))
   if writer is not None:
     with writer.as_default(step=step):
       for k, v in logs.items():
@@ -227,19 +223,19 @@ def _make_validator(strategy, avg_network, objective, images, labels, batch_size
                                  else 8. / 255)
   model_fn = lambda x: avg_network(x, training=False)
 
-  def replica_fn(batch, step):
+  def replica_fn(batch, index):
     ctx = tf.distribute.get_replica_context()
     x, y, mask = batch["image"], batch["label"], tf.cast(batch["mask"], tf.float32)
     clean_ok = tf.logical_not(losses.misclassified(model_fn(x), y))
     x_adv = attack(model_fn, losses.margin_loss, x, y,
-                   tf.stack([seed + tf.cast(ctx.replica_id_in_sync_group, tf.int32), step]))
+                   tf.stack([seed + tf.cast(ctx.replica_id_in_sync_group, tf.int32), index]))
     adv_ok = tf.logical_not(losses.misclassified(model_fn(x_adv), y))
     return (tf.reduce_sum(tf.cast(clean_ok, tf.float32) * mask),
             tf.reduce_sum(tf.cast(tf.logical_and(clean_ok, adv_ok), tf.float32) * mask))
 
   @tf.function
-  def eval_step(batch, step):
-    out = strategy.run(replica_fn, args=(batch, step))
+  def eval_step(batch, index):
+    out = strategy.run(replica_fn, args=(batch, index))
     return [strategy.reduce(tf.distribute.ReduceOp.SUM, o, axis=None) for o in out]
 
   def run(step):
