@@ -20,6 +20,9 @@ setuptools.setup(
         # tf.summary.text/image need it, and users run `tensorboard --logdir`; TF no longer
         # installs it.
         "tensorboard",
+        # PNG figures in reports (certified-radius distribution, CIFAR-10-C heat map): Agg
+        # backend only, no display needed.
+        "matplotlib",
     ],
     extras_require={"test": ["pytest>=7", "scipy"]},
 )
