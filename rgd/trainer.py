@@ -2,7 +2,7 @@
 
 `RobustTrainer.train_step(batch)` is written for one replica: it builds adversarial examples
 without updating BN statistics, computes the objective in training mode, scales the loss
-for the *global* batch, adds weight decay on conv/dense kernels only, and applies the update.
+for the *global* batch, adds weight decay on conv/dense weights only (not BN), and applies the update.
 `rgd.train` runs it under any `tf.distribute` strategy and updates the weight average after it.
 """
 import keras
@@ -14,9 +14,10 @@ from rgd.models.common import batchnorm_statistics
 
 
 def decayed_variables(model):
-  """Conv and dense kernels: weight decay leaves BN scales/offsets (and biases) alone
-  (RECIPES.md "TRADES training")."""
-  return [v for v in model.trainable_variables if v.path.endswith("kernel")]
+  """Conv and dense kernels and biases; never BN scales or offsets. DeepMind's
+  `utils.weight_decay` matches parameter names `.*w$` and `.*b$` and skips `.*batchnorm.*`, so
+  the logits bias is decayed too (deepmind-research adversarial_robustness/jax/utils.py)."""
+  return [v for v in model.trainable_variables if v.path.endswith(("kernel", "bias"))]
 
 
 class RobustTrainer(keras.Model):
@@ -41,7 +42,7 @@ class RobustTrainer(keras.Model):
     return self.network(images, training=training)
 
   def weight_decay_loss(self):
-    """0.5 * wd * sum ||w||^2 over kernels (coupled L2, as DeepMind's JAX experiment)."""
+    """0.5 * wd * sum ||w||^2 over conv/dense weights (coupled L2, as DeepMind's experiment)."""
     if not self.weight_decay:
       return tf.constant(0.0)
     return 0.5 * self.weight_decay * tf.add_n(

@@ -1,15 +1,39 @@
-"""Architectures match RECIPES.md "Model"."""
+"""Architectures match RECIPES.md "Model" and DeepMind's JAX model zoo."""
 import keras
 import numpy as np
 import pytest
 
 from rgd import models
+from rgd.trainer import decayed_variables
+
+
+def _hand_count(depth, width, num_classes=10, bn_offset=True):
+  """Trainable parameters of DeepMind's WRN-d-w, counted from the architecture: stem conv,
+  per block BN (scale [+ offset]) -> 3x3 conv -> BN -> 3x3 conv [+ 1x1 projection], head BN and
+  dense with bias."""
+  n, bn = (depth - 4) // 6, 2 if bn_offset else 1
+  total, cin = 3 * 3 * 3 * 16, 16
+  for c in (16 * width, 32 * width, 64 * width):
+    for i in range(n):
+      total += bn * cin + 9 * cin * c + bn * c + 9 * c * c + (cin * c if i == 0 else 0)
+      cin = c
+  return total + bn * cin + cin * num_classes + num_classes
+
+
+def _trainable(model):
+  return sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+
+
+def _std_times_sqrt_fan_in(layer):
+  w = layer.kernel.numpy()
+  return w.std() * np.sqrt(np.prod(w.shape[:-1])), np.abs(w).max() * np.sqrt(np.prod(
+      w.shape[:-1]))
 
 
 def test_wrn_28_10_size_and_structure():
   m = models.get_model("wrn-28-10")
-  # RECIPES.md: about 36M parameters (36.48M in DeepMind's model zoo).
-  assert 36.4e6 < m.count_params() < 36.6e6
+  # 36,479,194 trainable parameters, as DeepMind's Haiku WRN-28-10 (BN with offset).
+  assert _trainable(m) == _hand_count(28, 10) == 36_479_194
   convs = [l for l in m.layers if isinstance(l, keras.layers.Conv2D)]
   assert all(not l.use_bias and l.padding == "same" for l in convs)
   assert convs[0].filters == 16 and convs[0].kernel_size == (3, 3)
@@ -64,3 +88,44 @@ def test_unknown_model_name():
     models.get_model("wrn28")
   with pytest.raises(ValueError, match="6n \\+ 4"):
     models.get_model("wrn-27-10")
+
+
+def test_default_init_is_haikus_truncated_normal():
+  """hk.Conv2D's default TruncatedNormal(1/sqrt(fan_in)), cut at 2 std without correction:
+  sample std 0.8796/sqrt(fan_in), no weight beyond 2/sqrt(fan_in)."""
+  m = models.get_model("wrn-16-4")
+  for name in ("stem_conv", "group1_block0_conv1", "group2_block1_conv2"):
+    std, largest = _std_times_sqrt_fan_in(m.get_layer(name))
+    assert abs(std / 0.8796 - 1) < 0.05, (name, std)
+    assert largest <= 2.0 + 1e-6
+  assert not np.any(m.get_layer("logits").kernel.numpy())  # hk.Linear(w_init=jnp.zeros)
+  bns = [l for l in m.layers if isinstance(l, keras.layers.BatchNormalization)]
+  assert all(l.center and l.scale and l.epsilon == 1e-5 for l in bns)
+
+
+@pytest.mark.parametrize("conv_init,expected", [("pytorch", 1 / np.sqrt(3)),
+                                                ("he_normal", np.sqrt(2))])
+def test_other_conv_inits(conv_init, expected):
+  m = models.get_model("wrn-16-4", conv_init=conv_init)
+  std, _ = _std_times_sqrt_fan_in(m.get_layer("group1_block0_conv1"))
+  assert abs(std / expected - 1) < 0.05
+
+
+def test_bn_offset_and_head_options_build_the_documented_variables():
+  m = models.get_model("wrn-16-2", bn_offset=False, head_init="haiku")
+  bns = [l for l in m.layers if isinstance(l, keras.layers.BatchNormalization)]
+  assert bns and all(l.beta is None and l.gamma is not None for l in bns)
+  assert not any("beta" in v.path for v in m.trainable_variables)
+  assert _trainable(m) == _hand_count(16, 2, bn_offset=False)
+  std, largest = _std_times_sqrt_fan_in(m.get_layer("logits"))
+  assert abs(std / 0.8796 - 1) < 0.1 and largest <= 2.0 + 1e-6
+  with pytest.raises(ValueError, match="conv_init='glorot'"):
+    models.get_model("tiny_cnn", conv_init="glorot")
+
+
+def test_weight_decay_covers_conv_and_dense_weights_not_batchnorm():
+  """DeepMind's utils.weight_decay: names `.*w$`, `.*b$`, minus `.*batchnorm.*`."""
+  m = models.get_model("tiny_cnn", width=4)
+  paths = sorted(v.path for v in decayed_variables(m))
+  assert paths == ["conv0/kernel", "conv1/kernel", "conv2/kernel", "logits/bias",
+                   "logits/kernel"]

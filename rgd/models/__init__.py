@@ -8,6 +8,7 @@ import re
 
 import gin
 
+from rgd.models.common import Layers
 from rgd.models.resnet import preact_resnet, resnet18
 from rgd.models.small import tiny_cnn
 from rgd.models.wide_resnet import wide_resnet
@@ -29,13 +30,19 @@ MODEL_NAMES = ("wrn-D-W", "resnet18", "preact_resnet18", "preact_resnet50", "tin
 
 @gin.configurable(denylist=["num_classes", "input_shape"])
 def get_model(name=gin.REQUIRED, num_classes=10, input_shape=(32, 32, 3), normalization="cifar10",
-              width=None):
-  """Builds the named model. `normalization` picks the per-channel statistics inside the model."""
+              width=None, conv_init="haiku", bn_offset=True, head_init="zeros"):
+  """Builds the named model. `normalization` picks the per-channel statistics inside the model.
+
+  `conv_init` ('haiku', 'pytorch', 'he_normal'), `bn_offset` and `head_init` ('zeros', 'haiku',
+  'pytorch') choose how layers are built (rgd.models.common.Layers); the defaults are DeepMind's
+  JAX model zoo's.
+  """
   if normalization not in NORMALIZATION:
     raise ValueError(f"Unknown normalization {normalization!r}; "
                      f"expected one of {sorted(NORMALIZATION)}")
   mean, std = NORMALIZATION[normalization]
-  kw = dict(num_classes=num_classes, input_shape=tuple(input_shape), mean=mean, std=std)
+  kw = dict(num_classes=num_classes, input_shape=tuple(input_shape), mean=mean, std=std,
+            layers=Layers(conv_init, bn_offset, head_init))
   m = re.fullmatch(r"wrn-(\d+)-(\d+)", name)
   if m:
     return wide_resnet(int(m.group(1)), int(m.group(2)), **kw)

@@ -4,10 +4,12 @@ import keras
 from rgd.models import common
 
 
-def tiny_cnn(width=32, num_classes=10, input_shape=(32, 32, 3), mean=None, std=None):
+def tiny_cnn(width=32, num_classes=10, input_shape=(32, 32, 3), mean=None, std=None,
+             layers=None):
+  layers = layers or common.Layers()
   inputs, x = common.normalized_input(input_shape, mean, std)
   for i, mult in enumerate((1, 2, 4)):
-    x = common.conv(width * mult, 3, 1 if i == 0 else 2, f"conv{i}")(x)
-    x = keras.layers.BatchNormalization(name=f"bn{i}", **common.bn_kwargs())(x)
+    x = layers.conv(width * mult, 3, 1 if i == 0 else 2, f"conv{i}")(x)
+    x = layers.bn(f"bn{i}")(x)
     x = keras.layers.Activation("swish", name=f"act{i}")(x)
-  return common.classifier_head(inputs, x, num_classes, f"tiny_cnn{width}")
+  return layers.head(inputs, x, num_classes, f"tiny_cnn{width}")

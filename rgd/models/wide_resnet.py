@@ -10,32 +10,35 @@ import keras
 from rgd.models import common
 
 
-def _block(x, filters, stride, project, name):
-  bn_kw = common.bn_kwargs()
-  out = keras.layers.BatchNormalization(name=f"{name}_bn1", **bn_kw)(x)
+def _block(layers, x, filters, stride, project, name):
+  out = layers.bn(f"{name}_bn1")(x)
   out = keras.layers.Activation("swish", name=f"{name}_act1")(out)
   # The projection shortcut sees the activated input (pre-activation ResNet, He et al. 2016).
-  shortcut = (common.conv(filters, 1, stride, f"{name}_shortcut")(out) if project else x)
-  out = common.conv(filters, 3, stride, f"{name}_conv1")(out)
-  out = keras.layers.BatchNormalization(name=f"{name}_bn2", **bn_kw)(out)
+  shortcut = (layers.conv(filters, 1, stride, f"{name}_shortcut")(out) if project else x)
+  out = layers.conv(filters, 3, stride, f"{name}_conv1")(out)
+  out = layers.bn(f"{name}_bn2")(out)
   out = keras.layers.Activation("swish", name=f"{name}_act2")(out)
-  out = common.conv(filters, 3, 1, f"{name}_conv2")(out)
+  out = layers.conv(filters, 3, 1, f"{name}_conv2")(out)
   return keras.layers.Add(name=f"{name}_add")([out, shortcut])
 
 
 def wide_resnet(depth=28, width=10, num_classes=10, input_shape=(32, 32, 3), mean=None,
-                std=None, name=None):
-  """Builds WRN-`depth`-`width` as a functional Keras model taking [0, 1] images."""
+                std=None, name=None, layers=None):
+  """Builds WRN-`depth`-`width` as a functional Keras model taking [0, 1] images.
+
+  `layers` (rgd.models.common.Layers) chooses the initialisation and BN offset; the default
+  follows DeepMind's JAX model zoo."""
+  layers = layers or common.Layers()
   if (depth - 4) % 6:
     raise ValueError(f"WRN depth must be 6n + 4, got {depth}")
   n = (depth - 4) // 6
   inputs, x = common.normalized_input(input_shape, mean, std)
-  x = common.conv(16, 3, 1, "stem_conv")(x)
+  x = layers.conv(16, 3, 1, "stem_conv")(x)
   for group, (mult, stride) in enumerate(((16, 1), (32, 2), (64, 2))):
     for i in range(n):
-      x = _block(x, mult * width, stride if i == 0 else 1,
+      x = _block(layers, x, mult * width, stride if i == 0 else 1,
                  project=(i == 0 and (stride != 1 or x.shape[-1] != mult * width)),
                  name=f"group{group}_block{i}")
-  x = keras.layers.BatchNormalization(name="head_bn", **common.bn_kwargs())(x)
+  x = layers.bn("head_bn")(x)
   x = keras.layers.Activation("swish", name="head_act")(x)
-  return common.classifier_head(inputs, x, num_classes, name or f"wrn{depth}_{width}")
+  return layers.head(inputs, x, num_classes, name or f"wrn{depth}_{width}")
