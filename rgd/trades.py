@@ -54,8 +54,9 @@ class Objective:
   kl_attack_target: what TRADES' attack moves away from: 'prediction', the clean softmax
     (Zhang et al.), or 'label', the (soft) training target, which DeepMind's experiment uses
     with CutMix ("regress the attack away from mixed labels").
-  attack_optimizer: 'sign' (step `attack_step_size`, default 2/255 for Linf) or 'adam' (lr 0.1,
-    divided by 10 after half the steps; RECIPES.md "TRADES training"). For L2 'sign' means the
+  attack_optimizer: 'sign' (step `attack_step_size`, default 2/255 for Linf; start
+    `init_stddev` * N(0, 1)) or 'adam' (lr 0.1, divided by 10 after half the steps, uniform start
+    in the ball; seed 001 App. A and DeepMind's experiment.py, the default of gin/base.gin). For L2 'sign' means the
     normalised-gradient step (default 2.5 * eps / steps, Madry et al. 2018).
   """
 
@@ -85,8 +86,11 @@ class Objective:
       opt = optimizers.steepest_ascent(norm, attack_step_size)
     else:
       raise ValueError(f"Unknown attack_optimizer {attack_optimizer!r}; 'sign' or 'adam'")
-    # TRADES starts near x (0.001 * N(0, 1)); PGD-AT from a uniform point in the ball.
-    init = (initializers.normal_init(init_stddev) if kind == "trades"
+    # Sign-PGD TRADES starts near x (0.001 * N(0, 1), Zhang et al.'s code). Adam starts from a
+    # uniform point in the ball, as DeepMind's experiment.py (`initialize_fn=
+    # attacks.linf_initialize_fn(epsilon)`), and PGD-AT does too (Madry et al.).
+    init = (initializers.normal_init(init_stddev)
+            if kind == "trades" and attack_optimizer == "sign"
             else initializers.uniform_init(norm, eps))
     # Training uses the last iterate, as the reference implementations do.
     self.attack = attacks.PGD(opt, attack_steps, init, projections.project_fn(norm, eps),

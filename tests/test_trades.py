@@ -117,3 +117,28 @@ def test_kl_attack_can_target_the_soft_label():
   assert np.all(losses.kl_loss(fn(x_adv), y).numpy() >= losses.kl_loss(fn(x), y).numpy() - 1e-6)
   other = trades.Objective(attack_steps=10).adversarial_examples(fn, x, y, tf.constant([1, 2]))
   assert not np.allclose(x_adv.numpy(), other.numpy())
+
+
+@pytest.mark.parametrize("optimizer,uniform", [("adam", True), ("sign", False)])
+def test_attack_start_follows_the_reference(optimizer, uniform):
+  """Adam starts uniformly in the ball (DeepMind's experiment.py, linf_initialize_fn); sign-PGD
+  TRADES at 0.001 * N(0, 1) (Zhang et al.)."""
+  eps = 8 / 255
+  objective = trades.Objective(eps=eps, attack_optimizer=optimizer)
+  x = tf.zeros([64, 8, 8, 3])
+  delta = objective.attack.initialize_fn(x, tf.constant([3, 4])).numpy()
+  if uniform:
+    assert np.abs(delta).max() <= eps
+    # U(-eps, eps) has std eps / sqrt(3).
+    assert abs(delta.std() / (eps / np.sqrt(3)) - 1) < 0.02
+  else:
+    assert abs(delta.std() / 1e-3 - 1) < 0.02
+
+
+def test_pgd40_learning_rates_are_optax_products():
+  """optax.piecewise_constant_schedule(.1, {20: .1, 30: .01}) multiplies scales: 0.1, 0.01,
+  1e-4."""
+  from rgd.attacks import pgd  # pylint: disable=g-import-not-at-top
+  lr = pgd.pgd40_adam_margin().optimizer.learning_rate
+  got = [float(lr(tf.constant(s))) for s in (0, 19, 20, 29, 30, 39)]
+  np.testing.assert_allclose(got, [0.1, 0.1, 0.01, 0.01, 1e-4, 1e-4], rtol=1e-6)

@@ -94,6 +94,10 @@ class Restarts:
 
 def pgd40_adam_margin(norm="linf", eps=8. / 255):
   """The validation attack of DeepMind's JAX experiment (RECIPES.md "Validation"): 40 steps of
-  Adam on the margin loss, lr 0.1 dropped x0.1 at steps 20 and 30, uniform random start."""
-  return PGD(optimizers.Adam(optimizers.piecewise([0.1, 0.01, 0.001], [20, 30])), 40,
+  Adam on the margin loss, lr 0.1 dropped x0.1 at steps 20 and 30, uniform random start.
+
+  The last rate is 1e-4, not 1e-3: experiment.py builds it as
+  `optax.piecewise_constant_schedule(init_value=.1, boundaries_and_scales={20: .1, 30: .01})`,
+  and optax multiplies each scale into the value in force (0.1 -> 0.01 -> 0.01 * 0.01)."""
+  return PGD(optimizers.Adam(optimizers.piecewise([0.1, 0.01, 1e-4], [20, 30])), 40,
              initializers.uniform_init(norm, eps), projections.project_fn(norm, eps))
