@@ -4,7 +4,6 @@
 `checkpoint` index atomically, so a kill at any moment leaves the previous checkpoint valid.
 Keras exports and JSON files are written under a temporary name and renamed (rgd.fileio).
 """
-import json
 import signal
 
 from absl import logging
@@ -12,8 +11,7 @@ from absl import logging
 from rgd import fileio
 
 
-def atomic_write_json(path, obj):
-  fileio.atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+atomic_write_json = fileio.atomic_write_json
 
 
 def export_keras(model, path):

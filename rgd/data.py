@@ -11,12 +11,16 @@ for real data, smoothed for generated data) so that label smoothing and CutMix-s
 one code path. The last `num_validation` (1024) training images are held out as the validation
 set (the seed protocol, RECIPES.md "Validation").
 """
+import io
 import os
+import socket
+import threading
+import zipfile
 
 import numpy as np
 import tensorflow as tf
 
-from rgd import tfrecord
+from rgd import fileio, tfrecord
 
 TFDS_NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "svhn_cropped": 10}
 NUM_VALIDATION = 1024  # RECIPES.md "Validation": 1024 held-out training images.
@@ -52,34 +56,67 @@ def _validate(images, labels, source, num_classes=None):
 
 def load_npz(path, num_classes=None):
   """Reads `image`/`label` from an .npz without unpickling (allow_pickle=False)."""
-  if not os.path.exists(path):
+  if not tf.io.gfile.exists(path):
     raise DataError(f"{path}: file not found")
   try:
-    with np.load(path, allow_pickle=False) as f:
+    # Through gfile (gs:// works), then parsed from memory; never unpickled.
+    with np.load(io.BytesIO(fileio.read_bytes(path)), allow_pickle=False) as f:
       missing = [k for k in ("image", "label") if k not in f.files]
       if missing:
         raise DataError(f"{path}: missing key(s) {missing}; found {f.files}. Expected 'image' "
                         "uint8 [N, H, W, 3] and 'label' int [N]")
       images, labels = f["image"], f["label"]
-  except ValueError as e:
+  except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
     if isinstance(e, DataError):
       raise
-    raise DataError(f"{path}: cannot read as npz without pickle ({e})") from e
+    raise DataError(f"{path}: not a valid npz file (truncated or not npz; {e})") from e
   _validate(images, labels, path, num_classes)
   return images, labels.astype(np.int64)
+
+
+# Where tfds downloads CIFAR/SVHN from; probed before a download so that an offline machine gets
+# the message at once instead of after tfds' retries (about 200 s).
+TFDS_DOWNLOAD_HOST = ("storage.googleapis.com", 443)
+NETWORK_PROBE_TIMEOUT_S = 5.0
+
+
+def _network_reachable(address=TFDS_DOWNLOAD_HOST, timeout_s=NETWORK_PROBE_TIMEOUT_S):
+  """True if a TCP connection to `address` opens within `timeout_s`. Name resolution has no
+  timeout of its own, so the probe runs in a daemon thread that is abandoned when late."""
+  result = []
+
+  def probe():
+    try:
+      socket.create_connection(address, timeout=timeout_s).close()
+      result.append(True)
+    except OSError:
+      pass
+  thread = threading.Thread(target=probe, daemon=True)
+  thread.start()
+  thread.join(timeout_s)
+  return bool(result)
+
+
+def _tfds_unavailable(name, data_dir, reason):
+  return DataError(
+      f"tfds could not prepare {name!r} in {data_dir} ({reason}). "
+      "Without network, either copy a prepared tfds directory and pass "
+      "--gin_bindings=\"train_and_evaluate.data_dir='DIR'\", or write DIR/train.npz and "
+      "DIR/test.npz (image uint8 [N,H,W,3], label int [N]) and use DATASET='npz:DIR'.")
 
 
 def _load_tfds(name, split, data_dir):
   import tensorflow_datasets as tfds  # heavy import, only when a tfds set is used
   builder = tfds.builder(name, data_dir=data_dir)
+  # tfds.testing.mock_data replaces download_and_prepare by a no-op: nothing to download then.
+  mocked = getattr(type(builder).download_and_prepare, "__name__", "").startswith("mock_")
+  if not (builder.is_prepared() or mocked or _network_reachable()):
+    raise _tfds_unavailable(name, builder.data_dir, "not prepared there, and no network to "
+                            f"download it: {TFDS_DOWNLOAD_HOST[0]} is unreachable")
   try:
     builder.download_and_prepare()
   except Exception as e:  # tfds raises many types when offline; all mean "not available".
-    raise DataError(
-        f"tfds could not prepare {name!r} in {builder.data_dir} ({type(e).__name__}: {e}). "
-        "Without network, either copy a prepared tfds directory and pass "
-        "--gin_bindings=\"train_and_evaluate.data_dir='DIR'\", or write DIR/train.npz and "
-        "DIR/test.npz (image uint8 [N,H,W,3], label int [N]) and use DATASET='npz:DIR'.") from e
+    raise _tfds_unavailable(name, builder.data_dir, f"{type(e).__name__}: {e}") from e
   # Batches of 10k, not batch_size=-1: the latter needs a known cardinality (and crashes on
   # tfds' mock data).
   images, labels = [], []

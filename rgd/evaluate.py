@@ -54,17 +54,49 @@ def load_model(model_dir=None, model_path=None):
   """Returns (model, path, checkpoint step or None)."""
   if bool(model_dir) == bool(model_path):
     raise ValueError("pass exactly one of --model_dir and --model")
-  path = model_path or os.path.join(model_dir, "model.keras")
-  if not os.path.exists(path):
+  path = model_path or fileio.join(model_dir, "model.keras")
+  if not tf.io.gfile.exists(path):
     flag = "--model" if model_path else "--model_dir"
     raise FileNotFoundError(f"{flag}: no model at {path}")
   model = keras.saving.load_model(path, compile=False)
   step = None
   info_path = os.path.splitext(path)[0] + ".json"
-  if os.path.exists(info_path):
-    with open(info_path) as f:
-      step = json.load(f).get("step")
+  if tf.io.gfile.exists(info_path):
+    step = fileio.read_json(info_path).get("step")
   return model, path, step
+
+
+DEFAULT_TARGET = dict(dataset="cifar10", norm="linf", eps=8 / 255)
+
+
+def run_defaults(model_dir=None, model_path=None):
+  """What the run was trained on (dataset, norm, eps, data_dir), from the model's .json written
+  by rgd.train; {} when there is none."""
+  path = model_path or (fileio.join(model_dir, "model.keras") if model_dir else None)
+  if not path:
+    return {}
+  info_path = os.path.splitext(path)[0] + ".json"
+  return fileio.read_json(info_path) if tf.io.gfile.exists(info_path) else {}
+
+
+def resolve_target(run, dataset=None, norm=None, eps=None):
+  """(dataset, norm, eps, data_dir, origin): the flags where given, else the run's own, else
+  CIFAR-10 Linf 8/255. A standard (non-robust) run has no threat model of its own."""
+  robust = run.get("objective", "trades") != "standard"
+  own = dict(dataset=run.get("dataset"), norm=run.get("norm") if robust else None,
+             eps=run.get("eps") if robust else None)
+  given = dict(dataset=dataset, norm=norm, eps=eps)
+  chosen, origin = {}, []
+  for key in ("dataset", "norm", "eps"):
+    for where, values in (("flag", given), ("the run", own), ("default", DEFAULT_TARGET)):
+      if values[key] is not None:
+        chosen[key] = values[key]
+        origin.append(f"{key} from {where}")
+        break
+  chosen["eps"] = parse_eps(chosen["eps"]) if isinstance(chosen["eps"], str) else float(
+      chosen["eps"])
+  origin = ", ".join(origin)
+  return chosen["dataset"], chosen["norm"], chosen["eps"], run.get("data_dir"), origin
 
 
 def _versions():
@@ -145,8 +177,7 @@ def write_report(output_dir, report, result, labels):
                 np.zeros((0, len(labels)), bool),
                 stage_names=np.array([s["name"] for s in report["stages"]], dtype=str),
                 x_adv=result["x_adv"])
-  with fileio.atomic_path(os.path.join(output_dir, name + ".npz"), suffix=".npz") as tmp:
-    np.savez(tmp, **arrays)
+  fileio.save_npz(os.path.join(output_dir, name + ".npz"), **arrays)
   step = report["settings"].get("checkpoint_step") or 0
   writer = tf.summary.create_file_writer(os.path.join(output_dir, "tensorboard"))
   with writer.as_default(step=step):
@@ -165,12 +196,14 @@ def write_report(output_dir, report, result, labels):
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "Training directory: loads DIR/model.keras.")
 flags.DEFINE_string("model", None, "A .keras model taking [0, 1] images, returning logits.")
-flags.DEFINE_string("dataset", "cifar10", "tfds name (cifar10, cifar100, svhn_cropped) or "
-                    "npz:DIR (rgd.data).")
+flags.DEFINE_string("dataset", None, "tfds name (cifar10, cifar100, svhn_cropped) or npz:DIR "
+                    "(rgd.data). Default: what --model_dir was trained on (model.json), else "
+                    "cifar10.")
 flags.DEFINE_string("split", "test", "Split to evaluate (test, validation, train, train_full).")
 flags.DEFINE_string("suite", "aa+mt", f"One of {sorted(cascade.SUITES)}.")
-flags.DEFINE_string("norm", "linf", "linf or l2.")
-flags.DEFINE_string("eps", "8/255", "Radius, a number or a fraction like 8/255.")
+flags.DEFINE_string("norm", None, "linf or l2. Default: the run's (model.json), else linf.")
+flags.DEFINE_string("eps", None, "Radius, a number or a fraction like 8/255. Default: the run's "
+                    "(model.json), else 8/255.")
 flags.DEFINE_integer("num_examples", None, "Evaluate the first N examples (default: all).")
 flags.DEFINE_integer("batch_size", 500, "Examples per attack batch.")
 flags.DEFINE_integer("seed", 0, "Seed of all random starts and searches.")
@@ -185,13 +218,17 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_bindings)
-  eps = parse_eps(FLAGS.eps)
+  run = run_defaults(FLAGS.model_dir, FLAGS.model)
+  dataset, norm, eps, data_dir, origin = resolve_target(run, FLAGS.dataset, FLAGS.norm,
+                                                        FLAGS.eps)
   if FLAGS.suite not in cascade.SUITES:
     raise app.UsageError(f"--suite={FLAGS.suite!r}: expected one of {sorted(cascade.SUITES)}")
   if FLAGS.num_examples is not None and FLAGS.num_examples <= 0:
     raise app.UsageError(f"--num_examples={FLAGS.num_examples} must be positive")
   model, path, step = load_model(FLAGS.model_dir, FLAGS.model)
-  images, labels = data.load_split(FLAGS.dataset, FLAGS.split)
+  logging.info("Evaluating %s on %s/%s, %s eps %.6g (%s).", path, dataset, FLAGS.split, norm,
+               eps, origin)
+  images, labels = data.load_split(dataset, FLAGS.split, data_dir=data_dir)
   if FLAGS.num_examples:
     images, labels = images[:FLAGS.num_examples], labels[:FLAGS.num_examples]
   output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir or os.path.dirname(path),
@@ -203,9 +240,10 @@ def main(argv):
     batch_size += (-batch_size) % strategy.num_replicas_in_sync
   else:
     strategy = None
-  settings = dict(model=os.path.abspath(path), checkpoint_step=step, dataset=FLAGS.dataset,
+  settings = dict(model=path if fileio.is_remote(path) else os.path.abspath(path),
+                  checkpoint_step=step, dataset=dataset,
                   split=FLAGS.split, command=" ".join(sys.argv))
-  report = evaluate_model(model, images, labels, FLAGS.suite, FLAGS.norm, eps, batch_size,
+  report = evaluate_model(model, images, labels, FLAGS.suite, norm, eps, batch_size,
                           FLAGS.seed, output_dir, settings, FLAGS.jit, strategy, source=path)
   stages = ", ".join(f"{s['name']} {100 * s['robust_accuracy']:.2f}%" for s in report["stages"])
   print(f"clean {100 * report['clean_accuracy']:.2f}% | {stages} | robust "

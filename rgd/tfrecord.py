@@ -10,7 +10,6 @@ One `tf.train.Example` per image:
 Shards are named `PREFIX-00000-of-00010.tfrecord` and found by glob. `tools/make_tfrecords.py`
 writes them; `rgd.data` reads them during training.
 """
-import glob
 
 import numpy as np
 import tensorflow as tf
@@ -60,7 +59,7 @@ def parse_batch(serialized):
 
 
 def list_shards(pattern):
-  files = sorted(glob.glob(pattern))
+  files = sorted(tf.io.gfile.glob(pattern))
   if not files:
     raise FileNotFoundError(f"No generated TFRecord shards match {pattern!r}")
   return files

@@ -56,7 +56,8 @@ class Objective:
     with CutMix ("regress the attack away from mixed labels").
   attack_optimizer: 'sign' (step `attack_step_size`, default 2/255 for Linf; start
     `init_stddev` * N(0, 1)) or 'adam' (lr 0.1, divided by 10 after half the steps, uniform start
-    in the ball; seed 001 App. A and DeepMind's experiment.py, the default of gin/base.gin). For L2 'sign' means the
+    in the ball; seed 001 App. A and DeepMind's experiment.py, the default of gin/base.gin).
+    For L2 'sign' means the
     normalised-gradient step (default 2.5 * eps / steps, Madry et al. 2018).
   """
 

@@ -60,7 +60,7 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
   # later (augmentation, attack starts) uses stateless ops keyed by the step.
   keras.utils.set_random_seed(seed)
   chief = strategy_lib.is_chief(strategy)
-  os.makedirs(model_dir, exist_ok=True)
+  fileio.makedirs(model_dir)
 
   # Data.
   num_classes = data.num_classes_of(dataset, num_classes)
@@ -109,6 +109,9 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
                  int(optimizer.iterations))
 
   distributed_step = make_distributed_step(strategy, trainer, ema, jit_compile)
+  # What the exports were trained for: rgd.evaluate --model_dir defaults to it.
+  run_info = dict(dataset=dataset, num_classes=num_classes, objective=objective.kind,
+                  norm=objective.norm, eps=objective.eps, data_dir=data_dir)
 
   validation = None
   if num_validation and eval_every:
@@ -152,8 +155,7 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
           best_score.assign(score)
           if chief:
             _export(model_dir, "model", avg_network, step,
-                    dict(clean_accuracy=clean, robust_accuracy=robust, norm=objective.norm,
-                         eps=objective.eps, dataset=dataset))
+                    dict(run_info, clean_accuracy=clean, robust_accuracy=robust))
       if chief and image_summary_every and step % image_summary_every == 0:
         _image_summary(writers["train"], network, objective, images[:8], labels[:8], step,
                        seed)
@@ -168,9 +170,9 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
       w.flush()
 
   if chief:
-    _export(model_dir, "last", avg_network, step, dict(dataset=dataset))
+    _export(model_dir, "last", avg_network, step, run_info)
     if not validation:
-      _export(model_dir, "model", avg_network, step, dict(dataset=dataset))
+      _export(model_dir, "model", avg_network, step, run_info)
   return logs
 
 
@@ -282,7 +284,7 @@ class ConfigError(ValueError):
 def parse_gin(files, bindings):
   """Parses gin files and bindings, turning gin's errors into ones that name the culprit."""
   for path in files:
-    if not os.path.exists(path):
+    if not tf.io.gfile.exists(path):
       raise ConfigError(f"gin file not found: {path}")
   try:
     gin.parse_config_files_and_bindings(files, None, finalize_config=False)

@@ -2,7 +2,8 @@
 
 `RobustTrainer.train_step(batch)` is written for one replica: it builds adversarial examples
 without updating BN statistics, computes the objective in training mode, scales the loss
-for the *global* batch, adds weight decay on conv/dense weights only (not BN), and applies the update.
+for the *global* batch, adds weight decay on conv/dense weights only (not BN), and applies the
+update.
 `rgd.train` runs it under any `tf.distribute` strategy and updates the weight average after it.
 """
 import keras

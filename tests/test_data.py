@@ -157,8 +157,39 @@ def test_tfds_without_network_says_how_to_provide_the_data(monkeypatch, tmp_path
   def offline(self, *args, **kwargs):
     raise ConnectionError("Failed to establish a new connection")
   monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
+  monkeypatch.setattr(data, "_network_reachable", lambda: True)  # the probe passed, then...
   with pytest.raises(data.DataError) as e:
     data.load_split("cifar10", "train", data_dir=str(tmp_path))
   message = str(e.value)
   assert "could not prepare 'cifar10'" in message and "ConnectionError" in message
   assert "train_and_evaluate.data_dir" in message and "npz:DIR" in message
+
+
+def test_tfds_offline_fails_fast_without_trying_to_download(monkeypatch, tmp_path):
+  """A closed port stands for the unreachable download host: the clear error comes at once and
+  tfds' download (which retries for ~200 s offline) is never started."""
+  import socket
+  import time
+  import tensorflow_datasets as tfds
+
+  def must_not_download(self, *args, **kwargs):
+    raise AssertionError("download_and_prepare was called")
+  monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", must_not_download)
+  with socket.socket() as s:  # a port nobody listens on
+    s.bind(("127.0.0.1", 0))
+    closed = s.getsockname()
+  monkeypatch.setattr(data, "TFDS_DOWNLOAD_HOST", closed)
+  monkeypatch.setattr(data._network_reachable, "__defaults__", (closed, 5.0))
+  start = time.time()
+  with pytest.raises(data.DataError, match="no network to download it") as e:
+    data.load_split("cifar10", "train", data_dir=str(tmp_path))
+  assert time.time() - start < 10
+  assert "npz:DIR" in str(e.value)
+
+
+def test_tfds_default_probe_answers_within_its_timeout(monkeypatch, tmp_path):
+  """The real probe (whatever this machine's network): an answer, either way, in ~5 s."""
+  import time
+  start = time.time()
+  reachable = data._network_reachable()
+  assert isinstance(reachable, bool) and time.time() - start < data.NETWORK_PROBE_TIMEOUT_S + 2

@@ -41,14 +41,15 @@ FLAGS = flags.FLAGS
 
 
 def _extractor():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from rgd.generated import complementarity as comp
   weights = FLAGS.inception_weights or os.path.join(
       os.path.expanduser("~"), ".keras", "models", comp.INCEPTION_WEIGHTS)
   kind = FLAGS.extractor
   if kind == "auto":
-    kind = "inception_v3" if os.path.isfile(weights) else "labeler"
+    kind = "inception_v3" if tf.io.gfile.exists(weights) else "labeler"
   if kind == "inception_v3":
-    if not os.path.isfile(weights):
+    if not tf.io.gfile.exists(weights):
       raise app.UsageError(f"InceptionV3 weights not found at {weights}; copy Keras' "
                            f"{comp.INCEPTION_WEIGHTS} there or use --extractor=labeler")
     return comp.inception_extractor(weights), {

@@ -58,10 +58,12 @@ flags.DEFINE_float("debug_shard_delay_s", 0.0, "Testing only: sleep after each s
 
 
 def _input_config(path):
-  info = {"kind": "input", "path": os.path.abspath(path)}
-  if os.path.isfile(path):
-    stat = os.stat(path)
-    info.update(size=stat.st_size, mtime=int(stat.st_mtime))
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  remote = "://" in path
+  info = {"kind": "input", "path": path if remote else os.path.abspath(path)}
+  if tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path):
+    stat = tf.io.gfile.stat(path)
+    info.update(size=stat.length, mtime=int(stat.mtime_nsec // 10**9))
   return info
 
 

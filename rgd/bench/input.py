@@ -112,7 +112,7 @@ def main(argv):
   tmp = None
   pattern = args.generated
   if pattern is None and args.mixing_ratio < 1.0:
-    tmp = tempfile.mkdtemp(prefix="rgd-bench-input-")
+    tmp = tempfile.mkdtemp(prefix="rgd-bench-input-")  # local only: benchmark scratch
     pattern = write_temporary_records(tmp, args.num_synthetic)
   try:
     def pipeline(batch_augment_fn=None, generated=pattern, pad_crop_flip=True, ratio=None):
@@ -157,5 +157,5 @@ def main(argv):
             f"{time_op(crop, uint8, args.num_batches, args.warmup, args.repeats):>16,.0f}")
   finally:
     if tmp:
-      shutil.rmtree(tmp, ignore_errors=True)
+      shutil.rmtree(tmp, ignore_errors=True)  # local only: benchmark scratch
   return 0

@@ -68,8 +68,8 @@ def _time_reader(pattern, batch_size, num_batches, warmup, augment):
 
 def main(argv):
   args = parse_args(argv)
-  folder = args.dir or tempfile.mkdtemp(prefix="rgd_records_")
-  os.makedirs(folder, exist_ok=True)
+  folder = args.dir or tempfile.mkdtemp(prefix="rgd_records_")  # local only: benchmark scratch
+  os.makedirs(folder, exist_ok=True)  # local only: benchmark scratch
   try:
     rng = np.random.default_rng(0)
     n, s = args.num_records, args.image_size
@@ -88,7 +88,7 @@ def main(argv):
     parse_rate, train_rate = (
         max(_time_reader(pattern, args.batch_size, args.num_batches, args.warmup, augment)
             for _ in range(args.repeats)) for augment in (False, True))
-    mb = sum(os.path.getsize(os.path.join(folder, x)) for x in names) / 2**20
+    mb = sum(os.path.getsize(os.path.join(folder, x)) for x in names) / 2**20  # local only: benchmark scratch
     print(f"{n} records of {s}x{s}x3 in {len(names)} shards ({mb:.1f} MiB), "
           f"{os.cpu_count()} CPUs, batch {args.batch_size}")
     for label, rate in (("write", write_rate), ("sha256", sha_rate),
@@ -96,7 +96,7 @@ def main(argv):
       print(f"  {label:<16} {rate:10.0f} records/s")
   finally:
     if not args.dir:
-      shutil.rmtree(folder, ignore_errors=True)
+      shutil.rmtree(folder, ignore_errors=True)  # local only: benchmark scratch
 
 
 if __name__ == "__main__":

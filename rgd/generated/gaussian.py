@@ -110,14 +110,15 @@ def write_samples(gaussian, num_per_class, folder, batch_size=1000, seed=0, prog
 
   Both files are written under temporary names and renamed, label.npy last, so a folder with
   label.npy is complete; a re-run with an existing complete folder returns at once.
+  `folder` is local (a memory-mapped cache; rgd.generated.pipeline keeps it on local disk).
   """
   image_path, label_path = os.path.join(folder, "image.npy"), os.path.join(folder, "label.npy")
   total = num_per_class * gaussian.num_classes
-  if os.path.exists(label_path) and os.path.exists(image_path):
-    done = np.load(label_path, allow_pickle=False)
+  if os.path.exists(label_path) and os.path.exists(image_path):  # local only: memory-mapped cache
+    done = np.load(label_path, allow_pickle=False)  # local only: memory-mapped cache
     if len(done) == total:
       return folder
-  os.makedirs(folder, exist_ok=True)
+  os.makedirs(folder, exist_ok=True)  # local only: memory-mapped cache
   tmp_images = os.path.join(folder, ".image.npy.tmp")
   images = np.lib.format.open_memmap(tmp_images, mode="w+", dtype=np.uint8,
                                      shape=(total,) + gaussian.image_shape)
@@ -129,8 +130,8 @@ def write_samples(gaussian, num_per_class, folder, batch_size=1000, seed=0, prog
       progress.update(len(x))
   images.flush()
   del images
-  os.replace(tmp_images, image_path)
+  os.replace(tmp_images, image_path)  # local only: memory-mapped cache
   tmp_labels = os.path.join(folder, ".label.tmp.npy")
   np.save(tmp_labels, labels)
-  os.replace(tmp_labels, label_path)
+  os.replace(tmp_labels, label_path)  # local only: memory-mapped cache
   return folder

@@ -7,11 +7,12 @@ Two passes over the images so that nothing holds the whole set in memory:
 A re-run with the same arguments reuses the plan and the finished shards; a re-run with
 different arguments into the same folder is refused (the message lists what differs).
 """
+import hashlib
 import json
 import logging
 import os
-import shutil
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -19,6 +20,8 @@ import numpy as np
 from rgd import fileio, progress as progress_lib
 from rgd.data import DataError
 from rgd.generated import labeling, sources, writer
+
+gfile = fileio.gfile
 
 FORMAT_VERSION = 1
 
@@ -46,29 +49,32 @@ def make_tfrecords(output_dir, config, open_source, labeler=None, keep_per_class
   may generate them into cache_dir). `labeler`: a labeling.Labeler or None to keep the source's
   own labels. `keep_per_class`: None keeps every image.
   """
-  work = os.path.join(output_dir, writer.WORK_DIR)
-  cache = os.path.join(work, "cache")
-  plan_path = os.path.join(work, writer.PLAN_FILE)
-  meta_path = os.path.join(output_dir, writer.METADATA_FILE)
+  work = fileio.join(output_dir, writer.WORK_DIR)
+  # Sources memory-map their cache (extracted .npz members, generated .npy), so it stays on local
+  # disk even when the output goes to a bucket.
+  cache = (fileio.join(work, "cache") if not fileio.is_remote(output_dir) else os.path.join(
+      tempfile.gettempdir(), "rgd-cache", hashlib.sha1(output_dir.encode()).hexdigest()[:16]))
+  plan_path = fileio.join(work, writer.PLAN_FILE)
+  meta_path = fileio.join(output_dir, writer.METADATA_FILE)
   config = dict(config, keep_per_class=keep_per_class, examples_per_shard=examples_per_shard,
                 seed=seed, prefix=prefix, num_classes=num_classes,
                 labeler=None if labeler is None else labeler.describe())
 
-  if os.path.exists(meta_path):
-    with open(meta_path) as f:
-      meta = json.load(f)
+  if gfile.exists(meta_path):
+    meta = fileio.read_json(meta_path)
     _check_same_job(meta_path, meta["job"], config)
     logging.info("%s is complete already", output_dir)
     return meta
-  os.makedirs(work, exist_ok=True)
-  if not os.path.exists(plan_path) and any(n.endswith(".tfrecord") for n in os.listdir(output_dir)):
+  gfile.makedirs(work)
+  if not gfile.exists(plan_path) and any(n.endswith(".tfrecord")
+                                         for n in gfile.listdir(output_dir)):
     raise JobMismatchError(f"{output_dir} already holds TFRecords that this tool did not leave "
                            "unfinished there; use a new --output_dir")
   writer.clean_stale_temporaries(work)
   source = None
 
   # Pass 1: label and select (skipped when a saved plan exists).
-  if os.path.exists(plan_path):
+  if gfile.exists(plan_path):
     plan, saved = writer.load_plan(plan_path)
     _check_same_job(plan_path, saved, config)
     logging.info("Reusing the selection in %s", plan_path)
@@ -107,8 +113,8 @@ def make_tfrecords(output_dir, config, open_source, labeler=None, keep_per_class
   ranges = writer.shard_ranges(num_examples, examples_per_shard)
   names = [os.path.basename(writer.tfrecord.shard_name(prefix, i, len(ranges)))
            for i in range(len(ranges))]
-  missing = [n for n in names if not os.path.exists(os.path.join(work, n))
-             and not os.path.exists(os.path.join(output_dir, n))]
+  missing = [n for n in names if not gfile.exists(fileio.join(work, n))
+             and not gfile.exists(fileio.join(output_dir, n))]
   if missing:
     source = source or open_source(cache)
     bar = progress_lib.Progress(num_examples, "writing", "img", stream=stream)
@@ -120,13 +126,13 @@ def make_tfrecords(output_dir, config, open_source, labeler=None, keep_per_class
   # Finish: checksums, move the shards into place, then metadata.json last.
   shards = []
   for n, (start, stop) in zip(names, ranges):
-    path = os.path.join(work, n)
-    if not os.path.exists(path):
-      path = os.path.join(output_dir, n)
+    path = fileio.join(work, n)
+    if not gfile.exists(path):
+      path = fileio.join(output_dir, n)
     shards.append({"name": n, "num_examples": stop - start, "sha256": writer.sha256_file(path)})
   for n in names:
-    if os.path.exists(os.path.join(work, n)):
-      os.replace(os.path.join(work, n), os.path.join(output_dir, n))
+    if gfile.exists(fileio.join(work, n)):
+      gfile.rename(fileio.join(work, n), fileio.join(output_dir, n), overwrite=True)
   k = len(plan["num_seen"])
   labels = plan["label"]
   meta = {
@@ -135,7 +141,8 @@ def make_tfrecords(output_dir, config, open_source, labeler=None, keep_per_class
       "num_classes": k,
       "counts_per_class": np.bincount(labels, minlength=k).tolist(),
       "labelled_per_class": plan["num_seen"].tolist(),
-      "pattern": os.path.join(os.path.abspath(output_dir), f"{prefix}-*.tfrecord"),
+      "pattern": fileio.join(output_dir if fileio.is_remote(output_dir) else
+                              os.path.abspath(output_dir), f"{prefix}-*.tfrecord"),
       "source": config.get("source"),
       "labeler": config["labeler"],
       "selection": ("all" if keep_per_class is None else
@@ -149,7 +156,8 @@ def make_tfrecords(output_dir, config, open_source, labeler=None, keep_per_class
   }
   fileio.atomic_write_text(meta_path, json.dumps(meta, indent=1) + "\n")
   if not keep_cache:
-    shutil.rmtree(work, ignore_errors=True)
+    if gfile.exists(work):
+      gfile.rmtree(work)
   return meta
 
 

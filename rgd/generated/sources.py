@@ -22,9 +22,12 @@ missing keys, no images, labels that are not integers in range.
 import glob
 import os
 import struct
+import tempfile
 import zipfile
 
 import numpy as np
+
+from rgd import fileio
 
 from rgd.data import DataError
 
@@ -158,7 +161,7 @@ class ArraySource(Source):
     row = int(np.prod(a.shape[1:])) * a.dtype.itemsize
     out = bytearray(len(local) * row)
     breaks = np.flatnonzero(np.diff(local) != 1) + 1
-    fd = os.open(a.filename, os.O_RDONLY)
+    fd = os.open(a.filename, os.O_RDONLY)  # local only
     try:
       pos = 0
       for run in np.split(local, breaks):
@@ -210,7 +213,7 @@ def _read_npy_header(fp, where):
 def _local_data_offset(path, info):
   """Byte offset of a zip member's data: after its local header, whose name and extra fields
   may differ in length from the central directory's."""
-  with open(path, "rb") as f:
+  with open(path, "rb") as f:  # local only
     f.seek(info.header_offset)
     header = f.read(30)
   signature, name_len, extra_len = header[:4], *struct.unpack("<HH", header[26:30])
@@ -240,24 +243,24 @@ def _npz_image_array(path, key, cache_dir):
     if cache_dir is None:
       raise SourceError(f"{where} is compressed; give a cache_dir to extract it to (needs "
                         f"{info.file_size} bytes)")
-    os.makedirs(cache_dir, exist_ok=True)
-    stat = os.stat(path)
+    os.makedirs(cache_dir, exist_ok=True)  # local only
+    stat = os.stat(path)  # local only
     cached = os.path.join(cache_dir, f"{os.path.basename(path)}.{key}.{stat.st_size}."
                           f"{int(stat.st_mtime)}.npy")
-    if not os.path.exists(cached):
+    if not os.path.exists(cached):  # local only
       tmp = cached + ".tmp"
-      with zf.open(info) as member, open(tmp, "wb") as out:
+      with zf.open(info) as member, open(tmp, "wb") as out:  # local only
         while True:
           chunk = member.read(_COPY_CHUNK)
           if not chunk:
             break
           out.write(chunk)
-      os.replace(tmp, cached)
-  return np.load(cached, mmap_mode="r", allow_pickle=False)
+      os.replace(tmp, cached)  # local only
+  return np.load(cached, mmap_mode="r", allow_pickle=False)  # local only
 
 
 def open_npz(path, cache_dir=None, image_key="image", label_key="label"):
-  if not os.path.isfile(path):
+  if not os.path.isfile(path):  # local only
     raise SourceError(f"{path}: file not found")
   try:
     with zipfile.ZipFile(path) as zf:
@@ -270,7 +273,7 @@ def open_npz(path, cache_dir=None, image_key="image", label_key="label"):
   images = _npz_image_array(path, image_key, cache_dir)
   labels = None
   if label_key in keys:
-    with np.load(path, allow_pickle=False) as f:
+    with np.load(path, allow_pickle=False) as f:  # local only
       labels = f[label_key]  # Reads only this member: 8 bytes an image.
   source = ArraySource(path, [images], [f"{path}['{image_key}']"], labels)
   source.kind = "npz"
@@ -288,7 +291,7 @@ def open_npy(paths, label_path=None, name=None):
   arrays = []
   for p in paths:
     try:
-      a = np.load(p, mmap_mode="r", allow_pickle=False)
+      a = np.load(p, mmap_mode="r", allow_pickle=False)  # local only
     except ValueError as e:
       raise SourceError(f"{p}: cannot read as .npy without pickle ({e})") from e
     if a.ndim == 3:  # One image per file.
@@ -296,7 +299,7 @@ def open_npy(paths, label_path=None, name=None):
     arrays.append(a)
   labels = None
   if label_path is not None:
-    labels = np.load(label_path, allow_pickle=False)
+    labels = np.load(label_path, allow_pickle=False)  # local only
   return ArraySource(name or paths[0], arrays, list(paths), labels)
 
 
@@ -310,7 +313,7 @@ class ImageFolderSource(Source):
   def __init__(self, path):
     files = sorted(
         os.path.relpath(os.path.join(root, f), path)
-        for root, _, names in os.walk(path) for f in names
+        for root, _, names in os.walk(path) for f in names  # local only
         if f.lower().endswith(IMAGE_EXTENSIONS))
     if not files:
       raise SourceError(f"{path}: no images (.png, .jpg, .jpeg) found")
@@ -326,7 +329,7 @@ class ImageFolderSource(Source):
     import tensorflow as tf  # Only folders of encoded images need TensorFlow here.
     name = self._files[i]
     try:
-      with open(name, "rb") as f:
+      with open(name, "rb") as f:  # local only
         data = f.read()
       image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
     except (tf.errors.OpError, OSError) as e:
@@ -350,22 +353,50 @@ class ImageFolderSource(Source):
 # ----------------------------------------------------------------------------------------------
 
 
+def stage_locally(path, cache_dir=None):
+  """A local copy of a remote (gs://, ...) input: a file, a folder or a glob of files, copied
+  once through tf.io.gfile into `cache_dir` (a new temporary folder by default). Sources read
+  local files by memory-mapping them (random rows of a 100M-image set without reading it all),
+  which a bucket cannot do; local paths are returned unchanged."""
+  if not fileio.is_remote(path):
+    return path
+  gfile = fileio.gfile
+  root = cache_dir or tempfile.mkdtemp(prefix="rgd-staged-")
+  local = os.path.join(root, "staged", path.replace("://", "/").strip("/"))  # local only
+  pattern = any(c in path for c in "*?[")
+  files = gfile.glob(path) if pattern else ([path] if not gfile.isdir(path) else [
+      fileio.join(d, f) for d, _, names in gfile.walk(path) for f in names])
+  if not files:
+    raise SourceError(f"{path}: no files match" if pattern else f"{path}: not found")
+  base = os.path.dirname(path) if pattern else path
+  for f in files:
+    target = local if f == path else os.path.join(
+        os.path.dirname(local) if pattern else local, os.path.relpath(f, base))
+    os.makedirs(os.path.dirname(target), exist_ok=True)  # local only: the staging cache
+    if not os.path.exists(target):  # local only
+      gfile.copy(f, target + ".tmp", overwrite=True)
+      os.replace(target + ".tmp", target)  # local only
+  return local if not pattern else os.path.join(os.path.dirname(local), os.path.basename(path))
+
+
 def open_source(path, cache_dir=None):
-  """Opens `path` as a source of generated images (see the module docstring for formats)."""
+  """Opens `path` as a source of generated images (see the module docstring for formats);
+  remote paths are first copied to `cache_dir` (`stage_locally`)."""
+  path = stage_locally(path, cache_dir)
   if any(c in path for c in "*?["):
-    files = sorted(glob.glob(path))
+    files = sorted(glob.glob(path))  # local only
     if not files:
       raise SourceError(f"{path}: no files match")
     if not all(f.endswith(".npy") for f in files):
       raise SourceError(f"{path}: a glob must match .npy files only")
     return open_npy(files, name=path)
-  if not os.path.exists(path):
+  if not os.path.exists(path):  # local only
     raise SourceError(f"{path}: not found")
-  if os.path.isdir(path):
+  if os.path.isdir(path):  # local only
     image_npy, label_npy = os.path.join(path, "image.npy"), os.path.join(path, "label.npy")
-    if os.path.isfile(image_npy):
-      return open_npy([image_npy], label_npy if os.path.isfile(label_npy) else None, name=path)
-    npys = sorted(glob.glob(os.path.join(path, "*.npy")))
+    if os.path.isfile(image_npy):  # local only
+      return open_npy([image_npy], label_npy if os.path.isfile(label_npy) else None, name=path)  # local only
+    npys = sorted(glob.glob(os.path.join(path, "*.npy")))  # local only
     if npys:
       return open_npy(npys, name=path)
     return ImageFolderSource(path)

@@ -30,7 +30,7 @@ DEFAULT_PREFIX = "generated"
 
 def sha256_file(path, chunk=1 << 20):
   h = hashlib.sha256()
-  with open(path, "rb") as f:
+  with fileio.gfile.GFile(path, "rb") as f:
     for block in iter(lambda: f.read(chunk), b""):
       h.update(block)
   return h.hexdigest()
@@ -45,15 +45,14 @@ def make_plan(indices, labels, scores, seed):
 
 
 def save_plan(path, plan, config):
-  with fileio.atomic_path(path, suffix=".npz") as tmp:
-    np.savez(tmp, config=np.array(json.dumps(config, sort_keys=True)), **plan)
+  fileio.save_npz(path, config=np.array(json.dumps(config, sort_keys=True)), **plan)
 
 
 def load_plan(path):
   """-> (plan dict, config dict)."""
-  with np.load(path, allow_pickle=False) as f:
-    plan = {k: f[k] for k in ("index", "label", "score", "num_seen")}
-    config = json.loads(str(f["config"]))
+  f = fileio.load_npz(path)
+  plan = {k: f[k] for k in ("index", "label", "score", "num_seen")}
+  config = json.loads(str(f["config"]))
   return plan, config
 
 
@@ -74,7 +73,7 @@ def write_shards(source, plan, folder, examples_per_shard, prefix=DEFAULT_PREFIX
   for i, (start, stop) in enumerate(ranges):
     name = os.path.basename(tfrecord.shard_name(prefix, i, len(ranges)))
     names.append(name)
-    if any(os.path.exists(os.path.join(d, name)) for d in (folder,) + tuple(done_dirs)):
+    if any(fileio.gfile.exists(fileio.join(d, name)) for d in (folder,) + tuple(done_dirs)):
       if progress is not None:
         progress.update(stop - start)
       continue
@@ -83,7 +82,7 @@ def write_shards(source, plan, folder, examples_per_shard, prefix=DEFAULT_PREFIX
     conf = np.exp(plan["score"][start:stop].astype(np.float64)) if has_scores else None
     records = (tfrecord.serialize(images[j], labels[j], None if conf is None else conf[j])
                for j in range(stop - start))
-    path = os.path.join(folder, name)
+    path = fileio.join(folder, name)
     tfrecord.write_shard(path, records)
     if progress is not None:
       progress.update(stop - start)
@@ -107,10 +106,10 @@ def confidence_stats(labels, confidences, num_classes):
 
 def clean_stale_temporaries(folder):
   """Removes temporaries a killed run left behind (tfrecord.write_shard's `.tmp-*`)."""
-  if not os.path.isdir(folder):
+  if not fileio.gfile.isdir(folder):
     return
-  for name in os.listdir(folder):
+  for name in fileio.gfile.listdir(folder):
     if name.startswith(".tmp-") or ".tmp-" in name:
-      path = os.path.join(folder, name)
-      if os.path.isfile(path):
-        os.remove(path)
+      path = fileio.join(folder, name)
+      if not fileio.gfile.isdir(path):
+        fileio.gfile.remove(path)
