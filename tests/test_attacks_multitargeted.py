@@ -60,3 +60,33 @@ def test_multitargeted_breaks_what_untargeted_pgd_cannot(norm):
   assert (model(x_mt).numpy().argmax(1) == 2).all()
   gain1 = model(x_pgd).numpy()[:, 1] - z[:, 1]
   np.testing.assert_allclose(gain1, 0.1 * eps * dual, rtol=2e-2)
+
+
+def _passing_through_model(eps):
+  """s = mean(x - 0.5). Class 0 (the label) z_0 = 0; class 1 z_1 = s / eps - 1.5 (the target:
+  runner-up at x0, never above z_0 in the ball); class 2 a bump z_2 = 1 - 2 ((s - eps/2) /
+  (0.2 eps))^2, above z_0 only for s near eps/2; class 3 dead. Ascent on z_1 - z_0 raises s
+  from about 0 to eps, passing through the bump: a misclassified iterate, then a correct one."""
+  def model_fn(x):
+    s = tf.reduce_mean(x - 0.5, axis=[1, 2, 3])
+    bump = 1.0 - 2.0 * tf.square((s - eps / 2) / (0.2 * eps))
+    return tf.stack([tf.zeros_like(s), s / eps - 1.5, bump, tf.fill(tf.shape(s), -1e3)], 1)
+  return model_fn
+
+
+def test_multitargeted_keeps_a_misclassified_iterate_the_run_passed_through():
+  eps = 0.03
+  model_fn = _passing_through_model(eps)
+  x = np.full((8,) + SHAPE, 0.5, np.float32)
+  labels = np.zeros(8, np.int32)
+  assert (model_fn(x).numpy().argmax(1) == 0).all()
+  mt = MultiTargeted("linf", eps, num_steps=20, num_restarts=1, num_targets=1)
+  seed = tf.constant([0, 3])
+  x_mt = mt(model_fn, x, labels, seed).numpy()
+  assert np.abs(x_mt - x).max() <= eps + 1e-6 and x_mt.min() >= 0 and x_mt.max() <= 1
+  assert (model_fn(x_mt).numpy().argmax(1) == 2).all()   # the bump, met on the way
+  # The run's last iterate is correct again (s at eps): keeping only the best-margin iterate,
+  # as before, loses every one of these adversarial examples.
+  mt.pgd.keep_misclassified = False
+  x_last = mt(model_fn, x, labels, seed).numpy()
+  assert (model_fn(x_last).numpy().argmax(1) == 0).all()

@@ -1,7 +1,8 @@
 """MultiTargeted (Gowal et al. 2019, "An Alternative Surrogate Loss for PGD-based Adversarial
 Testing", Alg. 1): restart r attacks the target with the (r mod k + 2)-th largest clean logit,
 i.e. it cycles through the top-k other classes, maximising the margin z_t - z_y with projected
-steepest ascent from a uniform random start; a point fooled by any run is kept.
+steepest ascent from a uniform random start; a point fooled by any run, or by any iterate
+of a run (misclassified as any class, not only the target), is kept.
 
     attack = MultiTargeted("linf", 8 / 255, num_steps=200, num_restarts=10, num_targets=9)
     x_adv = attack(model_fn, x, labels, seed)
@@ -34,7 +35,8 @@ class MultiTargeted:
     lr = optimizers.piecewise([s * self.eps for s in step_sizes], boundaries)
     self.pgd = PGD(optimizers.steepest_ascent(norm, lr), self.num_steps,
                    initializers.uniform_init(norm, self.eps),
-                   projections.project_fn(norm, self.eps), keep_best=True)
+                   projections.project_fn(norm, self.eps), keep_best=True,
+                   keep_misclassified=True)
 
   def __call__(self, model_fn, x, labels, seed=(0, 0)):
     x = tf.cast(x, tf.float32)

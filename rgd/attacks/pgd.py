@@ -30,12 +30,16 @@ class PGD:
   """
 
   def __init__(self, optimizer, num_steps, initialize_fn=None, project_fn=None,
-               keep_best=True):
+               keep_best=True, keep_misclassified=False):
     self.optimizer = optimizer
     self.num_steps = int(num_steps)
     self.initialize_fn = initialize_fn or initializers.zero_init()
     self.project_fn = project_fn or projections.box_project_fn()
     self.keep_best = keep_best
+    # With integer labels: the first iterate the model misclassifies wins over any later one of
+    # higher loss. A targeted loss (MultiTargeted's z_t - z_y) can fall while the run passes
+    # through a point misclassified as another class; that point is an adversarial example.
+    self.keep_misclassified = keep_misclassified
 
   def __call__(self, model_fn, loss_fn, x0, labels, seed=(0, 0), init_slice=None):
     """`init_slice=(offset, total)`: draw the random start for a batch of `total` examples and
@@ -53,18 +57,28 @@ class PGD:
     state = self.optimizer.init(x)
     best_x = x
     best_loss = tf.fill(tf.shape(x0)[:1], -float("inf"))
+    fooled = tf.zeros(tf.shape(x0)[:1], tf.bool)
     for step in tf.range(self.num_steps):
-      loss, grad, _ = loss_and_grad(model_fn, loss_fn, x, labels)
+      loss, grad, logits = loss_and_grad(model_fn, loss_fn, x, labels)
       if self.keep_best:
-        better = loss > best_loss
-        best_x = tf.where(projections.expand(better, x), x, best_x)
-        best_loss = tf.maximum(loss, best_loss)
+        best_x, best_loss, fooled = self._keep(x, loss, logits, labels, best_x, best_loss,
+                                               fooled)
       delta, state = self.optimizer.update(grad, state, step)
       x = self.project_fn(x + delta, x0)
     if not self.keep_best:
       return x
-    loss = loss_fn(tf.cast(model_fn(x), tf.float32), labels)
-    return tf.where(projections.expand(loss > best_loss, x), x, best_x)
+    logits = tf.cast(model_fn(x), tf.float32)
+    return self._keep(x, loss_fn(logits, labels), logits, labels, best_x, best_loss, fooled)[0]
+
+  def _keep(self, x, loss, logits, labels, best_x, best_loss, fooled):
+    """Per example: the best iterate so far (highest loss; a misclassified one is final)."""
+    better = loss > best_loss
+    if self.keep_misclassified:
+      now = losses.misclassified(logits, labels)
+      better = tf.logical_and(tf.logical_not(fooled), tf.logical_or(now, better))
+      fooled = tf.logical_or(fooled, now)
+    best_x = tf.where(projections.expand(better, x), x, best_x)
+    return best_x, tf.where(better, loss, best_loss), fooled
 
 
 class Restarts:
