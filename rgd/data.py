@@ -66,9 +66,11 @@ def load_npz(path, num_classes=None):
         raise DataError(f"{path}: missing key(s) {missing}; found {f.files}. Expected 'image' "
                         "uint8 [N, H, W, 3] and 'label' int [N]")
       images, labels = f["image"], f["label"]
-  except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-    if isinstance(e, DataError):
-      raise
+  except DataError:
+    raise
+  except ValueError as e:  # e.g. an object array, which only unpickling could read
+    raise DataError(f"{path}: cannot read as npz without pickle ({e})") from e
+  except (OSError, zipfile.BadZipFile, EOFError) as e:
     raise DataError(f"{path}: not a valid npz file (truncated or not npz; {e})") from e
   _validate(images, labels, path, num_classes)
   return images, labels.astype(np.int64)

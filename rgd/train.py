@@ -131,10 +131,11 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
   try:
     while step < total_steps:
       batch = strategy_lib.distribute_stacked(strategy, next(iterator))
-      out = distributed_step(batch)
+      out = {k: float(v) for k, v in distributed_step(batch).items()}
       step += 1
+      _check_finite(out, step, manager)
       for k, v in out.items():
-        sums[k] = sums.get(k, 0.0) + float(v)
+        sums[k] = sums.get(k, 0.0) + v
       if step == step0 + 1 and chief:
         _write_operative_config(model_dir, writers["train"], step)
       if step % log_every == 0 or step == total_steps:
@@ -174,6 +175,23 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
     if not validation:
       _export(model_dir, "model", avg_network, step, run_info)
   return logs
+
+
+class NonFiniteError(RuntimeError):
+  """The loss or the gradients of a step were NaN/Inf; nothing of that state was saved."""
+
+
+def _check_finite(out, step, manager):
+  """Stops at the first step whose loss parts or gradients are not finite, before this state
+  can be checkpointed or exported (the values are the ones fetched for logging anyway)."""
+  bad = [k for k, v in out.items() if not math.isfinite(v)]
+  if out.get("nonfinite_gradients"):
+    bad.append("gradients")
+  if bad:
+    raise NonFiniteError(
+        f"step {step}: non-finite {', '.join(bad)}; stopped without checkpointing or exporting "
+        f"this state. Last good checkpoint: {manager.latest_checkpoint or 'none'} (re-running "
+        "resumes from it; lower the learning rate or check the data first).")
 
 
 def _export(model_dir, name, model, step, info):
@@ -315,6 +333,9 @@ def main(argv):
   except data.DataError as e:
     print(f"rgd.train: {e}", file=sys.stderr)
     sys.exit(2)
+  except NonFiniteError as e:
+    print(f"rgd.train: {e}", file=sys.stderr)
+    sys.exit(3)
   logging.info("Done: %s", {k: round(v, 4) for k, v in logs.items()})
 
 

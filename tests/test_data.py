@@ -193,3 +193,12 @@ def test_tfds_default_probe_answers_within_its_timeout(monkeypatch, tmp_path):
   start = time.time()
   reachable = data._network_reachable()
   assert isinstance(reachable, bool) and time.time() - start < data.NETWORK_PROBE_TIMEOUT_S + 2
+
+
+def test_truncated_npz_is_a_data_error(tmp_path):
+  path = str(tmp_path / "train.npz")
+  np.savez(path, image=np.zeros((64, 32, 32, 3), np.uint8), label=np.zeros(64, np.int64))
+  with open(path, "r+b") as f:  # a partial copy
+    f.truncate(os.path.getsize(path) // 2)
+  with pytest.raises(data.DataError, match="train.npz: not a valid npz file"):
+    data.load_npz(path)

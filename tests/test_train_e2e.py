@@ -142,3 +142,20 @@ def test_bad_data_names_the_file(tmp_path):
                      "train_and_evaluate.num_classes=%NUM_CLASSES"), timeout=120)
   assert result.returncode == 2
   assert f"{folder}/train.npz: label 12 out of range [0, 10)" in result.stderr
+
+
+def test_diverging_run_stops_at_first_nonfinite_step_and_saves_nothing_bad(npz_dataset,
+                                                                          tmp_path):
+  """base_learning_rate=1e12 (issue 15): exit status 3 naming the step; no export, and every
+  checkpoint on disk holds finite weights."""
+  model_dir = str(tmp_path / "run")
+  result = _run(_cmd(model_dir, npz_dataset, "learning_rate_schedule.base_learning_rate=1e12"))
+  assert result.returncode == 3, result.stderr[-3000:]
+  assert "rgd.train: step " in result.stderr and "non-finite" in result.stderr
+  assert "Last good checkpoint" in result.stderr
+  for name in ("model.keras", "last.keras", "model.json", "last.json"):
+    assert not os.path.exists(os.path.join(model_dir, name)), name
+  if _latest_step(model_dir):
+    for name, value in _checkpoint_tensors(model_dir).items():
+      if np.issubdtype(np.asarray(value).dtype, np.floating):
+        assert np.isfinite(value).all(), name
