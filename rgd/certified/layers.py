@@ -124,7 +124,8 @@ class LiResNetBlock(LipConv2D):
     self.identity = tf.constant(identity)
 
   def effective_kernel(self):
-    return self.identity + self.residual_scale * self.affine * self.kernel
+    return self.identity + self.residual_scale * (tf.cast(self.affine, tf.float32) *
+                                                  tf.cast(self.kernel, tf.float32))
 
   def get_config(self):
     config = super().get_config()
@@ -241,7 +242,10 @@ def lp_distance(x, w, p):
   if p is None:
     return m
   safe_m = tf.maximum(m, 1e-12)
-  lp = safe_m * tf.pow(tf.reduce_sum(tf.pow(z / safe_m[:, None], p), axis=1), 1.0 / p)
+  # p = inf through the finite branch would give inf * 0 = NaN gradients even where unused.
+  p_finite = tf.where(tf.math.is_inf(p), tf.constant(2.0, p.dtype), p)
+  lp = safe_m * tf.pow(tf.reduce_sum(tf.pow(z / safe_m[:, None], p_finite), axis=1),
+                       1.0 / p_finite)
   return tf.where(tf.math.is_inf(p), m, lp)
 
 
