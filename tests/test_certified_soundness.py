@@ -49,14 +49,15 @@ def test_data():
   return x.astype(np.float32) / 255, y
 
 
-def _attack_all(norm, eps, model, x, y, strongest=True):
+def _attack_all(norm, eps, model, x, y, strongest=True, steps=20):
   """Pointwise worst case of APGD-CE, APGD-T and MultiTargeted at radius eps (APGD-CE only
   with strongest=False)."""
   model_fn = lambda z: model(z, training=False)
   robust = np.ones(len(y), bool)
-  suite = [attacks.APGD(norm, eps, "ce", 30, 1)]
+  suite = [attacks.APGD(norm, eps, "ce", steps, 1)]
   if strongest:
-    suite += [attacks.APGDTargeted(norm, eps, 30, 1, 3), attacks.MultiTargeted(norm, eps, 30, 1, 3)]
+    suite += [attacks.APGDTargeted(norm, eps, steps, 1, 3),
+              attacks.MultiTargeted(norm, eps, steps, 1, 3)]
   for attack in suite:
     fn = attacks.compile_attack(attack, model_fn)
     x_adv = fn(tf.constant(x), tf.constant(y, tf.int32), tf.constant([0, 1], tf.int32))
@@ -78,10 +79,11 @@ def _check_sound(model, x, y):
   assert np.all(robust[certified]), "an attack broke a certified point"
   # Not vacuous: at 5x the largest certified radius the same attacks break points.
   big = 5 * float(result["radius"][np.isfinite(result["radius"])].max())
-  assert not _attack_all(norm, min(big, 1.0), model, x, y, False)[result["correct"]].all()
+  assert not _attack_all(norm, min(big, 1.0), model, x, y, False, 10)[result["correct"]].all()
   return certified.sum()
 
 
+@pytest.mark.slow
 def test_gloro_certificate_survives_attacks(gloro_net, test_data):
   _check_sound(gloro_net, *test_data)
 
@@ -162,6 +164,7 @@ def test_linf_dist_p_norm_and_sort_neuron_values():
   assert float(layers.sort_distance(x, w, 0.5, 2)[0, 0]) == pytest.approx((4 * .5 + 3 * .25) / .75)
 
 
+@pytest.mark.slow
 def test_linf_dist_net_certificate_survives_attacks(test_data):
   keras.utils.set_random_seed(0)
   net = models.linf_dist_net(3, 32, input_shape=(SIZE, SIZE, 3))
