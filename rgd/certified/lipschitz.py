@@ -93,8 +93,14 @@ def conv_spectral_bound(kernel, input_hw, stride=1, padding="SAME"):
   out_h = conv_output_size(int(input_hw[0]), kh, int(stride), padding)
   out_w = conv_output_size(int(input_hw[1]), kw, int(stride), padding)
   pk = polyphase_kernel(kernel, stride)
+  if pk.shape[:2] == (1, 1):
+    # A 1x1 polyphase kernel (e.g. the 4x4 stride-4 neck): the conv applies one matrix to
+    # every (polyphase) pixel, so its norm is exactly that matrix's.
+    return dense_spectral_bound(pk[0, 0])
   n_h, n_w = out_h + pk.shape[0], out_w + pk.shape[1]   # > out + ka - 1: no wrap-around
-  spectrum = np.fft.fft2(pk, s=(n_h, n_w), axes=(0, 1))  # [n_h, n_w, cin', cout]
+  # Real kernel: K_hat(-w) = conj(K_hat(w)) has the same singular values, so half the
+  # frequencies (rfft) suffice.
+  spectrum = np.fft.rfft2(pk, s=(n_h, n_w), axes=(0, 1))  # [n_h, n_w // 2 + 1, cin', cout]
   sv = np.linalg.svd(spectrum, compute_uv=False)
   return float(sv.max()) * (1 + BOUND_SAFETY)
 
