@@ -1,4 +1,4 @@
-r"""Certified (verified-robust) accuracy of a certifiable model: `python -m rgd.certify --model_dir=DIR`.
+r"""Certified (verified-robust) accuracy: `python -m rgd.certify --model_dir=DIR`.
 
     python -m rgd.certify --model_dir=runs/gloro_l             # L2, eps from DIR/model.json
     python -m rgd.certify --model=any.keras --dataset=npz:DIR --radii=0,36/255,72/255

@@ -123,9 +123,9 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
     val_images, val_labels = data.load_split(dataset, "validation", num_classes, num_validation,
                                              data_dir)
     if objective.certified is not None:  # certified accuracy instead of PGD-40 (seed 004)
-      from rgd.certified import validation as certified_validation  # pylint: disable=g-import-not-at-top
-      validation = certified_validation.make_validator(avg_network, objective.eps, val_images,
-                                                       val_labels, eval_batch_size)
+      from rgd.certified import validation as cv  # pylint: disable=g-import-not-at-top
+      validation = cv.make_validator(avg_network, objective.eps, val_images, val_labels,
+                                     eval_batch_size)
     else:
       validation = _make_validator(strategy, avg_network, objective, val_images, val_labels,
                                    eval_batch_size, seed)

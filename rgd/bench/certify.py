@@ -96,7 +96,8 @@ def main(argv):
   print(f"device        {device} x{strategy.num_replicas_in_sync} replica(s)")
   print(f"model         {args.model} ({net.count_params() / 1e6:.2f}M params"
         + (f", {flops / 1e9:.3f} GFLOP forward per image)" if flops else ")"))
-  print(f"step          batch {args.batch_size}, {args.precision}, XLA {'on' if args.jit else 'off'}")
+  xla = "on" if args.jit else "off"
+  print(f"step          batch {args.batch_size}, {args.precision}, XLA {xla}")
   for name, t in ((f"{kind} (power it. {args.power_iterations})", t_cert), ("standard", t_std)):
     img_s = args.batch_size / t
     mfu = (f", MFU {100 * 3 * flops * img_s / peak:.1f}%" if flops and peak else "")

@@ -62,6 +62,9 @@ def power_body_lipschitz(model, iterations=10, update=True):
   return out
 
 
+_REFRESH_FNS = {}
+
+
 def refresh_power_iterates(model, tolerance=1e-5, max_iterations=500, chunk=50):
   """Runs every layer's power iteration until its estimate changes by less than `tolerance`
   (relative) over `chunk` iterations, as gloro `run_lc_to_convergence` / LiResNet's 500
@@ -69,11 +72,12 @@ def refresh_power_iterates(model, tolerance=1e-5, max_iterations=500, chunk=50):
   body, _ = split_gloro_model(model)
   total = 1.0
   for layer in body:
-    if getattr(layer, "_refresh_fn", None) is None:
-      layer._refresh_fn = tf.function(lambda l=layer: l.power_lipschitz(chunk))  # pylint: disable=protected-access
+    fn = _REFRESH_FNS.get(id(layer))
+    if fn is None:  # one traced function per layer, reused by later refreshes
+      fn = _REFRESH_FNS[id(layer)] = tf.function(lambda l=layer: l.power_lipschitz(chunk))
     prev = cur = float(layer.power_lipschitz(1))
     for _ in range(max_iterations // chunk):
-      cur = float(layer._refresh_fn())  # pylint: disable=protected-access
+      cur = float(fn())
       if abs(cur - prev) <= tolerance * max(cur, 1e-12):
         break
       prev = cur
