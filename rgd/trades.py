@@ -22,8 +22,10 @@ import tensorflow as tf
 
 from rgd import attacks
 from rgd.attacks import initializers, losses, optimizers, projections
+from rgd.certified import objective as certified_objective
 
-OBJECTIVES = ("trades", "pgd_at", "standard")
+# 'gloro' and 'linf_dist' are the certified objectives of seed 004 (rgd/certified/objective.py).
+OBJECTIVES = ("trades", "pgd_at", "standard") + certified_objective.KINDS
 
 
 def soft_cross_entropy(logits, soft_labels):
@@ -74,6 +76,11 @@ class Objective:
       raise ValueError(f"kl_attack_target must be 'prediction' or 'label', got "
                        f"{kl_attack_target!r}")
     self.kl_attack_target = kl_attack_target
+    self.certified = None
+    if kind in certified_objective.KINDS:
+      self.certified = certified_objective.CertifiedObjective(kind, eps)
+      self.attack = None
+      return
     if kind == "standard":
       self.attack = None
       return
@@ -97,9 +104,17 @@ class Objective:
     self.attack = attacks.PGD(opt, attack_steps, init, projections.project_fn(norm, eps),
                               keep_best=False)
 
+  def bind(self, network, step, total_steps):
+    """Certified kinds need the online network and the step (schedules); others ignore it."""
+    if self.certified is not None:
+      self.certified.bind(network, step, total_steps)
+
   def adversarial_examples(self, inference_fn, images, soft_labels, seed, init_slice=None):
     """x_adv from the model in inference mode (`inference_fn`); None for 'standard'.
-    `init_slice` is passed to the attack (see `PGD.__call__`)."""
+    `init_slice` is passed to the attack (see `PGD.__call__`). Certified kinds have no attack;
+    they return `images` so that the trainer reports their worst-case (verified) accuracy."""
+    if self.certified is not None:
+      return images
     if self.attack is None:
       return None
     if self.kind == "trades":
@@ -117,6 +132,8 @@ class Objective:
     """Per-example losses (dict of [B] tensors: total, ce, kl) and the clean and adversarial
     logits. `train_fn` is the network in training mode (it updates BN statistics); `clean_fn`
     gives TRADES' clean logits (see the module docstring for the BN modes)."""
+    if self.certified is not None:
+      return self.certified.loss(train_fn, images, soft_labels)
     if self.kind == "standard":
       logits = train_fn(images)
       ce = soft_cross_entropy(logits, soft_labels)

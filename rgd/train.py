@@ -30,10 +30,17 @@ from rgd.trainer import RobustTrainer, make_distributed_step
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 
 
-def _make_optimizer(schedule):
+@gin.configurable(denylist=["schedule"])
+def _make_optimizer(schedule, name="sgd", clipnorm=None):
   # SGD with Nesterov momentum 0.9 (RECIPES.md "TRADES training"); weight decay is added to the
-  # loss by the trainer, on kernels only.
-  return keras.optimizers.SGD(learning_rate=schedule, momentum=0.9, nesterov=True)
+  # loss by the trainer, on kernels only. 'adam': the certified recipes (rgd/certified; LiResNet
+  # and l_inf-dist Net train with Adam, LiResNet with gradient clipping at norm 3).
+  if name == "adam":
+    return keras.optimizers.Adam(learning_rate=schedule, clipnorm=clipnorm)
+  if name != "sgd":
+    raise ValueError(f"_make_optimizer.name={name!r}: expected 'sgd' or 'adam'")
+  return keras.optimizers.SGD(learning_rate=schedule, momentum=0.9, nesterov=True,
+                              clipnorm=clipnorm)
 
 
 @gin.configurable(denylist=["model_dir", "strategy"])
@@ -95,6 +102,7 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
     optimizer.build(network.trainable_variables)
     trainer = RobustTrainer(network, avg_network, objective, batch_size, weight_decay, seed)
     trainer.compile(optimizer=optimizer)
+    objective.bind(network, optimizer.iterations, total_steps)
     ema = weight_average.WeightAverage(network, avg_network, ema_decay)
     # Validation score of model.keras: robust accuracy, or clean accuracy without an attack.
     best_score = tf.Variable(-1.0, trainable=False, name="best_validation_score")
@@ -117,8 +125,13 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
   if num_validation and eval_every:
     val_images, val_labels = data.load_split(dataset, "validation", num_classes, num_validation,
                                              data_dir)
-    validation = _make_validator(strategy, avg_network, objective, val_images, val_labels,
-                                 eval_batch_size, seed)
+    if objective.certified is not None:  # certified accuracy instead of PGD-40 (seed 004)
+      from rgd.certified import validation as cv  # pylint: disable=g-import-not-at-top
+      validation = cv.make_validator(avg_network, objective.eps, val_images, val_labels,
+                                     eval_batch_size)
+    else:
+      validation = _make_validator(strategy, avg_network, objective, val_images, val_labels,
+                                   eval_batch_size, seed)
 
   writers = {}
   if chief:
@@ -144,11 +157,12 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
         sums, t0, step0 = {}, time.time(), step
       if validation and (step % eval_every == 0 or step == total_steps):
         clean, robust = validation(step)
-        logging.info("step %d validation: clean %.4f, robust (PGD-40) %.4f", step, clean, robust)
+        robust_name = getattr(validation, "robust_name", "robust_pgd40")
+        logging.info("step %d validation: clean %.4f, %s %.4f", step, clean, robust_name, robust)
         if "validation" in writers:
           with writers["validation"].as_default(step=step):
             tf.summary.scalar("accuracy/clean", clean)
-            tf.summary.scalar("accuracy/robust_pgd40", robust)
+            tf.summary.scalar(f"accuracy/{robust_name}", robust)
         logs.update(val_clean_accuracy=clean, val_robust_accuracy=robust)
         # The best checkpoint is the most robust one; without an attack, the most accurate.
         score = robust if objective.kind != "standard" else clean
@@ -214,8 +228,9 @@ def _log_train(sums, step, total_steps, t0, step0, start, lr, writer):
   img_per_s = n / max(elapsed, 1e-9)
   logs = {"loss": sums.get("total", 0.0) / n, "ce": sums.get("ce", 0.0) / n,
           "learning_rate": lr, "images_per_second": img_per_s}
-  if "kl" in sums:
-    logs["kl"] = sums["kl"] / n
+  for k in ("kl", "hinge"):
+    if k in sums:
+      logs[k] = sums[k] / n
   for k in ("clean_correct", "adv_correct"):
     if k in sums:
       logs[k.replace("correct", "accuracy")] = sums[k] / n

@@ -9,6 +9,11 @@ import numpy as np
 import pytest
 
 
+def pytest_configure(config):
+  # Tests over the per-engineer time budget (they still run in CI); `-m "not slow"` skips them.
+  config.addinivalue_line("markers", "slow: end-to-end or attack tests slower than ~10 s")
+
+
 def make_images(n, num_classes=10, size=32, seed=0):
   """Class-dependent images so that a tiny model can learn something: each class has its own
   mean colour, plus noise. Returns (uint8 [n, size, size, 3], int64 [n])."""

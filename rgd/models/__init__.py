@@ -2,12 +2,16 @@
 
 Names: `wrn-D-W` (pre-activation Wide-ResNet with Swish, e.g. `wrn-28-10`, `wrn-70-16`),
 `resnet18`, `preact_resnet18`, `preact_resnet50`, `tiny_cnn` (debug). Every model takes images in
-[0, 1], normalises them inside, and returns float32 logits.
+[0, 1], normalises them inside, and returns float32 logits. Certifiable (rgd/certified/models.py;
+seed 004 Table 5; their own input handling, `normalization` does not apply): `liresnet-LdWw`
+(GloroNet, e.g. `liresnet-L6W128`), `linf_dist_net-D-W`, `sortnet-D-W` (`sortnet_dropout-D-W`
+trains with SortNet's dropout), e.g. `linf_dist_net-6-5120`.
 """
 import re
 
 import gin
 
+from rgd.certified import models as certified_models
 from rgd.models.common import Layers
 from rgd.models.resnet import preact_resnet, resnet18
 from rgd.models.small import tiny_cnn
@@ -25,7 +29,8 @@ NORMALIZATION = {
     "none": (None, None),
 }
 
-MODEL_NAMES = ("wrn-D-W", "resnet18", "preact_resnet18", "preact_resnet50", "tiny_cnn")
+MODEL_NAMES = ("wrn-D-W", "resnet18", "preact_resnet18", "preact_resnet50", "tiny_cnn",
+               "liresnet-LdWw", "linf_dist_net-D-W", "sortnet-D-W", "sortnet_dropout-D-W")
 
 
 @gin.configurable(denylist=["num_classes", "input_shape"])
@@ -43,6 +48,17 @@ def get_model(name=gin.REQUIRED, num_classes=10, input_shape=(32, 32, 3), normal
   mean, std = NORMALIZATION[normalization]
   kw = dict(num_classes=num_classes, input_shape=tuple(input_shape), mean=mean, std=std,
             layers=Layers(conv_init, bn_offset, head_init))
+  m = re.fullmatch(r"liresnet-L(\d+)W(\d+)", name)
+  if m:
+    return certified_models.liresnet(int(m.group(1)), int(m.group(2)), num_classes,
+                                     tuple(input_shape))
+  m = re.fullmatch(r"(linf_dist_net|sortnet|sortnet_dropout)-(\d+)-(\d+)", name)
+  if m:
+    depth, width = int(m.group(2)), int(m.group(3))
+    if m.group(1) == "linf_dist_net":
+      return certified_models.linf_dist_net(depth, width, num_classes, tuple(input_shape))
+    return certified_models.sortnet(depth, width, num_classes, tuple(input_shape),
+                                    dropout=m.group(1) == "sortnet_dropout")
   m = re.fullmatch(r"wrn-(\d+)-(\d+)", name)
   if m:
     return wide_resnet(int(m.group(1)), int(m.group(2)), **kw)

@@ -87,11 +87,14 @@ def normalized_input(input_shape, mean, std):
 
 
 def batchnorm_statistics(model):
-  """The moving means and variances of every BatchNormalization layer of `model`."""
+  """The moving means and variances of every BatchNormalization layer of `model`, and the
+  running statistics other normalisations list in `moving_statistics` (the mean shift of
+  rgd.certified.layers.LinfDist): the weight average and TRADES' BN handling treat them alike."""
   out = []
   for layer in model._flatten_layers():  # pylint: disable=protected-access
     if isinstance(layer, keras.layers.BatchNormalization):
       out += [layer.moving_mean, layer.moving_variance]
+    out += list(getattr(layer, "moving_statistics", ()))
   return out
 
 

@@ -1,0 +1,18 @@
+"""Deterministic certified robustness (seed 004, Altstidl et al. 2023), in parts:
+
+  lipschitz    spectral norms: power iteration (training) and certified upper bounds (SVD/FFT)
+  layers       Keras layers: LipConv2D, LiResNetBlock, LipDense, MinMax, Center, GloroHead;
+               LinfDist (l_inf-dist / SortNet neurons, mean shift), LogitScale
+  models       liresnet (GloroNet), linf_dist_net, sortnet
+  gloro        GloRo: product bound, K_ij, y_bot, losses, eps schedule
+  linf_dist    p annealing, mixture loss
+  objective    CertifiedObjective: the 'gloro' / 'linf_dist' kinds of rgd.trades.Objective
+  certificate  sound certification (float32, rounding margin, ties never certify)
+  validation   certified accuracy of the averaged model during training (rgd.train)
+
+    result = certificate.certify(model, images, labels)
+    certificate.certified_accuracy(result, 36 / 255)
+
+`python -m rgd.certify --model_dir=DIR` is the entry point; docs/certified.md the guide.
+"""
+from rgd.certified import certificate, gloro, layers, linf_dist, lipschitz, models, objective

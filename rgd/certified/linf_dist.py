@@ -1,0 +1,78 @@
+"""Training of the l_inf-dist Net (Zhang et al. 2021/2022) and SortNet (Zhang et al. 2022):
+p-norm annealing and the mixture loss, as zbh2047/L_inf-dist-net-v2 `main.py`
+(`create_schedule`, class `mixture`).
+
+* p_t = p_start * (p_end / p_start)^r, r the progress between fractions `p_anneal` of training;
+  after the end (p_end >= 100) p = inf. The reference command for CIFAR-10 8/255
+  (`command/cifar_0.03137.sh`: `--p-start 8 --p-end 1000 --epochs 0,0,100,1250,1300`) anneals
+  from epoch 100 to 1250 of 1300: fractions (0.077, 0.962).
+* Every output of the net (inference, p = inf) moves by at most ||delta||_inf, so with
+  z = -y the pre-scale logits, the worst case of z_i - z_y within eps_train is
+  z_i - z_y + 2 eps_train. The loss is
+      mean_b max_{i != y} clip((z_i - z_y + 2 eps) / (2 eps), 0, 1) + lam * CE(s * z, y)
+  with lam decaying lam0 -> lam_end geometrically along the same progress r (`mixture`).
+  eps_train = 3 * eps (0.09411 for 8/255 in the reference command).
+"""
+import math
+
+import tensorflow as tf
+
+from rgd.certified import layers as L
+
+
+def dist_layers(model):
+  return [l for l in model.layers if isinstance(l, L.LinfDist)]
+
+
+def logit_scale(model):
+  for layer in model.layers:
+    if isinstance(layer, L.LogitScale):
+      return layer
+  raise ValueError(f"{model.name}: an l_inf-dist model must end in a LogitScale layer")
+
+
+def is_linf_dist_model(model):
+  return any(isinstance(l, L.LinfDist) for l in model.layers)
+
+
+def check_linf_dist_model(model):
+  """Refuses layers whose Linf Lipschitz constant is unknown (soundness)."""
+  import keras  # pylint: disable=g-import-not-at-top
+  for layer in model.layers:
+    if not isinstance(layer, (L.LinfDist, L.LogitScale, keras.layers.Flatten,
+                              keras.layers.InputLayer)):
+      raise ValueError(f"{model.name}: layer {layer.name} ({type(layer).__name__}) is not known "
+                       f"to be 1-Lipschitz in Linf")
+  if not isinstance(model.layers[-1], L.LogitScale):
+    raise ValueError(f"{model.name}: must end in a LogitScale layer")
+
+
+def progress(step, total_steps, start_frac, end_frac):
+  t = tf.cast(step, tf.float32) / max(float(total_steps), 1.0)
+  if end_frac <= start_frac:
+    return tf.constant(1.0)
+  return tf.clip_by_value((t - start_frac) / (end_frac - start_frac), 0.0, 1.0)
+
+
+def p_schedule(ratio, p_start=8.0, p_end=1000.0):
+  p = p_start * tf.exp(math.log(p_end / p_start) * ratio)
+  return tf.where(tf.logical_and(ratio >= 1.0, p_end >= 100.0), float("inf"), p)
+
+
+def lam_schedule(ratio, lam0, lam_end):
+  return lam0 * tf.exp(math.log(lam_end / lam0) * ratio)
+
+
+def mixture_loss(logits, scale, soft_labels, eps_train, lam, clip=1.0):
+  """Per-example (total, hinge, ce). `logits` = -s * y; z = logits / s."""
+  logits = tf.cast(logits, tf.float32)
+  z = logits / scale
+  labels = tf.argmax(soft_labels, axis=1, output_type=tf.int32)
+  z_y = tf.gather(z, labels, batch_dims=1)
+  worst = (z - z_y[:, None] + 2.0 * eps_train) / (2.0 * eps_train)
+  worst = tf.where(tf.one_hot(labels, tf.shape(z)[1]) > 0, 0.0, worst)
+  hinge = tf.reduce_max(tf.clip_by_value(worst, 0.0, clip), axis=1)
+  ce = tf.nn.softmax_cross_entropy_with_logits(tf.cast(soft_labels, tf.float32), logits)
+  # Logits whose worst case within eps_train still predicts y (for the training metric).
+  worst_logits = tf.where(tf.one_hot(labels, tf.shape(z)[1]) > 0, z - eps_train, z + eps_train)
+  return hinge + lam * ce, hinge, ce, worst_logits
