@@ -136,11 +136,13 @@ def evaluate_model(model, images, labels, suite="aa+mt", norm="linf", eps=8 / 25
   progress = {}
 
   def on_batch(s, name, done, total):
+    # `total` bounds the stage's batches (every run on every point); restarts that attack
+    # only the survivors end early, with a last call done == total.
     if done == 0:
       progress[s] = Progress(total, desc=f"stage {s + 1}/{len(stages)} {name}", unit="batch",
                              stream=stream)
     else:
-      progress[s].update(1)
+      progress[s].update(done - progress[s].count)
     if done == total:
       progress[s].close()
 
@@ -156,12 +158,16 @@ def evaluate_model(model, images, labels, suite="aa+mt", norm="linf", eps=8 / 25
       suite=suite, norm=norm, eps=eps, num_examples=n,
       clean_accuracy=float(result["clean_correct"].mean()),
       robust_accuracy=float(result["robust"].mean()),
-      stages=[dict(name=name, robust_accuracy=float(r.mean()), seconds=sec, attacked=att)
-              for name, r, sec, att in zip(names, result["robust_after"],
-                                            result["stage_seconds"], result["attacked"])],
+      # seconds_per_point: the stage's time over the points it attacked; point_runs: the
+      # points summed over its runs (restarts, targets), each run attacking only survivors.
+      stages=[dict(name=name, robust_accuracy=float(r.mean()), seconds=sec, attacked=att,
+                   seconds_per_point=sec / att if att else 0.0, point_runs=pr)
+              for name, r, sec, att, pr in zip(names, result["robust_after"],
+                                                result["stage_seconds"], result["attacked"],
+                                                result["point_runs"])],
       seconds=time.monotonic() - start,
       settings=dict(settings or {}, seed=seed, batch_size=batch_size, jit_compile=jit_compile,
-                    gin=gin.config_str()),
+                    bucket_sizes=result["bucket_sizes"], gin=gin.config_str()),
       versions=_versions(), warnings=warnings)
   if output_dir:
     write_report(output_dir, report, result, labels)

@@ -19,8 +19,9 @@ points inside the eps-ball and [0, 1]. Arithmetic is float32 whatever the model 
 """
 import tensorflow as tf
 
-from rgd.attacks import losses, projections
-from rgd.attacks.projections import expand, per_example_norm  # noqa: F401 (re-exported)
+from rgd.attacks import common, losses, projections
+from rgd.attacks.common import check_norm, logits_of, target_class
+from rgd.attacks.projections import expand, per_example_norm
 
 # AutoAttack's constants (Croce & Hein 2020, Sec. 3.2; autopgd_base.py).
 INITIAL_STEP = 2.0          # eta^(0) = 2 * eps
@@ -29,53 +30,6 @@ RHO = 0.75                  # condition 1 threshold
 FIRST_CHECKPOINT = 0.22     # p_1
 CHECKPOINT_DECREASE = 0.03  # interval shrinks by 3% of N ...
 MIN_CHECKPOINT = 0.06       # ... down to 6% of N
-
-
-# ------------------------------------------------------------------------------------------
-# Helpers shared by the evaluation attacks (APGD, MultiTargeted, FAB, Square).
-
-
-def logits_of(model_fn, x):
-  """Float32 logits, also when the model runs under a bf16 policy."""
-  return tf.cast(model_fn(x), tf.float32)
-
-
-def check_norm(norm, eps):
-  if norm not in ("linf", "l2"):
-    raise ValueError(f"Unknown norm {norm!r}; expected 'linf' or 'l2'")
-  if not 0.0 < float(eps):
-    raise ValueError(f"eps must be positive, got {eps}")
-
-
-def nth_largest_class(logits, n):
-  """Index of the n-th largest logit (n = 1 is the argmax) per example, as AutoAttack's
-  `sort()[1][:, -n]`."""
-  return tf.math.top_k(logits, k=n).indices[:, n - 1]
-
-
-def run_until_fooled(run_fn, model_fn, x0, labels, seed, num_runs):
-  """Runs `run_fn(run_index, seed, x0, labels) -> (x_adv, fooled, loss)` up to `num_runs`
-  times; a point fooled by a run is not updated by later runs (AutoAttack attacks only the
-  points still robust), and the loop stops once every point is fooled.
-
-  Returns (x_adv, fooled): for a fooled point its misclassified point, otherwise the point of
-  highest loss over the runs. Points misclassified already at x0 are returned unchanged.
-  """
-  x0 = tf.cast(x0, tf.float32)
-  labels = tf.cast(labels, tf.int32)
-  seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int32), num_runs)
-  fooled = losses.misclassified(logits_of(model_fn, x0), labels)
-  x_adv = x0
-  best_loss = tf.fill(tf.shape(labels), -float("inf"))
-  for r in tf.range(num_runs):
-    if tf.reduce_all(fooled):
-      break
-    x_r, fooled_r, loss_r = run_fn(r, seeds[r], x0, labels)
-    take = tf.logical_and(tf.logical_not(fooled), tf.logical_or(fooled_r, loss_r > best_loss))
-    x_adv = tf.where(expand(take, x0), x_r, x_adv)
-    best_loss = tf.where(take, loss_r, best_loss)
-    fooled = tf.logical_or(fooled, fooled_r)
-  return x_adv, fooled
 
 
 def checkpoints(num_steps):
@@ -94,11 +48,13 @@ def checkpoints(num_steps):
 
 def random_start(norm, eps, x0, seed):
   """AutoAttack's start: a random point on the boundary of the ball (Linf: uniform noise scaled
-  to Linf norm eps; L2: Gaussian direction of norm eps), clipped to [0, 1]."""
+  to Linf norm eps; L2: Gaussian direction of norm eps), clipped to [0, 1]. `seed`: [2] or
+  per-example [B, 2] (common.py); each row's noise comes from its own seed."""
+  seeds = common.example_seeds(seed, tf.shape(x0)[0])
   if norm == "linf":
-    t = tf.random.stateless_uniform(tf.shape(x0), seed, -1.0, 1.0)
+    t = common.uniform(seeds, x0.shape[1:], -1.0, 1.0)
   else:
-    t = tf.random.stateless_normal(tf.shape(x0), seed)
+    t = common.normal(seeds, x0.shape[1:])
   t /= expand(per_example_norm(t, norm), t) + 1e-12
   return tf.clip_by_value(x0 + eps * t, 0.0, 1.0)
 
@@ -206,16 +162,18 @@ class APGD:
                                             x_best=x_bests.stack(), loss_init=loss_init)
     return x_out, fooled, loss_best
 
-  def _run_fn(self, model_fn):
-    def run(r, seed, x0, labels):
+  def num_runs(self, num_classes):
+    del num_classes
+    return self.num_restarts
+
+  def run_fn(self, model_fn):
+    def run(r, seeds, x0, labels):
       del r
-      return self.run(model_fn, self.loss_fn, x0, labels, seed)
+      return self.run(model_fn, self.loss_fn, x0, labels, seeds)
     return run
 
   def __call__(self, model_fn, x, labels, seed=(0, 0)):
-    x_adv, _ = run_until_fooled(self._run_fn(model_fn), model_fn, x, labels, seed,
-                                self.num_restarts)
-    return x_adv
+    return common.call(self, model_fn, x, labels, seed)
 
 
 class APGDTargeted(APGD):
@@ -228,19 +186,17 @@ class APGDTargeted(APGD):
     self.name = "apgd-t"
     self.num_target_classes = int(num_target_classes)
 
-  def __call__(self, model_fn, x, labels, seed=(0, 0)):
-    x = tf.cast(x, tf.float32)
-    clean_logits = logits_of(model_fn, x)
-    num_classes = clean_logits.shape[-1]
+  def num_runs(self, num_classes):
     # Targeted DLR needs the 4 largest logits; with K classes there are K - 1 targets.
-    num_targets = min(self.num_target_classes, num_classes - 1)
-    ranked = tf.math.top_k(clean_logits, k=num_targets + 1).indices
-    restarts = self.num_restarts
+    return min(self.num_target_classes, num_classes - 1) * self.num_restarts
 
-    def run(r, seed, x0, labels):
-      target = tf.gather(ranked, r // restarts + 1, axis=1)
+  def run_fn(self, model_fn):
+    def run(r, seeds, x0, labels):
+      # Target of run r: the (r // restarts + 2)-th largest clean logit of the point, from its
+      # own clean logits (one forward pass per run), so any subset of rows can be attacked.
+      clean_logits = logits_of(model_fn, x0)
+      num_targets = min(self.num_target_classes, clean_logits.shape[-1] - 1)
+      target = target_class(clean_logits, r // self.num_restarts, num_targets)
       loss_fn = lambda logits, y: losses.targeted_dlr_loss(logits, y, target)
-      return self.run(model_fn, loss_fn, x0, labels, seed)
-
-    x_adv, _ = run_until_fooled(run, model_fn, x, labels, seed, num_targets * restarts)
-    return x_adv
+      return self.run(model_fn, loss_fn, x0, labels, seeds)
+    return run

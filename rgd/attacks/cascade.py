@@ -2,6 +2,15 @@
 stages before it, and the result is the pointwise worst case (AutoAttack's
 `run_standard_evaluation`).
 
+Cost. Each stage AND each run of a stage (restart, target) attacks only the points still
+robust: the cascade drives the runs itself (`attack.num_runs`, `attack.run_fn`, common.py),
+gathering the survivors into batches of at most `batch_size` and scattering the results back,
+as AutoAttack's restart loops do. Without XLA the batches are not padded (TF runs any shape);
+under XLA (`jit_compile=True`) a batch is padded to the smallest of a few bucket sizes (powers
+of two from 8 below `batch_size`, and `batch_size`), so at most ~log2(batch_size) - 2 shapes
+compile per stage. Every random draw is keyed by the example's index in the evaluation set
+(`common.example_seeds`), so which subset is attacked does not change a point's result.
+
 Suites (gin-configurable factories, `get_suite(name, norm, eps)`):
   * `aa+mt`      AA+MT of Gowal et al. 2020 / seeds 000 and 001: APGD-CE (5 x 100) ->
                  APGD-DLR (5 x 100) -> MultiTargeted (10 x 200, margin loss).
@@ -21,8 +30,10 @@ import gin
 import numpy as np
 import tensorflow as tf
 
-from rgd.attacks import losses, pgd
-from rgd.attacks.apgd import APGD, APGDTargeted, logits_of, per_example_norm
+from rgd.attacks import common, losses, pgd
+from rgd.attacks.apgd import APGD, APGDTargeted
+from rgd.attacks.common import logits_of
+from rgd.attacks.projections import per_example_norm
 from rgd.attacks.fab import FABTargeted
 from rgd.attacks.multitargeted import MultiTargeted
 from rgd.attacks.square import Square
@@ -38,6 +49,18 @@ class WithLoss:
   def __init__(self, name, attack, loss_fn, norm, eps):
     self.name, self.attack, self.loss_fn = name, attack, loss_fn
     self.norm, self.eps = norm, float(eps)
+
+  def num_runs(self, num_classes):
+    del num_classes
+    return 1
+
+  def run_fn(self, model_fn):
+    def run(r, seeds, x0, labels):
+      del r
+      x = self.attack(model_fn, self.loss_fn, x0, labels, seeds)
+      logits = logits_of(model_fn, x)
+      return x, losses.misclassified(logits, labels), self.loss_fn(logits, labels)
+    return run
 
   def __call__(self, model_fn, x, labels, seed=(0, 0)):
     return self.attack(model_fn, self.loss_fn, x, labels, seed)
@@ -82,26 +105,47 @@ def compile_attack(attack, model_fn, jit_compile=False):
                      jit_compile=jit_compile, reduce_retracing=True)
 
 
-def distribute_attack(strategy, attack_fn):
-  """Maps `attack_fn(x, labels, seed)` over the replicas of `strategy`: the batch is split
-  evenly (its size must be divisible by the number of replicas), replica r uses the seed
-  folded with r, and the adversarial examples come back concatenated in batch order."""
+def compile_run(attack, model_fn, jit_compile=False):
+  """`fn(r, x, labels, seeds) -> x_adv`: run r of `attack` on the rows given, with the
+  examples' own seeds [B, 2], as one `tf.function` (r is a tensor: one trace for all runs)."""
+  run = attack.run_fn(model_fn)
+  return tf.function(lambda r, x, labels, seeds: run(r, common.run_seeds(seeds, r), x,
+                                                     labels)[0],
+                     jit_compile=jit_compile, reduce_retracing=True)
+
+
+def _split_over_replicas(strategy, fn, num_batched):
+  """Maps `fn(*args)` over the replicas of `strategy`: the first `num_batched` args are split
+  evenly along the batch (its size must be divisible by the number of replicas), the others
+  are passed whole; the results come back concatenated in batch order."""
   num = strategy.num_replicas_in_sync
 
-  def fn(x, labels, seed):
-    if x.shape[0] % num:
-      raise ValueError(f"batch of {x.shape[0]} is not divisible by {num} replicas")
-    per = x.shape[0] // num
-    seed = tf.cast(seed, tf.int32)
+  def mapped(*args):
+    batched, rest = args[:num_batched], args[num_batched:]
+    size = batched[0].shape[0]
+    if size % num:
+      raise ValueError(f"batch of {size} is not divisible by {num} replicas")
+    per = size // num
 
     def value_fn(ctx):
-      r = ctx.replica_id_in_sync_group
-      sl = slice(r * per, (r + 1) * per)
-      return x[sl], labels[sl], tf.random.experimental.stateless_fold_in(seed, r)
+      sl = slice(ctx.replica_id_in_sync_group * per, (ctx.replica_id_in_sync_group + 1) * per)
+      return tuple(a[sl] for a in batched)
 
-    args = strategy.experimental_distribute_values_from_function(value_fn)
-    out = strategy.run(attack_fn, args=args)
+    parts = strategy.experimental_distribute_values_from_function(value_fn)
+    out = strategy.run(lambda *p: fn(*p, *rest), args=parts)
     return tf.concat(strategy.experimental_local_results(out), axis=0)
+  return mapped
+
+
+def distribute_attack(strategy, attack_fn):
+  """Maps `attack_fn(x, labels, seed)` over the replicas of `strategy`: the batch is split
+  evenly (its size must be divisible by the number of replicas) with each example's own seed
+  (a [2] seed is first folded with the row index, common.py), so the result does not depend
+  on the number of replicas; the adversarial examples come back concatenated in batch order."""
+  split = _split_over_replicas(strategy, attack_fn, 3)
+
+  def fn(x, labels, seed):
+    return split(x, labels, common.example_seeds(seed, x.shape[0]))
   return fn
 
 
@@ -116,6 +160,19 @@ def _batches(indices, batch_size):
     yield indices[start:start + batch_size]
 
 
+SMALLEST_BUCKET = 8
+
+
+def bucket_sizes(batch_size, multiple=1, smallest=SMALLEST_BUCKET):
+  """The padded batch sizes under XLA: powers of two from `smallest` below `batch_size`, and
+  `batch_size`, each rounded up to a multiple of `multiple` (the number of replicas)."""
+  sizes, p = {batch_size}, smallest
+  while p < batch_size:
+    sizes.add(p)
+    p *= 2
+  return sorted({-(-n // multiple) * multiple for n in sizes})
+
+
 def _pad(a, size):
   """Pads the leading axis to `size` by repeating the first row (static shapes for XLA)."""
   if len(a) == size:
@@ -126,8 +183,8 @@ def _pad(a, size):
 def predict(model_fn, images, batch_size):
   """Float32 logits of all images, in batches."""
   fn = tf.function(lambda x: logits_of(model_fn, x), reduce_retracing=True)
-  out = [fn(tf.constant(_pad(images[i], batch_size)))[:len(i)].numpy()
-         for i in _batches(np.arange(len(images)), batch_size)]
+  out = [fn(tf.constant(images[i])).numpy() for i in _batches(np.arange(len(images)),
+                                                              batch_size)]
   return np.concatenate(out)
 
 
@@ -136,46 +193,80 @@ def run_cascade(stages, model_fn, images, labels, batch_size, seed=0, strategy=N
   """Runs `stages` as a cascade on float32 `images` [N, H, W, C] in [0, 1].
 
   Returns a dict: clean_correct, robust (final flags), robust_after (list of flags per stage),
-  x_adv (float32, the clean image where no attack succeeded), stage_seconds,
-  attacked (points attacked per stage), and logits of the clean images.
+  x_adv (float32, the clean image where no attack succeeded), stage_seconds, attacked (points
+  attacked per stage), point_runs (sum over the stage's runs of the points each attacked),
+  bucket_sizes (the padded batch sizes, [] without XLA or replicas), and the clean logits.
   `on_batch(stage_index, stage_name, batches_done, batches_total)` reports progress (with
-  batches_done = 0 when a stage starts).
+  batches_done = 0 when a stage starts; batches_total is the bound of a stage whose runs all
+  attack every point, and the last call has batches_done == batches_total).
+
+  A stage with `run_fn` and `num_runs` (common.py) is run run by run on the points still
+  robust; any other stage `attack(model_fn, x, labels, seeds)` once on them.
   """
   images = np.asarray(images, np.float32)
   labels = np.asarray(labels, np.int32)
   clean_logits = predict(model_fn, images, batch_size)
+  num_classes = clean_logits.shape[1]
   robust = clean_logits.argmax(1) == labels
   clean_correct = robust.copy()
   x_adv = images.copy()
-  robust_after, stage_seconds, attacked = [], [], []
+  robust_after, stage_seconds, attacked, point_runs = [], [], [], []
+  replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+  # Padding only where shapes must be static (XLA) or split evenly (replicas).
+  buckets = bucket_sizes(batch_size, replicas) if (jit_compile or replicas > 1) else []
   check_fn = tf.function(lambda x, y: losses.misclassified(logits_of(model_fn, x), y),
                          reduce_retracing=True)
   for s, attack in enumerate(stages):
-    fn = compile_attack(attack, model_fn, jit_compile)
+    # Per-example seeds keyed by the stage and the example's index in the evaluation set.
+    seeds = common.example_seeds(tf.constant([seed, s], tf.int32), len(images)).numpy()
+    if hasattr(attack, "run_fn"):
+      num_runs = attack.num_runs(num_classes)
+      run = compile_run(attack, model_fn, jit_compile)
+      fn = lambda r, x, y, sd, run=run: run(tf.constant(r, tf.int32), x, y, sd)
+    else:
+      num_runs = 1
+      whole = compile_attack(attack, model_fn, jit_compile)
+      fn = lambda r, x, y, sd, whole=whole: whole(x, y, sd)
     if strategy is not None:
-      fn = distribute_attack(strategy, fn)
+      fn = _distributed(strategy, fn)
     todo = np.flatnonzero(robust)
     attacked.append(int(len(todo)))
-    total = -(-len(todo) // batch_size)
+    total = num_runs * -(-len(todo) // batch_size)
+    done, runs_points = 0, 0
     start = time.monotonic()
     if on_batch is not None:
       on_batch(s, attack.name, 0, total)
-    for b, idx in enumerate(_batches(todo, batch_size)):
-      x0, y = _pad(images[idx], batch_size), _pad(labels[idx], batch_size)
-      batch_seed = tf.constant([seed, s * 1_000_003 + b], tf.int32)
-      adv = fn(tf.constant(x0), tf.constant(y), batch_seed)
-      fooled = check_fn(adv, tf.constant(y)).numpy()[:len(idx)]
-      adv = adv.numpy()[:len(idx)]
-      ok = _in_ball(adv, images[idx], attack.norm, attack.eps)
-      if not ok.all():
-        raise RuntimeError(f"{attack.name} returned {int((~ok).sum())} point(s) outside the "
-                           f"{attack.norm} ball of radius {attack.eps} or outside [0, 1]")
-      robust[idx[fooled]] = False
-      x_adv[idx[fooled]] = adv[fooled]
-      if on_batch is not None:
-        on_batch(s, attack.name, b + 1, total)
+    for r in range(num_runs):
+      left = todo[robust[todo]]
+      if not len(left):
+        break
+      runs_points += len(left)
+      for idx in _batches(left, batch_size):
+        size = next(b for b in buckets if b >= len(idx)) if buckets else len(idx)
+        x0, y = _pad(images[idx], size), _pad(labels[idx], size)
+        adv = fn(r, tf.constant(x0), tf.constant(y), tf.constant(_pad(seeds[idx], size)))
+        fooled = check_fn(adv, tf.constant(y)).numpy()[:len(idx)]
+        adv = adv.numpy()[:len(idx)]
+        ok = _in_ball(adv, images[idx], attack.norm, attack.eps)
+        if not ok.all():
+          raise RuntimeError(f"{attack.name} returned {int((~ok).sum())} point(s) outside the "
+                             f"{attack.norm} ball of radius {attack.eps} or outside [0, 1]")
+        robust[idx[fooled]] = False
+        x_adv[idx[fooled]] = adv[fooled]
+        done += 1
+        if on_batch is not None and done < total:
+          on_batch(s, attack.name, done, total)
+    if on_batch is not None:
+      on_batch(s, attack.name, total, total)
     stage_seconds.append(time.monotonic() - start)
     robust_after.append(robust.copy())
+    point_runs.append(int(runs_points))
   return dict(clean_correct=clean_correct, robust=robust, robust_after=robust_after,
               x_adv=x_adv, stage_seconds=stage_seconds, attacked=attacked,
-              clean_logits=clean_logits)
+              point_runs=point_runs, bucket_sizes=buckets, clean_logits=clean_logits)
+
+
+def _distributed(strategy, fn):
+  """`fn(r, x, labels, seeds)` with x, labels, seeds split over the replicas."""
+  split = _split_over_replicas(strategy, lambda x, y, sd, r: fn(r, x, y, sd), 3)
+  return lambda r, x, y, sd: split(x, y, sd, r)

@@ -15,9 +15,9 @@ Points not broken are returned unchanged (FAB's minimal adversarial lies outside
 """
 import tensorflow as tf
 
-from rgd.attacks import losses
-from rgd.attacks.apgd import (check_norm, expand, logits_of, per_example_norm,
-                              run_until_fooled)
+from rgd.attacks import common, losses
+from rgd.attacks.common import check_norm, logits_of, target_class
+from rgd.attacks.projections import expand, per_example_norm
 
 # AutoAttack's FAB constants (fab_base.py, the values of Croce & Hein 2020, Sec. 4).
 ALPHA_MAX = 0.1
@@ -92,11 +92,13 @@ class FABTargeted:
     flat0 = tf.reshape(x0, [batch, -1])
     best_norm = tf.fill([batch], _UNREACHED)
     x_adv = x0
-    # AutoAttack's restarts start from a random point at half the radius eps.
+    # AutoAttack's restarts start from a random point at half the radius eps; each example
+    # draws from its own seed (common.py).
+    seeds = common.example_seeds(seed, batch)
     if self.norm == "linf":
-      t = tf.random.stateless_uniform(tf.shape(x0), seed, -1.0, 1.0)
+      t = common.uniform(seeds, x0.shape[1:], -1.0, 1.0)
     else:
-      t = tf.random.stateless_normal(tf.shape(x0), seed)
+      t = common.normal(seeds, x0.shape[1:])
     t /= expand(per_example_norm(t, self.norm), t) + 1e-12
     x = tf.where(random_start, tf.clip_by_value(x0 + 0.5 * self.eps * t, 0.0, 1.0), x0)
     for _ in tf.range(self.num_steps):
@@ -121,17 +123,19 @@ class FABTargeted:
     fooled = best_norm <= self.eps
     return tf.where(expand(fooled, x0), x_adv, x0), fooled, -best_norm
 
-  def __call__(self, model_fn, x, labels, seed=(0, 0)):
-    x = tf.cast(x, tf.float32)
-    clean_logits = logits_of(model_fn, x)
-    num_targets = min(self.num_target_classes, clean_logits.shape[-1] - 1)
-    ranked = tf.math.top_k(clean_logits, k=num_targets + 1).indices
+  def num_runs(self, num_classes):
+    return min(self.num_target_classes, num_classes - 1) * self.num_restarts
+
+  def run_fn(self, model_fn):
     restarts = self.num_restarts
 
-    def run(r, seed, x0, labels):
-      target = tf.gather(ranked, r // restarts + 1, axis=1)
+    def run(r, seeds, x0, labels):
+      clean_logits = logits_of(model_fn, x0)
+      num_targets = min(self.num_target_classes, clean_logits.shape[-1] - 1)
+      target = target_class(clean_logits, r // restarts, num_targets)
       # The first run of each target starts at x0, the others at random (AutoAttack).
-      return self.run(model_fn, x0, labels, target, seed, r % restarts != 0)
+      return self.run(model_fn, x0, labels, target, seeds, r % restarts != 0)
+    return run
 
-    x_adv, _ = run_until_fooled(run, model_fn, x, labels, seed, num_targets * restarts)
-    return x_adv
+  def __call__(self, model_fn, x, labels, seed=(0, 0)):
+    return common.call(self, model_fn, x, labels, seed)

@@ -14,8 +14,8 @@ PGD (RECIPES.md "Validation"); `step_sizes` is in units of eps and can be change
 """
 import tensorflow as tf
 
-from rgd.attacks import initializers, losses, optimizers, projections
-from rgd.attacks.apgd import check_norm, logits_of, run_until_fooled
+from rgd.attacks import common, initializers, losses, optimizers, projections
+from rgd.attacks.common import check_norm, logits_of, target_class
 from rgd.attacks.pgd import PGD
 
 # Step size in units of eps for the first half, third quarter and last quarter of the steps.
@@ -38,20 +38,23 @@ class MultiTargeted:
                    projections.project_fn(norm, self.eps), keep_best=True,
                    keep_misclassified=True)
 
-  def __call__(self, model_fn, x, labels, seed=(0, 0)):
-    x = tf.cast(x, tf.float32)
-    clean_logits = logits_of(model_fn, x)
-    num_targets = min(self.num_targets, clean_logits.shape[-1] - 1)
-    # Classes ranked by clean logit; column 0 is the prediction (the label, for the points
-    # that are still correctly classified and hence attacked).
-    ranked = tf.math.top_k(clean_logits, k=num_targets + 1).indices
+  def num_runs(self, num_classes):
+    del num_classes
+    return self.num_restarts
 
-    def run(r, seed, x0, labels):
-      target = tf.gather(ranked, r % num_targets + 1, axis=1)
+  def run_fn(self, model_fn):
+    def run(r, seeds, x0, labels):
+      # Classes ranked by the point's clean logits (column 0 is the prediction, the label for
+      # the points still correctly classified and hence attacked); run r targets column
+      # r mod k + 1.
+      clean_logits = logits_of(model_fn, x0)
+      num_targets = min(self.num_targets, clean_logits.shape[-1] - 1)
+      target = target_class(clean_logits, r % num_targets, num_targets)
       loss_fn = lambda logits, y: losses.targeted_margin_loss(logits, y, target)
-      x_r = self.pgd(model_fn, loss_fn, x0, labels, seed)
+      x_r = self.pgd(model_fn, loss_fn, x0, labels, seeds)
       logits = logits_of(model_fn, x_r)
       return x_r, losses.misclassified(logits, labels), losses.margin_loss(logits, labels)
+    return run
 
-    x_adv, _ = run_until_fooled(run, model_fn, x, labels, seed, self.num_restarts)
-    return x_adv
+  def __call__(self, model_fn, x, labels, seed=(0, 0)):
+    return common.call(self, model_fn, x, labels, seed)

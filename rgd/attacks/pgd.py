@@ -9,7 +9,7 @@ arithmetic is float32, also when the model computes in bf16.
 """
 import tensorflow as tf
 
-from rgd.attacks import initializers, losses, optimizers, projections
+from rgd.attacks import common, initializers, losses, optimizers, projections
 
 
 def loss_and_grad(model_fn, loss_fn, x, labels):
@@ -82,27 +82,37 @@ class PGD:
 
 
 class Restarts:
-  """Runs `attack` `num_restarts` times with different seeds; per example keeps the first run
-  that misclassifies, otherwise the one with the highest `loss_fn`."""
+  """Runs `attack` `num_restarts` times; per example keeps the first run that misclassifies,
+  otherwise the one with the highest `loss_fn`. Each restart attacks only the points not yet
+  fooled (gathered, attacked, scattered back), and draws from per-example seeds (the batch
+  seed folded with the row index, or the [B, 2] seeds given; rgd/attacks/common.py), so a
+  point's result does not depend on which other points are attacked with it."""
 
   def __init__(self, attack, num_restarts):
     self.attack = attack
     self.num_restarts = int(num_restarts)
 
   def __call__(self, model_fn, loss_fn, x0, labels, seed=(0, 0)):
-    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int32), self.num_restarts)
     best_x = tf.cast(x0, tf.float32)
+    labels = tf.convert_to_tensor(labels)
+    seeds = common.example_seeds(seed, tf.shape(best_x)[0])
     best_loss = tf.fill(tf.shape(best_x)[:1], -float("inf"))
     done = tf.zeros(tf.shape(best_x)[:1], tf.bool)
     for r in range(self.num_restarts):
-      x = self.attack(model_fn, loss_fn, x0, labels, seeds[r])
+      idx = tf.where(tf.logical_not(done))[:, 0]
+      x0_r, labels_r = tf.gather(tf.cast(x0, tf.float32), idx), tf.gather(labels, idx)
+      x = self.attack(model_fn, loss_fn, x0_r, labels_r,
+                      common.run_seeds(tf.gather(seeds, idx), r))
       logits = tf.cast(model_fn(x), tf.float32)
-      loss = loss_fn(logits, labels)
-      fooled = losses.misclassified(logits, labels)
-      take = tf.logical_and(tf.logical_not(done), tf.logical_or(fooled, loss > best_loss))
-      best_x = tf.where(projections.expand(take, x), x, best_x)
-      best_loss = tf.where(take, loss, best_loss)
-      done = tf.logical_or(done, fooled)
+      loss = loss_fn(logits, labels_r)
+      fooled = losses.misclassified(logits, labels_r)
+      take = tf.logical_or(fooled, loss > tf.gather(best_loss, idx))
+      at = idx[:, None]
+      best_x = tf.tensor_scatter_nd_update(
+          best_x, at, tf.where(projections.expand(take, x), x, tf.gather(best_x, idx)))
+      best_loss = tf.tensor_scatter_nd_update(
+          best_loss, at, tf.where(take, loss, tf.gather(best_loss, idx)))
+      done = tf.tensor_scatter_nd_update(done, at, fooled)
     return best_x
 
 

@@ -15,13 +15,22 @@ iterations are scaled to the query budget, AutoAttack-standard does not rescale)
     attack = Square("linf", 8 / 255, num_queries=5000)
     x_adv = attack(model_fn, x, labels, seed)
 
-Unlike AutoAttack (one window position per batch) each example draws its own window.
+Unlike AutoAttack (one window position per batch) each example draws its own window, from its
+own seed (rgd/attacks/common.py), so a point's search does not depend on its batch.
+
+L2 energy bookkeeping (AutoAttack `square.py` `attack_single_run`, L2 branch): the new window
+content is rescaled per channel to sqrt(max(eps^2 - ||delta||^2, 0) / c + ||delta_w,c||^2),
+where ||delta||^2 is over the whole image and ||delta_w,c|| is channel c of delta over the
+union of the two windows (`norms_windows`, shape [B, c, 1, 1] there): each channel's window
+takes back only the energy that channel had in the two windows, plus an equal share of the
+slack.
 """
 import numpy as np
 import tensorflow as tf
 
-from rgd.attacks import losses, projections
-from rgd.attacks.apgd import check_norm, expand, logits_of, per_example_norm, run_until_fooled
+from rgd.attacks import common, losses, projections
+from rgd.attacks.common import check_norm, logits_of
+from rgd.attacks.projections import expand, per_example_norm
 
 P_INIT = 0.8   # AutoAttack-standard's p_init
 P_HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)   # of 10000 iterations
@@ -36,13 +45,9 @@ def p_selection(iteration, p_init=P_INIT, num_queries=10000, rescale=False):
   return p_init / tf.pow(2.0, halvings)
 
 
-def _random_signs(shape, seed):
-  return tf.where(tf.random.stateless_uniform(shape, seed) < 0.5, -1.0, 1.0)
-
-
-def _random_offsets(batch, limit, seed):
+def _random_offsets(seeds, limit):
   """Uniform integers in [0, limit] (limit a scalar tensor), one per example."""
-  u = tf.random.stateless_uniform([batch], seed)
+  u = common.uniform(seeds, [])
   return tf.minimum(tf.cast(tf.floor(u * tf.cast(limit + 1, tf.float32)), tf.int32), limit)
 
 
@@ -123,10 +128,9 @@ class Square:
       side += 1 - side % 2          # AutoAttack's L2 windows have odd sides
     return tf.minimum(side, min(h, w))
 
-  def _l2_start(self, x0, seed):
+  def _l2_start(self, x0, seeds):
     """A grid of eta patterns of side h // 5 (AutoAttack: 5 x 5 tiles on CIFAR), each with a
     random orientation and a random sign per channel, scaled to norm eps."""
-    batch = tf.shape(x0)[0]
     h, w, c = x0.shape[1], x0.shape[2], x0.shape[3]
     tile = max(h // 5, 1)
     n_h, n_w = h // tile, w // tile
@@ -139,9 +143,8 @@ class Square:
     plain = np.where(covered, eta[r[:, None] % tile, q[None, :] % tile], 0.0)
     flipped = np.where(covered, eta.T[r[:, None] % tile, q[None, :] % tile], 0.0)
     tile_index = (r[:, None] // tile) * n_w + q[None, :] // tile          # [h, w]
-    seeds = tf.random.experimental.stateless_split(seed, 2)
-    transpose = tf.random.stateless_uniform([batch, n_h * n_w], seeds[0]) < 0.5
-    signs = _random_signs([batch, n_h * n_w, c], seeds[1])
+    transpose = common.uniform(common.fold_in(seeds, 0), [n_h * n_w]) < 0.5
+    signs = common.signs(common.fold_in(seeds, 1), [n_h * n_w, c])
     transpose = tf.gather(transpose, tile_index.reshape(-1), axis=1)
     signs = tf.gather(signs, tile_index.reshape(-1), axis=1)
     pattern = tf.where(transpose, flipped.reshape(-1).astype(np.float32),
@@ -150,48 +153,62 @@ class Square:
     delta /= expand(per_example_norm(delta, "l2"), delta) + 1e-12
     return self.project(x0 + self.eps * delta, x0)
 
-  def _linf_proposal(self, x_best, x0, i, seed):
-    batch = tf.shape(x0)[0]
+  def _linf_proposal(self, x_best, x0, i, seeds):
     h, w, c = x0.shape[1], x0.shape[2], x0.shape[3]
     side = self._side(i, h, w, 1)
-    s = tf.random.experimental.stateless_split(seed, 3)
-    mask = _window(h, w, _random_offsets(batch, h - side, s[0]),
-                   _random_offsets(batch, w - side, s[1]), side)
-    step = 2.0 * self.eps * _random_signs([batch, 1, 1, c], s[2])
+    mask = _window(h, w, _random_offsets(common.fold_in(seeds, 0), h - side),
+                   _random_offsets(common.fold_in(seeds, 1), w - side), side)
+    step = 2.0 * self.eps * common.signs(common.fold_in(seeds, 2), [1, 1, c])
     return self.project(x_best + mask * step, x0)
 
-  def _l2_proposal(self, x_best, x0, i, seed):
-    batch = tf.shape(x0)[0]
-    h, w, c = x0.shape[1], x0.shape[2], x0.shape[3]
+  def l2_draws(self, seeds, i, h, w, c):
+    """The random draws of L2 query i: the side of the windows, the offsets of window 1
+    (new pattern) and window 2 (emptied), the orientation of eta and a sign per channel."""
     side = self._side(i, h, w, 3)
-    s = tf.random.experimental.stateless_split(seed, 6)
-    top, left = _random_offsets(batch, h - side, s[0]), _random_offsets(batch, w - side, s[1])
-    top2, left2 = _random_offsets(batch, h - side, s[2]), _random_offsets(batch, w - side, s[3])
-    mask1, mask2 = _window(h, w, top, left, side), _window(h, w, top2, left2, side)
-    delta = x_best - x0
+    d = lambda k: common.fold_in(seeds, k)
+    return dict(side=side,
+                top=_random_offsets(d(0), h - side), left=_random_offsets(d(1), w - side),
+                top2=_random_offsets(d(2), h - side), left2=_random_offsets(d(3), w - side),
+                transpose=common.uniform(d(4), []) < 0.5,
+                signs=common.signs(d(5), [1, 1, c]))
+
+  def l2_update(self, delta, draws):
+    """AutoAttack's L2 update of the perturbation `delta` [B, h, w, c] for `draws`, before
+    the final rescaling to norm eps: window 1 gets eta * sign plus its old content (unit norm
+    per channel), rescaled per channel to the energy budget; window 2 (outside window 1) is
+    emptied; the rest is unchanged (square.py `attack_single_run`, L2 branch)."""
+    h, w, c = delta.shape[1], delta.shape[2], delta.shape[3]
+    side = draws["side"]
+    mask1 = _window(h, w, draws["top"], draws["left"], side)
+    mask2 = _window(h, w, draws["top2"], draws["left2"], side)
     spatial = lambda t: tf.sqrt(tf.reduce_sum(tf.square(t), axis=[1, 2], keepdims=True))
-    norm_window1 = spatial(delta * mask1)                            # [B, 1, 1, C]
-    norm_image = expand(per_example_norm(delta, "l2"), delta)
-    norm_windows = expand(per_example_norm(delta * tf.maximum(mask1, mask2), "l2"), delta)
-    transpose = tf.random.stateless_uniform([batch], s[4]) < 0.5
-    new = (_eta_pattern(h, w, top, left, side, transpose) * _random_signs([batch, 1, 1, c], s[5])
-           + delta * mask1 / (1e-12 + norm_window1))
-    budget = tf.maximum(self.eps**2 - tf.square(norm_image), 0.0) / c + tf.square(norm_windows)
+    norms_window_1 = spatial(delta * mask1)                                # [B, 1, 1, c]
+    norms_image = expand(per_example_norm(delta, "l2"), delta)             # [B, 1, 1, 1]
+    norms_windows = spatial(delta * tf.maximum(mask1, mask2))              # [B, 1, 1, c]
+    new = (_eta_pattern(h, w, draws["top"], draws["left"], side, draws["transpose"]) *
+           draws["signs"] + delta * mask1 / (1e-12 + norms_window_1))
+    budget = tf.maximum(self.eps**2 - tf.square(norms_image), 0.0) / c + tf.square(
+        norms_windows)
     new = new / (1e-12 + spatial(new)) * tf.sqrt(budget)
-    delta = tf.where(mask1 > 0, new, tf.where(mask2 > 0, 0.0, delta))
+    return tf.where(mask1 > 0, new, tf.where(mask2 > 0, 0.0, delta))
+
+  def _l2_proposal(self, x_best, x0, i, seeds):
+    h, w, c = x0.shape[1], x0.shape[2], x0.shape[3]
+    delta = self.l2_update(x_best - x0, self.l2_draws(seeds, i, h, w, c))
     delta /= expand(per_example_norm(delta, "l2"), delta) + 1e-12
     return self.project(x0 + self.eps * delta, x0)
 
   def run(self, model_fn, x0, labels, seed):
-    """One run of the random search; returns (x_best, fooled, margin loss)."""
+    """One run of the random search; returns (x_best, fooled, margin loss). `seed`: [2] or
+    per-example [B, 2]."""
     x0 = tf.cast(x0, tf.float32)
-    batch = tf.shape(x0)[0]
-    seeds = tf.random.experimental.stateless_split(seed, 2)
+    seeds = common.example_seeds(seed, tf.shape(x0)[0])
+    start_seeds, query_seeds = common.fold_in(seeds, 0), common.fold_in(seeds, 1)
     if self.norm == "linf":
-      stripes = _random_signs([batch, 1, x0.shape[2], x0.shape[3]], seeds[0])
+      stripes = common.signs(start_seeds, [1, x0.shape[2], x0.shape[3]])
       x_best = self.project(x0 + self.eps * stripes, x0)
     else:
-      x_best = self._l2_start(x0, seeds[0])
+      x_best = self._l2_start(x0, start_seeds)
     logits = logits_of(model_fn, x_best)
     loss_best = losses.margin_loss(logits, labels)
     fooled = losses.misclassified(logits, labels)
@@ -199,7 +216,7 @@ class Square:
     for i in tf.range(self.num_queries):
       if tf.reduce_all(fooled):
         break
-      x_new = propose(x_best, x0, i, tf.random.experimental.stateless_fold_in(seeds[1], i))
+      x_new = propose(x_best, x0, i, common.fold_in(query_seeds, i))
       logits = logits_of(model_fn, x_new)
       loss = losses.margin_loss(logits, labels)
       miscl = losses.misclassified(logits, labels)
@@ -209,9 +226,15 @@ class Square:
       fooled = tf.logical_or(fooled, tf.logical_and(take, miscl))
     return x_best, fooled, loss_best
 
-  def __call__(self, model_fn, x, labels, seed=(0, 0)):
-    def run(r, seed, x0, labels):
+  def num_runs(self, num_classes):
+    del num_classes
+    return self.num_restarts
+
+  def run_fn(self, model_fn):
+    def run(r, seeds, x0, labels):
       del r
-      return self.run(model_fn, x0, labels, seed)
-    x_adv, _ = run_until_fooled(run, model_fn, x, labels, seed, self.num_restarts)
-    return x_adv
+      return self.run(model_fn, x0, labels, seeds)
+    return run
+
+  def __call__(self, model_fn, x, labels, seed=(0, 0)):
+    return common.call(self, model_fn, x, labels, seed)
