@@ -86,10 +86,12 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
   iterator = iter(train_ds)
   total_steps = int(num_steps or math.ceil(num_epochs * (epoch_size or len(images)) / batch_size))
   steps_per_epoch = (epoch_size or len(images)) / batch_size
-  logging.info("Training %d steps at global batch %d on %d replica(s); %d real training images"
-               "%s.", total_steps, batch_size, strategy.num_replicas_in_sync, len(images),
+  logging.info("Training %d steps at global batch %d (%d per replica) on %d replica(s) of %s, "
+               "precision %s; %d real training images%s. Model directory %s.", total_steps,
+               batch_size, batch_size // strategy.num_replicas_in_sync,
+               strategy.num_replicas_in_sync, type(strategy).__name__, precision, len(images),
                f", generated data {generated_pattern} (mixing ratio {mixing_ratio})"
-               if generated_pattern else "")
+               if generated_pattern else "", model_dir)
 
   # Models, optimizer, objective: created in the strategy's scope (Model Garden pattern).
   objective = trades.Objective()
