@@ -20,6 +20,37 @@ def export_keras(model, path):
     model.save(tmp)
 
 
+class CheckpointError(RuntimeError):
+  """No checkpoint in the model directory can be restored."""
+
+
+def restore_newest_valid(ckpt, manager):
+  """Restores the newest checkpoint of `manager` that can be read; returns its path or None.
+
+  A checkpoint damaged after it was listed (a truncated data file, a missing index, a bad copy
+  from a bucket) is skipped with a warning naming it and the one used instead; restoring a
+  complete one overwrites every object, so an earlier partial read leaves nothing behind.
+  """
+  tried = []
+  for path in reversed(manager.checkpoints):
+    try:
+      ckpt.restore(path).assert_existing_objects_matched()
+    except Exception as e:  # pylint: disable=broad-except
+      # A damaged file surfaces as OpError, ValueError, IndexError ("Read less bytes than
+      # requested"), AssertionError (objects not matched)...: all mean "not restorable".
+      tried.append(path)
+      logging.warning("Cannot restore %s (%s: %s); trying an older checkpoint.", path,
+                      type(e).__name__, str(e).splitlines()[0][:200])
+      continue
+    if tried:
+      logging.warning("Resumed from %s instead of the damaged %s.", path, ", ".join(tried))
+    return path
+  if tried:
+    raise CheckpointError(f"none of the checkpoints {tried} can be restored; move them away "
+                          "to start afresh")
+  return None
+
+
 class PreemptionFlag:
   """Set by SIGTERM (preemption, `kill`): the loop then checkpoints and exits cleanly."""
 

@@ -113,10 +113,9 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
                              iterator=iterator, best_score=best_score)
   manager = tf.train.CheckpointManager(ckpt, os.path.join(model_dir, "checkpoints"),
                                        max_to_keep=keep_checkpoints)
-  if manager.latest_checkpoint:
-    ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-    logging.info("Resumed from %s at step %d.", manager.latest_checkpoint,
-                 int(optimizer.iterations))
+  restored = checkpointing.restore_newest_valid(ckpt, manager)
+  if restored:
+    logging.info("Resumed from %s at step %d.", restored, int(optimizer.iterations))
 
   distributed_step = make_distributed_step(strategy, trainer, ema, jit_compile)
   # What the exports were trained for: rgd.evaluate --model_dir defaults to it.
@@ -348,6 +347,9 @@ def main(argv):
   try:
     logs = train_and_evaluate(FLAGS.model_dir, strategy)
   except data.DataError as e:
+    print(f"rgd.train: {e}", file=sys.stderr)
+    sys.exit(2)
+  except checkpointing.CheckpointError as e:
     print(f"rgd.train: {e}", file=sys.stderr)
     sys.exit(2)
   except NonFiniteError as e:
