@@ -16,6 +16,7 @@ is stateless from the int32 [2] seed, so each op gives the same result eagerly a
   'mixup'        MixUp, lam ~ Beta(alpha, alpha)                mixup.MixUp
   'autoaugment'  AutoAugment, CIFAR-10 policy                   policies.AutoAugment
   'randaugment'  RandAugment (N, M)                             policies.RandAugment
+  'augmix'       AugMix, width 3, depth 1-3 (seed 003)          rgd.corruptions.augmix.AugMix
 
 Names joined by '+' run in order ('autoaugment+cutout'). Parameters come from `params` or from
 gin bindings of the classes (`CutMix.window_length = 20`), so a gin file only has to set
@@ -34,6 +35,7 @@ from rgd.augment.patches import box_mask
 from rgd.augment.patches import sample_boxes
 from rgd.augment.policies import AutoAugment
 from rgd.augment.policies import RandAugment
+from rgd.corruptions.augmix import AugMix
 
 AUGMENTATIONS = {
     "cutout": Cutout,
@@ -42,6 +44,7 @@ AUGMENTATIONS = {
     "mixup": MixUp,
     "autoaugment": AutoAugment,
     "randaugment": RandAugment,
+    "augmix": AugMix,
 }
 BASELINE = ("none", "pad_crop_flip")  # done by rgd.data before the hook
 
