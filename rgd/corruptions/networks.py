@@ -21,6 +21,8 @@ import tensorflow as tf
 def conv2d(x, kernel, bias, stride=1):
   """SAME conv of x [B, H, W, C]; kernel [k, k, C, O] or per group [G, k, k, C, O] (B = G * n),
   bias [O] or [G, O]."""
+  kernel = tf.convert_to_tensor(kernel, tf.float32)
+  bias = tf.convert_to_tensor(bias, tf.float32)
   if kernel.shape.rank == 4:
     return tf.nn.conv2d(x, kernel, stride, "SAME") + bias
   g, k, _, c, o = kernel.shape
