@@ -56,6 +56,6 @@ def test_gin_files_build_the_networks(path):
   n = sum(v.size for v in params.values())
   if name == "edsr":  # EDSR-baseline: head 3->64, 33 convs 64->64, tail 64->3 (3x3, biases)
     assert n == (27 * 64 + 64) + 33 * (9 * 64 * 64 + 64) + (9 * 64 * 3 + 3)
-  else:  # CAE: 5x5 convs 3->64->128->96, 6 residual convs 128->128, sub-pixel decoder
-    assert n == (75 * 64 + 64) + (25 * 64 * 128 + 128) + (25 * 128 * 96 + 96) + 6 * (
+  else:  # CAE: 5x5 convs 3->64->128->96, 2 x 3 residual blocks of two 128->128 convs, decoder
+    assert n == (75 * 64 + 64) + (25 * 64 * 128 + 128) + (25 * 128 * 96 + 96) + 12 * (
         9 * 128 * 128 + 128) + (9 * 96 * 512 + 512) + (9 * 128 * 256 + 256) + (9 * 64 * 12 + 12)
