@@ -65,12 +65,23 @@ class EDSR:
       params[name + "/bias"] = np.zeros(shape[-1], np.float32)
     return params
 
-  def apply(self, params, x):
+  def residual_blocks(self):
+    return [f"block{i}" for i in range(self.num_blocks)]
+
+  def apply(self, params, x, pre=None, mid=None, skip=()):
+    """`pre`, `mid` (functions of the features) and `skip` (block indices) are DeepAugment's
+    activation distortions: after the head, after the fifth body module, blocks left out."""
     c = lambda name, h, s=1: conv2d(h, params[name + "/kernel"], params[name + "/bias"], s)
     # Mean shift of EDSR with the mid-grey mean: inputs and outputs in [0, 1].
     head = c("head", x - 0.5)
+    if pre is not None:
+      head = pre(head)
     h = head
     for i in range(self.num_blocks):
+      if i == 5 and mid is not None:
+        h = mid(h)
+      if i in skip:
+        continue
       r = c(f"block{i}/conv2", tf.nn.relu(c(f"block{i}/conv1", h)))
       h = h + self.res_scale * r
     h = c("body_out", h) + head
@@ -99,6 +110,9 @@ class CAE:
       params[name + "/kernel"] = _he(rng, shape, 0.1 if name.endswith("conv2") else 1.0)
       params[name + "/bias"] = np.zeros(shape[-1], np.float32)
     return params
+
+  def residual_blocks(self):
+    return [f"{p}_block{i}" for p in ("enc", "dec") for i in range(self.num_blocks)]
 
   def _blocks(self, params, part, h):
     c = lambda name, h: conv2d(h, params[name + "/kernel"], params[name + "/bias"])
