@@ -67,3 +67,14 @@ class CorruptionStage:
       return self.augmix.augment(images, seeds[0]), None
     # The reference's JS term: the un-mixed image is the first of three views.
     return images, (self.augmix.augment(images, seeds[1]), self.augmix.augment(images, seeds[2]))
+
+
+@gin.configurable
+def deepaugment_mixing_ratio(num_copies=1):
+  """Share of real images per batch when training on the clean set plus `num_copies`
+  DeepAugment copies, each image drawn uniformly from their union (seed 003 App. A: "draw
+  random samples either from the clean training dataset, or from the DeepAugment-processed
+  training set"): 1 / (1 + num_copies)."""
+  if num_copies < 1:
+    raise ValueError(f"num_copies must be >= 1, got {num_copies}")
+  return 1.0 / (1 + num_copies)
