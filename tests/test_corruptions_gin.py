@@ -64,11 +64,10 @@ def test_training_run_with_ada_and_augmix(tmp_path):
       f"CORRUPTION_WEIGHTS='{weights}'", f"DATASET='npz:{folder}'",
       "make_ada.network_kwargs={'num_blocks': 1, 'features': 4}", "make_ada.steps=2",
       "get_model.name='tiny_cnn'", "get_model.width=4", "BATCH_SIZE=8",
-      "train_and_evaluate.num_steps=2", "train_and_evaluate.num_validation=16",
-      "train_and_evaluate.eval_every=2", "train_and_evaluate.eval_batch_size=8",
+      "train_and_evaluate.num_steps=2", "train_and_evaluate.num_validation=0",
       "train_and_evaluate.log_every=1", "train_and_evaluate.image_summary_every=0",
       "AugMix.width=1", "AugMix.depth=1"])
   import tensorflow as tf
   logs = train.train_and_evaluate(str(tmp_path / "run"), tf.distribute.get_strategy())
-  assert np.isfinite(logs["loss"]) if "loss" in logs else logs
+  assert logs and all(np.isfinite(v) for v in logs.values()), logs
   assert (tmp_path / "run" / "model.keras").exists()

@@ -35,7 +35,14 @@ from rgd.augment.patches import box_mask
 from rgd.augment.patches import sample_boxes
 from rgd.augment.policies import AutoAugment
 from rgd.augment.policies import RandAugment
-from rgd.corruptions.augmix import AugMix
+
+
+
+def AugMix(**params):  # pylint: disable=invalid-name
+  """rgd.corruptions.augmix.AugMix, imported on use (that module imports this package)."""
+  from rgd.corruptions.augmix import AugMix as augmix  # pylint: disable=g-import-not-at-top
+  return augmix(**params)
+
 
 AUGMENTATIONS = {
     "cutout": Cutout,

@@ -68,6 +68,11 @@ class EDSR:
   def residual_blocks(self):
     return [f"block{i}" for i in range(self.num_blocks)]
 
+  def forward_flops(self, size=32):
+    """2 x MACs of one image's forward pass (all convs at full resolution)."""
+    f, hw = self.features, size * size
+    return 2 * hw * 9 * (3 * f + (2 * self.num_blocks + 1) * f * f + f * 3)
+
   def apply(self, params, x, pre=None, mid=None, skip=()):
     """`pre`, `mid` (functions of the features) and `skip` (block indices) are DeepAugment's
     activation distortions: after the head, after the fifth body module, blocks left out."""
@@ -113,6 +118,15 @@ class CAE:
 
   def residual_blocks(self):
     return [f"{p}_block{i}" for p in ("enc", "dec") for i in range(self.num_blocks)]
+
+  def forward_flops(self, size=32):
+    """2 x MACs of one image's forward pass (each conv at its output resolution)."""
+    f1, f2, code = self.f1, self.f2, self.code
+    px = lambda d: (size // d) ** 2
+    macs = (px(2) * 25 * 3 * f1 + px(4) * 25 * f1 * f2 + px(8) * 25 * f2 * code
+            + 2 * self.num_blocks * 2 * px(4) * 9 * f2 * f2
+            + px(8) * 9 * code * 4 * f2 + px(4) * 9 * f2 * 4 * f1 + px(2) * 9 * f1 * 12)
+    return 2 * macs
 
   def _blocks(self, params, part, h):
     c = lambda name, h: conv2d(h, params[name + "/kernel"], params[name + "/bias"])
