@@ -98,3 +98,19 @@ def test_training_step_with_ada_and_augmix_jsd():
   assert total == pytest.approx(ce + 12. * jsd, rel=1e-5) and jsd > 0
   with pytest.raises(ValueError, match="kind='standard'"):
     trades.Objective(kind="trades", corruption=corruption)
+
+
+def test_keras_augmix_is_not_replayable_which_is_why_rgd_has_its_own():
+  # keras.layers.AugMix draws from a SeedGenerator held in the layer: the same input and seed
+  # give different outputs on the second call, so a restarted input pipeline (a fresh layer, or
+  # one whose generator state is not in the iterator checkpoint) does not replay it. Its
+  # defaults also differ from the paper's CIFAR setting (all_ops=True adds Brightness, Color,
+  # Contrast, Sharpness, which the AugMix paper excludes as overlapping CIFAR-10-C).
+  import keras
+  layer = keras.layers.AugMix(seed=1, value_range=(0, 1))
+  x = _batch(2, size=16)["image"].numpy()
+  assert np.abs(np.asarray(layer(x)) - np.asarray(layer(x))).mean() > 1e-3
+  assert layer.get_config()["all_ops"] is True
+  ours = augmix.AugMix()
+  np.testing.assert_array_equal(ours.augment(x, tf.constant([1, 1])).numpy(),
+                                ours.augment(x, tf.constant([1, 1])).numpy())
