@@ -81,9 +81,14 @@ def train_corruption_net(model_dir, network="edsr", network_kwargs=None, dataset
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model_dir", None, "Where checkpoints and weights.npz go.")
-flags.DEFINE_multi_string("gin_file", [], "Gin files (gin/edsr.gin, gin/cae.gin).")
-flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings.")
+
+
+def define_flags():
+  """Defined only when run as the entry point: rgd.train defines flags of the same names, and
+  tests import both modules into one process."""
+  flags.DEFINE_string("model_dir", None, "Where checkpoints and weights.npz go.")
+  flags.DEFINE_multi_string("gin_file", [], "Gin files (gin/edsr.gin, gin/cae.gin).")
+  flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings.")
 
 
 def main(argv):
@@ -106,4 +111,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

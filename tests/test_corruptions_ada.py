@@ -24,6 +24,9 @@ def test_grouped_conv_equals_per_group_conv(stride):
   for g in range(3):
     ref = tf.nn.conv2d(x[2 * g:2 * g + 2], k[g], stride, "SAME").numpy() + b[g]
     np.testing.assert_allclose(out[2 * g:2 * g + 2], ref, atol=1e-5)
+  one = networks.conv2d(tf.constant(x), tf.constant(k[:1]), tf.constant(b[:1]), stride).numpy()
+  np.testing.assert_allclose(one, tf.nn.conv2d(x, k[0], stride, "SAME").numpy() + b[0],
+                             atol=1e-5)
 
 
 def test_ssim_matches_tf_image_ssim():

@@ -3,6 +3,8 @@ under tfds.testing.mock_data (offline: nothing is downloaded)."""
 import io
 import json
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -29,8 +31,6 @@ def test_table1_rows_are_consistent():
 
 
 def test_entry_point_under_mock_data(tmp_path):
-  from absl import flags
-  from rgd import evaluate
   model_dir = tmp_path / "run"
   os.makedirs(model_dir)
   # Predicts class 0 for every image: its error on a split is the share of labels != 0.
@@ -40,20 +40,24 @@ def test_entry_point_under_mock_data(tmp_path):
                                 5 * np.eye(10, dtype=np.float32)[0]])
   model.save(model_dir / "model.keras")
   (model_dir / "model.json").write_text(json.dumps({"step": 7}))
-  argv = ["evaluate", f"--model_dir={model_dir}", "--suite=cifar10c", "--num_examples=6",
-          "--batch_size=4"]
-  saved = {name: flags.FLAGS[name].value for name in ("model_dir", "suite", "num_examples",
-                                                     "batch_size")}
-  try:
-    with tfds.testing.mock_data(num_examples=6):
-      flags.FLAGS(argv)
-      evaluate.main(["evaluate"])
-      # The same mock data again: the expected errors of the constant classifier.
-      expected = {c: [float(np.mean(cifar10c.load_corruption(c, s, num_examples=6)[1] != 0))
-                      for s in cifar10c.SEVERITIES] for c, _ in cifar10c.CORRUPTIONS[:2]}
-  finally:
-    for name, value in saved.items():
-      flags.FLAGS[name].value = value
+  # The real entry point in a fresh process (rgd.evaluate's flags), under tfds' mock data.
+  script = (
+      "import sys, tensorflow_datasets as tfds\n"
+      "from absl import app\n"
+      "from rgd import evaluate\n"
+      "with tfds.testing.mock_data(num_examples=6):\n"
+      "  app.run(evaluate.main, argv=sys.argv)\n")
+  cmd = [sys.executable, "-c", script, f"--model_dir={model_dir}", "--suite=cifar10c",
+         "--num_examples=6", "--batch_size=4"]
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600,
+                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "mCE" in proc.stdout and "Gauss" in proc.stdout
+  with tfds.testing.mock_data(num_examples=6):
+    # The same mock data again: the expected errors of the constant classifier.
+    expected = {c: [float(np.mean(cifar10c.load_corruption(c, s, num_examples=6)[1] != 0))
+                    for s in cifar10c.SEVERITIES] for c, _ in cifar10c.CORRUPTIONS[:2]}
   out = model_dir / "eval"
   report = json.loads((out / "eval_cifar10c.json").read_text())
   assert report["suite"] == "cifar10c" and report["num_examples"] == 6

@@ -25,6 +25,8 @@ def conv2d(x, kernel, bias, stride=1):
   bias = tf.convert_to_tensor(bias, tf.float32)
   if kernel.shape.rank == 4:
     return tf.nn.conv2d(x, kernel, stride, "SAME") + bias
+  if kernel.shape[0] == 1:  # one group: a plain (cuDNN) convolution
+    return tf.nn.conv2d(x, kernel[0], stride, "SAME") + bias[0]
   g, k, _, c, o = kernel.shape
   patches = tf.image.extract_patches(x, [1, k, k, 1], [1, stride, stride, 1], [1, 1, 1, 1],
                                      "SAME")  # [B, H', W', k*k*C] in (row, col, channel) order
