@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from rgd import data
 from rgd.corruptions import networks
+from rgd.train import ConfigError, parse_gin  # also defines the shared flags
 
 LOSSES = {"l1": lambda x, y: tf.reduce_mean(tf.abs(x - y)),
           "mse": lambda x, y: tf.reduce_mean(tf.square(x - y))}
@@ -84,18 +85,20 @@ FLAGS = flags.FLAGS
 
 
 def define_flags():
-  """Defined only when run as the entry point: rgd.train defines flags of the same names, and
-  tests import both modules into one process."""
-  flags.DEFINE_string("model_dir", None, "Where checkpoints and weights.npz go.")
-  flags.DEFINE_multi_string("gin_file", [], "Gin files (gin/edsr.gin, gin/cae.gin).")
-  flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings.")
+  """--model_dir, --gin_file, --gin_bindings, unless rgd.train (imported for `parse_gin`)
+  defined them already with the same meaning."""
+  if "model_dir" not in FLAGS:
+    flags.DEFINE_string("model_dir", None, "Where checkpoints and weights.npz go.")
+  if "gin_file" not in FLAGS:
+    flags.DEFINE_multi_string("gin_file", [], "Gin files (gin/edsr.gin, gin/cae.gin).")
+  if "gin_bindings" not in FLAGS:
+    flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings.")
 
 
 def main(argv):
   del argv
   if not FLAGS.model_dir:
     raise app.UsageError("--model_dir is required")
-  from rgd.train import ConfigError, parse_gin  # pylint: disable=g-import-not-at-top
   try:
     parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
   except ConfigError as e:
