@@ -200,10 +200,17 @@ flags.DEFINE_string("dataset", None, "tfds name (cifar10, cifar100, svhn_cropped
                     "(rgd.data). Default: what --model_dir was trained on (model.json), else "
                     "cifar10.")
 flags.DEFINE_string("split", "test", "Split to evaluate (test, validation, train, train_full).")
+<<<<<<< HEAD
 flags.DEFINE_string("suite", "aa+mt", f"One of {sorted(cascade.SUITES)}.")
 flags.DEFINE_string("norm", None, "linf or l2. Default: the run's (model.json), else linf.")
 flags.DEFINE_string("eps", None, "Radius, a number or a fraction like 8/255. Default: the run's "
                     "(model.json), else 8/255.")
+=======
+flags.DEFINE_string("suite", "aa+mt", f"One of {sorted(cascade.SUITES)}, or cifar10c (common "
+                    "corruptions, rgd/corruptions/cifar10c.py).")
+flags.DEFINE_string("norm", "linf", "linf or l2.")
+flags.DEFINE_string("eps", "8/255", "Radius, a number or a fraction like 8/255.")
+>>>>>>> corruptions
 flags.DEFINE_integer("num_examples", None, "Evaluate the first N examples (default: all).")
 flags.DEFINE_integer("batch_size", 500, "Examples per attack batch.")
 flags.DEFINE_integer("seed", 0, "Seed of all random starts and searches.")
@@ -218,9 +225,15 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_bindings)
+<<<<<<< HEAD
   run = run_defaults(FLAGS.model_dir, FLAGS.model)
   dataset, norm, eps, data_dir, origin = resolve_target(run, FLAGS.dataset, FLAGS.norm,
                                                         FLAGS.eps)
+=======
+  if FLAGS.suite == "cifar10c":
+    return _main_cifar10c()
+  eps = parse_eps(FLAGS.eps)
+>>>>>>> corruptions
   if FLAGS.suite not in cascade.SUITES:
     raise app.UsageError(f"--suite={FLAGS.suite!r}: expected one of {sorted(cascade.SUITES)}")
   if FLAGS.num_examples is not None and FLAGS.num_examples <= 0:
@@ -248,6 +261,25 @@ def main(argv):
   stages = ", ".join(f"{s['name']} {100 * s['robust_accuracy']:.2f}%" for s in report["stages"])
   print(f"clean {100 * report['clean_accuracy']:.2f}% | {stages} | robust "
         f"{100 * report['robust_accuracy']:.2f}% ({report['num_examples']} examples, "
+        f"{report['seconds']:.0f} s) -> {output_dir}")
+
+
+def _main_cifar10c():
+  """CIFAR-10-C errors and mCE (seed 003); the report sits next to the attack suites'."""
+  from rgd.corruptions import cifar10c  # pylint: disable=g-import-not-at-top
+  model, path, step = load_model(FLAGS.model_dir, FLAGS.model)
+  output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir or os.path.dirname(path),
+                                                "eval")
+  clean = data.load_split(FLAGS.dataset, FLAGS.split)
+  if FLAGS.num_examples:
+    clean = (clean[0][:FLAGS.num_examples], clean[1][:FLAGS.num_examples])
+  settings = dict(model=os.path.abspath(path), checkpoint_step=step, dataset=FLAGS.dataset,
+                  command=" ".join(sys.argv), gin=gin.config_str())
+  report = cifar10c.evaluate_cifar10c(model, output_dir, FLAGS.batch_size, FLAGS.num_examples,
+                                      clean=clean, settings=settings, versions=_versions(),
+                                      log=logging.info)
+  print(f"{report['table']}\nclean {100 * report['clean_accuracy']:.2f}% | mCE "
+        f"{100 * report['mce']:.2f}% ({report['num_examples']} examples per corruption, "
         f"{report['seconds']:.0f} s) -> {output_dir}")
 
 

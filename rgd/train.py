@@ -24,6 +24,7 @@ from rgd import checkpointing, data, fileio, models, schedules, strategy as stra
 from rgd import weight_average
 from rgd.attacks import losses, pgd
 from rgd.augment import visualize
+from rgd.corruptions import stage as _corruption_stage  # noqa: F401  (gin: CorruptionStage)
 from rgd.progress import format_duration
 from rgd.trainer import RobustTrainer, make_distributed_step
 
@@ -51,14 +52,16 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
                        num_validation=data.NUM_VALIDATION, eval_every=1000, eval_batch_size=256,
                        checkpoint_every=500, keep_checkpoints=3, log_every=50,
                        image_summary_every=1000, precision="float32", jit_compile=False,
-                       seed=0, data_dir=None):
+                       seed=0, data_dir=None,
+                       generated_label_smoothing=data.GENERATED_LABEL_SMOOTHING):
   """Trains and returns the final logs (dict of floats).
 
   Lengths are in CIFAR-10-equivalent epochs of `epoch_size` examples (seed 001 counts 400 of
   50k images at batch 1024, about 19.5k steps) unless `num_steps` is given.
   `generated_pattern` is a glob of TFRecord shards (rgd.tfrecord); with it each batch holds
-  round(mixing_ratio * batch_size) real examples (seed 001: 0.3). `data_dir` is tfds' data
-  directory (default ~/tensorflow_datasets).
+  round(mixing_ratio * batch_size) real examples (seed 001: 0.3), their labels smoothed by
+  `generated_label_smoothing` (0 for DeepAugment copies, whose labels are the real ones).
+  `data_dir` is tfds' data directory (default ~/tensorflow_datasets).
   """
   if precision not in PRECISIONS:
     raise ValueError(f"Unknown precision {precision!r}; expected one of {sorted(PRECISIONS)}")
@@ -82,7 +85,8 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
       images, labels, num_classes, batch_size, num_replicas=strategy.num_replicas_in_sync,
       num_input_pipelines=num_pipelines, input_pipeline_id=pipeline_id,
       generated_pattern=generated_pattern, mixing_ratio=mixing_ratio, seed=seed,
-      augment=augment, batch_augment_fn=batch_augment_fn)
+      augment=augment, batch_augment_fn=batch_augment_fn,
+      generated_label_smoothing=generated_label_smoothing)
   iterator = iter(train_ds)
   total_steps = int(num_steps or math.ceil(num_epochs * (epoch_size or len(images)) / batch_size))
   steps_per_epoch = (epoch_size or len(images)) / batch_size
