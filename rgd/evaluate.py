@@ -200,17 +200,11 @@ flags.DEFINE_string("dataset", None, "tfds name (cifar10, cifar100, svhn_cropped
                     "(rgd.data). Default: what --model_dir was trained on (model.json), else "
                     "cifar10.")
 flags.DEFINE_string("split", "test", "Split to evaluate (test, validation, train, train_full).")
-<<<<<<< HEAD
-flags.DEFINE_string("suite", "aa+mt", f"One of {sorted(cascade.SUITES)}.")
+flags.DEFINE_string("suite", "aa+mt", f"One of {sorted(cascade.SUITES)}, or cifar10c (common "
+                    "corruptions, rgd/corruptions/cifar10c.py).")
 flags.DEFINE_string("norm", None, "linf or l2. Default: the run's (model.json), else linf.")
 flags.DEFINE_string("eps", None, "Radius, a number or a fraction like 8/255. Default: the run's "
                     "(model.json), else 8/255.")
-=======
-flags.DEFINE_string("suite", "aa+mt", f"One of {sorted(cascade.SUITES)}, or cifar10c (common "
-                    "corruptions, rgd/corruptions/cifar10c.py).")
-flags.DEFINE_string("norm", "linf", "linf or l2.")
-flags.DEFINE_string("eps", "8/255", "Radius, a number or a fraction like 8/255.")
->>>>>>> corruptions
 flags.DEFINE_integer("num_examples", None, "Evaluate the first N examples (default: all).")
 flags.DEFINE_integer("batch_size", 500, "Examples per attack batch.")
 flags.DEFINE_integer("seed", 0, "Seed of all random starts and searches.")
@@ -225,15 +219,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_bindings)
-<<<<<<< HEAD
+  if FLAGS.suite == "cifar10c":
+    return _main_cifar10c()
   run = run_defaults(FLAGS.model_dir, FLAGS.model)
   dataset, norm, eps, data_dir, origin = resolve_target(run, FLAGS.dataset, FLAGS.norm,
                                                         FLAGS.eps)
-=======
-  if FLAGS.suite == "cifar10c":
-    return _main_cifar10c()
-  eps = parse_eps(FLAGS.eps)
->>>>>>> corruptions
   if FLAGS.suite not in cascade.SUITES:
     raise app.UsageError(f"--suite={FLAGS.suite!r}: expected one of {sorted(cascade.SUITES)}")
   if FLAGS.num_examples is not None and FLAGS.num_examples <= 0:
@@ -270,10 +260,13 @@ def _main_cifar10c():
   model, path, step = load_model(FLAGS.model_dir, FLAGS.model)
   output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir or os.path.dirname(path),
                                                 "eval")
-  clean = data.load_split(FLAGS.dataset, FLAGS.split)
+  # CIFAR-10-C corrupts CIFAR-10's test set: its clean reference is CIFAR-10's.
+  dataset = FLAGS.dataset or "cifar10"
+  clean = data.load_split(dataset, FLAGS.split)
   if FLAGS.num_examples:
     clean = (clean[0][:FLAGS.num_examples], clean[1][:FLAGS.num_examples])
-  settings = dict(model=os.path.abspath(path), checkpoint_step=step, dataset=FLAGS.dataset,
+  settings = dict(model=path if fileio.is_remote(path) else os.path.abspath(path),
+                  checkpoint_step=step, dataset=dataset,
                   command=" ".join(sys.argv), gin=gin.config_str())
   report = cifar10c.evaluate_cifar10c(model, output_dir, FLAGS.batch_size, FLAGS.num_examples,
                                       clean=clean, settings=settings, versions=_versions(),

@@ -78,18 +78,15 @@ class Objective:
       raise ValueError(f"kl_attack_target must be 'prediction' or 'label', got "
                        f"{kl_attack_target!r}")
     self.kl_attack_target = kl_attack_target
-<<<<<<< HEAD
+    self.corruption = corruption
+    if corruption is not None and corruption.jsd_weight and kind != "standard":
+      raise ValueError("Objective: the AugMix JS term (CorruptionStage.jsd_weight) is only "
+                       "defined with kind='standard'")
     self.certified = None
     if kind in certified_objective.KINDS:
       self.certified = certified_objective.CertifiedObjective(kind, eps)
       self.attack = None
       return
-=======
-    self.corruption = corruption
-    if corruption is not None and corruption.jsd_weight and kind != "standard":
-      raise ValueError("Objective: the AugMix JS term (CorruptionStage.jsd_weight) is only "
-                       "defined with kind='standard'")
->>>>>>> corruptions
     if kind == "standard":
       self.attack = None
       return
@@ -113,18 +110,16 @@ class Objective:
     self.attack = attacks.PGD(opt, attack_steps, init, projections.project_fn(norm, eps),
                               keep_best=False)
 
-<<<<<<< HEAD
   def bind(self, network, step, total_steps):
     """Certified kinds need the online network and the step (schedules); others ignore it."""
     if self.certified is not None:
       self.certified.bind(network, step, total_steps)
-=======
+
   def corrupt(self, inference_fn, images, soft_labels, seed):
     """(images, views) after the corruption stage (seed 003), or (images, None) without it."""
     if self.corruption is None:
       return images, None
     return self.corruption(inference_fn, images, soft_labels, seed)
->>>>>>> corruptions
 
   def adversarial_examples(self, inference_fn, images, soft_labels, seed, init_slice=None):
     """x_adv from the model in inference mode (`inference_fn`); None for 'standard'.
@@ -149,10 +144,8 @@ class Objective:
     """Per-example losses (dict of [B] tensors: total, ce, kl) and the clean and adversarial
     logits. `train_fn` is the network in training mode (it updates BN statistics); `clean_fn`
     gives TRADES' clean logits (see the module docstring for the BN modes)."""
-<<<<<<< HEAD
     if self.certified is not None:
       return self.certified.loss(train_fn, images, soft_labels)
-=======
     if views is not None:  # AugMix's JS term: [x, aug1, aug2] in one pass, as its reference.
       from rgd.corruptions import augmix  # pylint: disable=g-import-not-at-top
       all_logits = tf.split(train_fn(tf.concat([images] + list(views), 0)), 1 + len(views))
@@ -160,7 +153,6 @@ class Objective:
       jsd = augmix.jensen_shannon(*all_logits)
       return ({"total": ce + self.corruption.jsd_weight * jsd, "ce": ce, "jsd": jsd},
               all_logits[0], all_logits[0])
->>>>>>> corruptions
     if self.kind == "standard":
       logits = train_fn(images)
       ce = soft_cross_entropy(logits, soft_labels)
