@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 import rgd
+from rgd import cli_flags  # noqa: F401  (--model_dir, --gin_file, --gin_bindings)
 from rgd import data, fileio, models  # noqa: F401  (models: any layers the saved model uses)
 from rgd.attacks import cascade, checks
 from rgd.progress import Progress
@@ -194,7 +195,6 @@ def write_report(output_dir, report, result, labels):
 # Entry point.
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model_dir", None, "Training directory: loads DIR/model.keras.")
 flags.DEFINE_string("model", None, "A .keras model taking [0, 1] images, returning logits.")
 flags.DEFINE_string("dataset", None, "tfds name (cifar10, cifar100, svhn_cropped) or npz:DIR "
                     "(rgd.data). Default: what --model_dir was trained on (model.json), else "
@@ -210,8 +210,6 @@ flags.DEFINE_integer("batch_size", 500, "Examples per attack batch.")
 flags.DEFINE_integer("seed", 0, "Seed of all random starts and searches.")
 flags.DEFINE_string("output_dir", None, "Where the report goes (default: MODEL_DIR/eval or "
                     "the model file's folder/eval).")
-flags.DEFINE_multi_string("gin_file", [], "Gin files (suite parameters).")
-flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings, e.g. aa_mt_suite.mt_restarts=20.")
 flags.DEFINE_bool("jit", False, "Compile the attacks with XLA.")
 
 

@@ -21,6 +21,7 @@ import keras
 import tensorflow as tf
 
 from rgd import checkpointing, data, fileio, models, schedules, strategy as strategy_lib, trades
+from rgd import cli_flags  # noqa: F401  (--model_dir, --gin_file, --gin_bindings)
 from rgd import weight_average
 from rgd.attacks import losses, pgd
 from rgd.augment import visualize
@@ -308,10 +309,6 @@ def _image_summary(writer, network, objective, images, labels, step, seed):
 # Entry point.
 
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("gin_file", [], "Gin files, applied in order.")
-flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings, e.g. \"train_and_evaluate."
-                          "batch_size=128\" or \"DATASET='npz:/data/cifar'\".")
-flags.DEFINE_string("model_dir", None, "Where checkpoints, exports and events go.")
 flags.DEFINE_string("tpu", None, "TPU address, or 'local'; unset: GPUs or CPU.")
 
 

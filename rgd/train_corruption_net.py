@@ -84,17 +84,6 @@ def train_corruption_net(model_dir, network="edsr", network_kwargs=None, dataset
 FLAGS = flags.FLAGS
 
 
-def define_flags():
-  """--model_dir, --gin_file, --gin_bindings, unless rgd.train (imported for `parse_gin`)
-  defined them already with the same meaning."""
-  if "model_dir" not in FLAGS:
-    flags.DEFINE_string("model_dir", None, "Where checkpoints and weights.npz go.")
-  if "gin_file" not in FLAGS:
-    flags.DEFINE_multi_string("gin_file", [], "Gin files (gin/edsr.gin, gin/cae.gin).")
-  if "gin_bindings" not in FLAGS:
-    flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings.")
-
-
 def main(argv):
   del argv
   if not FLAGS.model_dir:
@@ -114,5 +103,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  define_flags()
   app.run(main)
