@@ -35,7 +35,11 @@ def main():
     save(self, checkpoint_number)
     # This worker's weights at each checkpoint (the last one is the final state).
     ckpt = self._checkpoint  # pylint: disable=protected-access
-    np.savez(out + ".npz", *[v.numpy() for v in ckpt.network.weights + ckpt.avg_network.weights])
+    # Keys say whether a weight is trainable: BatchNorm's moving statistics are each worker's
+    # own (computed from its local batches; only the chief's are saved and exported).
+    variables = ckpt.network.weights + ckpt.avg_network.weights
+    np.savez(out + ".npz", **{f"w{i:03d}_{'t' if v.trainable else 'n'}": v.numpy()
+                              for i, v in enumerate(variables)})
     if checkpoint_number == die_after:
       os._exit(17)
   checkpointing.TrainingCheckpoints.save = save_and_record
