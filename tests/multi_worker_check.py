@@ -19,6 +19,7 @@ os.environ["TF_CONFIG"] = json.dumps({
     "cluster": {"worker": [f"127.0.0.1:{p}" for p in ports.split(",")]},
     "task": {"type": "worker", "index": int(task)}})
 
+from absl import logging  # noqa: E402  pylint: disable=g-import-not-at-top
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -28,6 +29,7 @@ BATCH, STEPS, MIXING = 8, 6, 0.25
 
 
 def main():
+  logging.set_verbosity(logging.INFO)  # the test reads "Resumed from ..." in the log
   die_after = int(os.environ.get("RGD_TEST_DIE_AFTER_CHECKPOINT", "0"))
   save = checkpointing.TrainingCheckpoints.save
 
