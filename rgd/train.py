@@ -114,13 +114,13 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
     # Validation score of model.keras: robust accuracy, or clean accuracy without an attack.
     best_score = tf.Variable(-1.0, trainable=False, name="best_validation_score")
 
-  ckpt = tf.train.Checkpoint(network=network, avg_network=avg_network, optimizer=optimizer,
-                             iterator=iterator, best_score=best_score)
-  manager = tf.train.CheckpointManager(ckpt, os.path.join(model_dir, "checkpoints"),
-                                       max_to_keep=keep_checkpoints)
-  restored = checkpointing.restore_newest_valid(ckpt, manager)
-  if restored:
-    logging.info("Resumed from %s at step %d.", restored, int(optimizer.iterations))
+  manager = checkpointing.TrainingCheckpoints(
+      strategy, os.path.join(model_dir, "checkpoints"), keep_checkpoints, iterator,
+      dict(network=network, avg_network=avg_network, optimizer=optimizer,
+           best_score=best_score), separate_input_state=num_pipelines > 1)
+  if manager.restore():
+    logging.info("Resumed from %s at step %d.", manager.latest_checkpoint,
+                 int(optimizer.iterations.numpy()))
 
   distributed_step = make_distributed_step(strategy, trainer, ema, jit_compile)
   # What the exports were trained for: rgd.evaluate --model_dir defaults to it.
@@ -144,7 +144,7 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
     writers = {k: tf.summary.create_file_writer(os.path.join(model_dir, k))
                for k in ("train", "validation")}
   preempt = checkpointing.PreemptionFlag()
-  step = int(optimizer.iterations)
+  step = int(optimizer.iterations.numpy())
   sums, t0, step0, start = {}, time.time(), step, time.time()
   logs = {}
   try:
@@ -172,7 +172,7 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
         logs.update(val_clean_accuracy=clean, val_robust_accuracy=robust)
         # The best checkpoint is the most robust one; without an attack, the most accurate.
         score = robust if objective.kind != "standard" else clean
-        if score > float(best_score):
+        if score > float(best_score.numpy()):
           best_score.assign(score)
           if chief:
             _export(model_dir, "model", avg_network, step,
