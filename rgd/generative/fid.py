@@ -17,7 +17,7 @@ def gaussian_stats(features):
 def frechet_distance(mu1, sigma1, mu2, sigma2):
   mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
   sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
-  covmean, _ = scipy.linalg.sqrtm(sigma1 @ sigma2, disp=False)
+  covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
   if not np.isfinite(covmean).all():   # singular product: regularise (pytorch-fid does the same)
     offset = np.eye(sigma1.shape[0]) * 1e-6
     covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))

@@ -11,6 +11,7 @@ gives the same image whatever the number of workers or replicas.
 """
 import math
 
+import numpy as np
 import tensorflow as tf
 
 SIGMA_MIN = 0.002   # EDM Table 1 / generate.py defaults
@@ -20,11 +21,11 @@ NUM_STEPS = 18      # EDM CIFAR-10: 18 steps, 35 NFE
 
 
 def time_steps(num_steps=NUM_STEPS, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, rho=RHO):
-  """sigma_0 > ... > sigma_{N-1} = sigma_min, then sigma_N = 0 (EDM Eq. 5), float64 numpy-exact."""
-  i = tf.range(num_steps, dtype=tf.float64)
+  """sigma_0 > ... > sigma_{N-1} = sigma_min, then sigma_N = 0 (EDM Eq. 5), float64 numpy (Python constants in the graph)."""
+  i = np.arange(num_steps, dtype=np.float64)
   t = (sigma_max ** (1 / rho) + i / (num_steps - 1) *
        (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
-  return tf.concat([t, tf.zeros([1], tf.float64)], 0)
+  return np.concatenate([t, np.zeros([1])])
 
 
 def per_image_normal(image_seeds, shape, salt):
@@ -49,7 +50,7 @@ def heun_sample(denoise, image_seeds_, labels, shape, num_steps=NUM_STEPS, sigma
   `shape` is one image's shape. Steps are a Python loop (unrolled in a tf.function) because the
   number of steps is small and the first-order last step differs.
   """
-  t_steps = [float(v) for v in time_steps(num_steps, sigma_min, sigma_max, rho).numpy()]
+  t_steps = [float(v) for v in time_steps(num_steps, sigma_min, sigma_max, rho)]
   x_next = per_image_normal(image_seeds_, shape, 0) * t_steps[0]
   for i, (t_cur, t_next) in enumerate(zip(t_steps[:-1], t_steps[1:])):
     x_cur = x_next
