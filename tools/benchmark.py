@@ -5,6 +5,7 @@
   python tools/benchmark.py input   [--batch_size=1024 --augmentations=none,cutmix]
   python tools/benchmark.py eval    [--model=wrn-28-10 --batch_size=256]
   python tools/benchmark.py records [--num_images=100000]
+  python tools/benchmark.py train_vs_torch [--model=wrn-10-2 --batch_size=128 --rounds=3]
 
 `--help` after a subject lists its options. Throughput is reported with MFU (model FLOPs per
 second / peak FLOPs of the device) where FLOPs make sense.
@@ -14,7 +15,7 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-SUBJECTS = ("train", "input", "eval", "records")
+SUBJECTS = ("train", "input", "eval", "records", "train_vs_torch")
 
 
 def main(argv):

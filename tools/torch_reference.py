@@ -56,9 +56,12 @@ class TorchTwin(torch.nn.Module):
   Parameters are named by the Keras variable path, so gradients can be matched by name.
   """
 
-  def __init__(self, model, bugs=(), dtype=torch.float32):
+  def __init__(self, model, bugs=(), dtype=torch.float32, native_bn=False):
+    """`native_bn`: torch's fused F.batch_norm (for benchmarks; its running variance is the
+    unbiased one, so it is not used for the cross-check)."""
     super().__init__()
     self.bugs = set(bugs)
+    self.native_bn = native_bn
     self.ops = []  # (name, kind, input names, config)
     self.params = torch.nn.ParameterDict()
     self.stats = {}
@@ -95,6 +98,13 @@ class TorchTwin(torch.nn.Module):
             torch.tensor(np.asarray(v), dtype=dtype))
       self.ops.append((layer.name, kind, _inputs(layer), cfg))
 
+  def move(self, device):
+    """Moves parameters, BN statistics and constants to `device`."""
+    self.to(device)
+    self.stats = {k: [t.to(device) for t in v] for k, v in self.stats.items()}
+    self.consts = {k: tuple(t.to(device) for t in v) for k, v in self.consts.items()}
+    return self
+
   @staticmethod
   def key(path):
     return path.replace("/", "__")
@@ -103,7 +113,7 @@ class TorchTwin(torch.nn.Module):
     return self.params[self.key(f"{layer}/{name}")]
 
   def forward(self, x, bn="eval"):
-    values = {self.input_name: x.permute(0, 3, 1, 2)}  # NHWC -> NCHW
+    values = {self.input_name: x.permute(0, 3, 1, 2)}  # NHWC -> NCHW (a view: channels_last)
     for name, kind, ins, cfg in self.ops:
       xs = [values[i] for i in ins]
       h = xs[0]
@@ -132,6 +142,11 @@ class TorchTwin(torch.nn.Module):
   def _batch_norm(self, name, h, cfg, bn):
     mean_v, var_v = self.stats[name]
     shape = (1, -1, 1, 1)
+    if self.native_bn:
+      gamma = self.p(name, "gamma") if cfg["scale"] else None
+      beta = self.p(name, "beta") if cfg["center"] else None
+      return F.batch_norm(h, mean_v, var_v, gamma, beta, training=bn != "eval",
+                          momentum=1 - cfg["momentum"] if bn == "train" else 0.0, eps=cfg["eps"])
     if bn == "eval":
       mean, var = mean_v, var_v
     else:
@@ -187,23 +202,26 @@ def trades_attack(net, x, noise, bn, steps=10, eps=8 / 255, step_size=2 / 255, b
 
 
 def trades_step(net, optimizer, x, y_onehot, noise, beta=6.0, weight_decay=5e-4,
-                batch_stats_attack=True, steps=10, eps=8 / 255, step_size=2 / 255, x_adv=None):
+                batch_stats_attack=True, steps=10, eps=8 / 255, step_size=2 / 255, x_adv=None,
+                forward=None):
   """One TRADES step on (x, y). Returns (loss, x_adv, {param name: gradient}). A given `x_adv`
-  replaces the attack (to compare the update alone: see crosscheck_torch.py)."""
+  replaces the attack (to compare the update alone: see crosscheck_torch.py); `forward` is
+  `net` or a compiled version of it."""
   bugs = net.bugs
+  f = forward or net
   attack_bn = "batch" if batch_stats_attack else "eval"
   if x_adv is None:
-    x_adv = trades_attack(net, x, noise, attack_bn, steps, eps, step_size, bugs)
+    x_adv = trades_attack(f, x, noise, attack_bn, steps, eps, step_size, bugs)
   optimizer.zero_grad()
-  clean = net(x, bn="batch" if batch_stats_attack else "train")
-  adv = net(x_adv, bn="train")
+  clean = f(x, bn="batch" if batch_stats_attack else "train")
+  adv = f(x_adv, bn="train")
   ce = -(y_onehot * F.log_softmax(clean, 1)).sum(1)
   kl = kl_div(adv, clean) if "kl_direction" in bugs else kl_div(clean, adv)
   loss = (ce + beta * kl).mean()
   # Coupled L2 (0.5 * wd * ||w||^2 in the loss), as DeepMind's experiment and rgd.trainer.
   loss = loss + 0.5 * weight_decay * sum((p ** 2).sum() for p in net.decayed())
   loss.backward()
-  grads = {k: p.grad.detach().clone() for k, p in net.params.items()}
+  grads = {k: p.grad for k, p in net.params.items()}
   optimizer.step()
   return float(loss.detach()), x_adv, grads
 
