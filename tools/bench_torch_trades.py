@@ -47,8 +47,7 @@ def main(argv):
   g = torch.Generator(device="cpu").manual_seed(0)
   x = torch.rand(args.batch_size, 32, 32, 3, generator=g).to(args.device)
   if args.device == "cuda":
-    # NCHW tensor in channels_last memory: the permute in TorchTwin gives exactly that.
-    x = x.contiguous()
+    net.layout = torch.channels_last
   y = torch.nn.functional.one_hot(torch.randint(0, 10, (args.batch_size,), generator=g),
                                   10).float().to(args.device)
   autocast = torch.autocast(args.device, torch.bfloat16, enabled=args.bf16)

@@ -23,9 +23,8 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# torch and its compiler stack before TensorFlow (triton crashes when loaded after TF).
+# torch before TensorFlow (its CUDA wheel clashes with TF when loaded after it).
 import torch  # noqa: E402
-import torch._dynamo  # noqa: E402,F401  pylint: disable=unused-import
 import pyautoattack  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -62,6 +62,7 @@ class TorchTwin(torch.nn.Module):
     super().__init__()
     self.bugs = set(bugs)
     self.native_bn = native_bn
+    self.layout = torch.contiguous_format
     self.ops = []  # (name, kind, input names, config)
     self.params = torch.nn.ParameterDict()
     self.stats = {}
@@ -113,7 +114,9 @@ class TorchTwin(torch.nn.Module):
     return self.params[self.key(f"{layer}/{name}")]
 
   def forward(self, x, bn="eval"):
-    values = {self.input_name: x.permute(0, 3, 1, 2)}  # NHWC -> NCHW (a view: channels_last)
+    # NHWC -> NCHW. The permuted view is channels_last in memory (what GPUs want); CPU kernels
+    # (BatchNorm above all) are several times slower on it, so a plain NCHW copy by default.
+    values = {self.input_name: x.permute(0, 3, 1, 2).contiguous(memory_format=self.layout)}
     for name, kind, ins, cfg in self.ops:
       xs = [values[i] for i in ins]
       h = xs[0]
