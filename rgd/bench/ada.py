@@ -16,14 +16,13 @@ patches x per-example-kernel product (rgd.corruptions.networks.conv2d): same FLO
 cuDNN convolution; --num_groups=G measures the cost of sharing one perturbation per group.
 """
 import argparse
-import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from rgd import models, strategy as strategy_lib, trades, weight_average
 from rgd.bench import flops
+from rgd.bench import train as bench_train
 from rgd.bench.train import device_peak
 from rgd.corruptions import ada, networks, stage
 from rgd.trainer import RobustTrainer, make_distributed_step
@@ -55,17 +54,7 @@ def _time_step(strategy, args, objective, net, avg):
     trainer.optimizer.build(net.trainable_variables)
     ema = weight_average.WeightAverage(net, avg, 0.0)
   step = make_distributed_step(strategy, trainer, ema, args.jit)
-  r = strategy_lib.local_replicas(strategy)
-  batch = {"image": tf.random.stateless_uniform([r, args.batch_size // r, 32, 32, 3], [0, 0]),
-           "label": tf.one_hot(tf.zeros([r, args.batch_size // r], tf.int32), 10)}
-  dist = strategy_lib.distribute_stacked(strategy, batch)
-  for _ in range(args.warmup):
-    float(step(dist)["count"])
-  start = time.perf_counter()
-  for _ in range(args.steps):
-    out = step(dist)
-  float(out["count"])
-  return (time.perf_counter() - start) / args.steps
+  return bench_train.seconds_per_step(strategy, step, args.batch_size, args.warmup, args.steps)
 
 
 def main(argv):
