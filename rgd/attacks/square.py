@@ -54,6 +54,31 @@ def _window(h, w, top, left, size):
   return tf.cast(inside, tf.float32)[..., None]
 
 
+def l2_update(delta, mask1, mask2, pattern, eps):
+  """One L2 proposal of AutoAttack's `square.py` (`attack_single_run`, L2 branch), given its
+  random draws: `mask1`/`mask2` the two windows [B, h, w, 1], `pattern` the signed eta pattern
+  inside window 1 [B, h, w, C]. Returns the new direction, of unit L2 norm per example.
+
+  The bookkeeping follows fra31/auto-attack line by line: the old content of window 1 is
+  normalised per channel (`norms_window_1`, [B,1,1,C]) and added to the pattern; the result is
+  normalised per channel and scaled so that each channel gets 1/C of the budget left in the
+  image plus the energy of both windows. `norms_image` and `norms_windows` are `lp_norm`s over
+  all channels together ([B,1,1,1] in AutoAttack: `(x ** 2).view(B, -1).sum(-1).sqrt()`), not
+  per channel as in the original square-attack repository (`axis=(2, 3)`); rgd follows AutoAttack.
+  Window 2 is then emptied, window 1 filled, and the whole direction normalised.
+  """
+  spatial = lambda t: tf.sqrt(tf.reduce_sum(tf.square(t), axis=[1, 2], keepdims=True))
+  norm_window1 = spatial(delta * mask1)                                 # [B, 1, 1, C]
+  norm_image = expand(per_example_norm(delta, "l2"), delta)             # [B, 1, 1, 1]
+  norm_windows = expand(per_example_norm(delta * tf.maximum(mask1, mask2), "l2"), delta)
+  c = delta.shape[-1]
+  new = pattern + delta * mask1 / (1e-12 + norm_window1)
+  budget = tf.maximum(eps**2 - tf.square(norm_image), 0.0) / c + tf.square(norm_windows)
+  new = new / (1e-12 + spatial(new)) * tf.sqrt(budget)
+  delta = tf.where(mask1 > 0, new, tf.where(mask2 > 0, 0.0, delta))
+  return delta / (expand(per_example_norm(delta, "l2"), delta) + 1e-12)
+
+
 def _eta_numpy(size):
   """AutoAttack's `eta(size)` (without the random transpose) as a numpy [size, size] array."""
   def rectangles(rows, cols):
@@ -168,18 +193,10 @@ class Square:
     top, left = _random_offsets(batch, h - side, s[0]), _random_offsets(batch, w - side, s[1])
     top2, left2 = _random_offsets(batch, h - side, s[2]), _random_offsets(batch, w - side, s[3])
     mask1, mask2 = _window(h, w, top, left, side), _window(h, w, top2, left2, side)
-    delta = x_best - x0
-    spatial = lambda t: tf.sqrt(tf.reduce_sum(tf.square(t), axis=[1, 2], keepdims=True))
-    norm_window1 = spatial(delta * mask1)                            # [B, 1, 1, C]
-    norm_image = expand(per_example_norm(delta, "l2"), delta)
-    norm_windows = expand(per_example_norm(delta * tf.maximum(mask1, mask2), "l2"), delta)
     transpose = tf.random.stateless_uniform([batch], s[4]) < 0.5
-    new = (_eta_pattern(h, w, top, left, side, transpose) * _random_signs([batch, 1, 1, c], s[5])
-           + delta * mask1 / (1e-12 + norm_window1))
-    budget = tf.maximum(self.eps**2 - tf.square(norm_image), 0.0) / c + tf.square(norm_windows)
-    new = new / (1e-12 + spatial(new)) * tf.sqrt(budget)
-    delta = tf.where(mask1 > 0, new, tf.where(mask2 > 0, 0.0, delta))
-    delta /= expand(per_example_norm(delta, "l2"), delta) + 1e-12
+    pattern = (_eta_pattern(h, w, top, left, side, transpose) *
+               _random_signs([batch, 1, 1, c], s[5]))
+    delta = l2_update(x_best - x0, mask1, mask2, pattern, self.eps)
     return self.project(x0 + self.eps * delta, x0)
 
   def run(self, model_fn, x0, labels, seed):
