@@ -157,7 +157,8 @@ def evaluate_model(model, images, labels, suite="aa+mt", norm="linf", eps=8 / 25
       suite=suite, norm=norm, eps=eps, num_examples=n,
       clean_accuracy=float(result["clean_correct"].mean()),
       robust_accuracy=float(result["robust"].mean()),
-      stages=[dict(name=name, robust_accuracy=float(r.mean()), seconds=sec, attacked=att)
+      stages=[dict(name=name, robust_accuracy=float(r.mean()), seconds=sec, attacked=att,
+                   seconds_per_attacked_point=sec / att if att else 0.0)
               for name, r, sec, att in zip(names, result["robust_after"],
                                             result["stage_seconds"], result["attacked"])],
       seconds=time.monotonic() - start,
