@@ -176,10 +176,11 @@ class TorchTwin(torch.nn.Module):
             for s, t in (("moving_mean", m), ("moving_variance", v))}
 
   def decayed(self):
-    """The weight-decayed parameters: conv and dense kernels (BN scales/offsets and biases
-    are left alone, rgd.trainer.decayed_variables); with the 'wd_on_bn' bug every parameter."""
+    """The weight-decayed parameters: conv and dense kernels and biases, never BN scales or
+    offsets (DeepMind's utils.weight_decay, rgd.trainer.decayed_variables); with the
+    'wd_on_bn' bug every parameter."""
     return [p for k, p in self.params.items()
-            if k.endswith("kernel") or "wd_on_bn" in self.bugs]
+            if k.endswith(("kernel", "bias")) or "wd_on_bn" in self.bugs]
 
 
 def kl_div(p_logits, q_logits):
