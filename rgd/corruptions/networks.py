@@ -37,6 +37,16 @@ def conv2d(x, kernel, bias, stride=1):
   return tf.reshape(out, [shape[0], shape[1], shape[2], o])
 
 
+def _init_params(rng, shapes):
+  """He-initialised kernels and zero biases for {name: kernel shape}. The second conv of a
+  residual block starts small (0.1) so that the block starts near the identity."""
+  params = {}
+  for name, shape in shapes.items():
+    params[name + "/kernel"] = _he(rng, shape, 0.1 if name.endswith("conv2") else 1.0)
+    params[name + "/bias"] = np.zeros(shape[-1], np.float32)
+  return params
+
+
 def _he(rng, shape, scale=1.0):
   fan_in = np.prod(shape[:-1])
   return (rng.standard_normal(shape) * scale * np.sqrt(2.0 / fan_in)).astype(np.float32)
@@ -60,12 +70,7 @@ class EDSR:
     for i in range(self.num_blocks):
       shapes[f"block{i}/conv1"] = (3, 3, f, f)
       shapes[f"block{i}/conv2"] = (3, 3, f, f)
-    params = {}
-    for name, shape in shapes.items():
-      # Second conv of a residual block starts small so the block starts near the identity.
-      params[name + "/kernel"] = _he(rng, shape, 0.1 if name.endswith("conv2") else 1.0)
-      params[name + "/bias"] = np.zeros(shape[-1], np.float32)
-    return params
+    return _init_params(rng, shapes)
 
   def residual_blocks(self):
     return [f"block{i}" for i in range(self.num_blocks)]
@@ -112,11 +117,7 @@ class CAE:
       for i in range(self.num_blocks):
         shapes[f"{part}_block{i}/conv1"] = (3, 3, f2, f2)
         shapes[f"{part}_block{i}/conv2"] = (3, 3, f2, f2)
-    params = {}
-    for name, shape in shapes.items():
-      params[name + "/kernel"] = _he(rng, shape, 0.1 if name.endswith("conv2") else 1.0)
-      params[name + "/bias"] = np.zeros(shape[-1], np.float32)
-    return params
+    return _init_params(rng, shapes)
 
   def residual_blocks(self):
     return [f"{p}_block{i}" for p in ("enc", "dec") for i in range(self.num_blocks)]
