@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 import rgd
+from rgd import cli_flags  # noqa: F401  (--model_dir, --gin_file, --gin_bindings)
 from rgd import data, fileio, models  # noqa: F401  (models: any layers the saved model uses)
 from rgd.attacks import cascade, checks
 from rgd.progress import Progress
@@ -158,10 +159,10 @@ def evaluate_model(model, images, labels, suite="aa+mt", norm="linf", eps=8 / 25
       suite=suite, norm=norm, eps=eps, num_examples=n,
       clean_accuracy=float(result["clean_correct"].mean()),
       robust_accuracy=float(result["robust"].mean()),
-      # seconds_per_point: the stage's time over the points it attacked; point_runs: the
+      # seconds_per_attacked_point: the stage's time over the points it attacked; point_runs: the
       # points summed over its runs (restarts, targets), each run attacking only survivors.
       stages=[dict(name=name, robust_accuracy=float(r.mean()), seconds=sec, attacked=att,
-                   seconds_per_point=sec / att if att else 0.0, point_runs=pr)
+                   seconds_per_attacked_point=sec / att if att else 0.0, point_runs=pr)
               for name, r, sec, att, pr in zip(names, result["robust_after"],
                                                 result["stage_seconds"], result["attacked"],
                                                 result["point_runs"])],
@@ -200,13 +201,13 @@ def write_report(output_dir, report, result, labels):
 # Entry point.
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model_dir", None, "Training directory: loads DIR/model.keras.")
 flags.DEFINE_string("model", None, "A .keras model taking [0, 1] images, returning logits.")
 flags.DEFINE_string("dataset", None, "tfds name (cifar10, cifar100, svhn_cropped) or npz:DIR "
                     "(rgd.data). Default: what --model_dir was trained on (model.json), else "
                     "cifar10.")
 flags.DEFINE_string("split", "test", "Split to evaluate (test, validation, train, train_full).")
-flags.DEFINE_string("suite", "aa+mt", f"One of {sorted(cascade.SUITES)}.")
+flags.DEFINE_string("suite", "aa+mt", f"One of {sorted(cascade.SUITES)}, or cifar10c (common "
+                    "corruptions, rgd/corruptions/cifar10c.py).")
 flags.DEFINE_string("norm", None, "linf or l2. Default: the run's (model.json), else linf.")
 flags.DEFINE_string("eps", None, "Radius, a number or a fraction like 8/255. Default: the run's "
                     "(model.json), else 8/255.")
@@ -215,8 +216,6 @@ flags.DEFINE_integer("batch_size", 500, "Examples per attack batch.")
 flags.DEFINE_integer("seed", 0, "Seed of all random starts and searches.")
 flags.DEFINE_string("output_dir", None, "Where the report goes (default: MODEL_DIR/eval or "
                     "the model file's folder/eval).")
-flags.DEFINE_multi_string("gin_file", [], "Gin files (suite parameters).")
-flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings, e.g. aa_mt_suite.mt_restarts=20.")
 flags.DEFINE_bool("jit", False, "Compile the attacks with XLA.")
 
 
@@ -224,6 +223,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_bindings)
+  if FLAGS.suite == "cifar10c":
+    return _main_cifar10c()
   run = run_defaults(FLAGS.model_dir, FLAGS.model)
   dataset, norm, eps, data_dir, origin = resolve_target(run, FLAGS.dataset, FLAGS.norm,
                                                         FLAGS.eps)
@@ -254,6 +255,28 @@ def main(argv):
   stages = ", ".join(f"{s['name']} {100 * s['robust_accuracy']:.2f}%" for s in report["stages"])
   print(f"clean {100 * report['clean_accuracy']:.2f}% | {stages} | robust "
         f"{100 * report['robust_accuracy']:.2f}% ({report['num_examples']} examples, "
+        f"{report['seconds']:.0f} s) -> {output_dir}")
+
+
+def _main_cifar10c():
+  """CIFAR-10-C errors and mCE (seed 003); the report sits next to the attack suites'."""
+  from rgd.corruptions import cifar10c  # pylint: disable=g-import-not-at-top
+  model, path, step = load_model(FLAGS.model_dir, FLAGS.model)
+  output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir or os.path.dirname(path),
+                                                "eval")
+  # CIFAR-10-C corrupts CIFAR-10's test set: its clean reference is CIFAR-10's.
+  dataset = FLAGS.dataset or "cifar10"
+  clean = data.load_split(dataset, FLAGS.split)
+  if FLAGS.num_examples:
+    clean = (clean[0][:FLAGS.num_examples], clean[1][:FLAGS.num_examples])
+  settings = dict(model=path if fileio.is_remote(path) else os.path.abspath(path),
+                  checkpoint_step=step, dataset=dataset,
+                  command=" ".join(sys.argv), gin=gin.config_str())
+  report = cifar10c.evaluate_cifar10c(model, output_dir, FLAGS.batch_size, FLAGS.num_examples,
+                                      clean=clean, settings=settings, versions=_versions(),
+                                      log=logging.info)
+  print(f"{report['table']}\nclean {100 * report['clean_accuracy']:.2f}% | mCE "
+        f"{100 * report['mce']:.2f}% ({report['num_examples']} examples per corruption, "
         f"{report['seconds']:.0f} s) -> {output_dir}")
 
 

@@ -6,6 +6,7 @@ strategy. The training step is written for one replica (Model Garden's base_task
 """
 import json
 import os
+import posixpath
 
 import tensorflow as tf
 
@@ -19,7 +20,11 @@ def get_strategy(tpu=None):
     return tf.distribute.TPUStrategy(resolver)
   tf_config = json.loads(os.environ.get("TF_CONFIG", "{}"))
   if len(tf_config.get("cluster", {}).get("worker", [])) > 1:
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    # RING: gRPC collectives that work everywhere (CPU hosts, loopback tests); NCCL-only AUTO
+    # choices buy nothing on the CPU and can hang when a worker has no GPU.
+    return tf.distribute.MultiWorkerMirroredStrategy(
+        communication_options=tf.distribute.experimental.CommunicationOptions(
+            implementation=tf.distribute.experimental.CommunicationImplementation.RING))
   if len(tf.config.list_logical_devices("GPU")) > 1:
     return tf.distribute.MirroredStrategy()
   return tf.distribute.get_strategy()
@@ -61,3 +66,25 @@ def stack_for_replicas(strategy, batch):
   r = local_replicas(strategy)
   return tf.nest.map_structure(
       lambda t: tf.reshape(t, tf.concat([[r, tf.shape(t)[0] // r], tf.shape(t)[1:]], 0)), batch)
+
+
+def worker_id(strategy):
+  """This worker's task id (0 on one worker, TPU or the default strategy)."""
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None or isinstance(strategy, tf.distribute.TPUStrategy):
+    return 0
+  return int(resolver.task_id or 0)
+
+
+def checkpoint_dir(strategy, directory):
+  """Where this worker writes checkpoints of the variables.
+
+  MultiWorkerMirroredStrategy needs every worker to take part in a save (the values are
+  gathered with collectives), but only the chief's copy is kept: the others write to their own
+  temporary directory, deleted after each save. This is TF's multi-worker rule (the Keras
+  "Multi-worker training with Keras" guide, `write_filepath`/`_get_temp_dir`; Keras'
+  BackupAndRestore does the same).
+  """
+  if is_chief(strategy):
+    return directory
+  return posixpath.join(directory, f".worker_{worker_id(strategy)}-tmp")

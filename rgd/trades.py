@@ -61,11 +61,13 @@ class Objective:
     in the ball; seed 001 App. A and DeepMind's experiment.py, the default of gin/base.gin).
     For L2 'sign' means the
     normalised-gradient step (default 2.5 * eps / steps, Madry et al. 2018).
+  corruption: an `rgd.corruptions.stage.CorruptionStage` (AdA, AugMix, JS term; seed 003) run
+    on the images before everything else; its images replace the clean ones.
   """
 
   def __init__(self, kind="trades", beta=6.0, norm="linf", eps=8. / 255, attack_steps=10,
                attack_optimizer="sign", attack_step_size=None, init_stddev=1e-3,
-               batch_stats_attack=True, kl_attack_target="prediction"):
+               batch_stats_attack=True, kl_attack_target="prediction", corruption=None):
     if kind not in OBJECTIVES:
       raise ValueError(f"Unknown objective {kind!r}; expected one of {OBJECTIVES}")
     if kind != "standard" and not 0.0 < eps <= 1.0:
@@ -76,6 +78,10 @@ class Objective:
       raise ValueError(f"kl_attack_target must be 'prediction' or 'label', got "
                        f"{kl_attack_target!r}")
     self.kl_attack_target = kl_attack_target
+    self.corruption = corruption
+    if corruption is not None and corruption.jsd_weight and kind != "standard":
+      raise ValueError("Objective: the AugMix JS term (CorruptionStage.jsd_weight) is only "
+                       "defined with kind='standard'")
     self.certified = None
     if kind in certified_objective.KINDS:
       self.certified = certified_objective.CertifiedObjective(kind, eps)
@@ -109,6 +115,12 @@ class Objective:
     if self.certified is not None:
       self.certified.bind(network, step, total_steps)
 
+  def corrupt(self, inference_fn, images, soft_labels, seed):
+    """(images, views) after the corruption stage (seed 003), or (images, None) without it."""
+    if self.corruption is None:
+      return images, None
+    return self.corruption(inference_fn, images, soft_labels, seed)
+
   def adversarial_examples(self, inference_fn, images, soft_labels, seed, init_slice=None):
     """x_adv from the model in inference mode (`inference_fn`); None for 'standard'.
     `init_slice` is passed to the attack (see `PGD.__call__`). Certified kinds have no attack;
@@ -128,12 +140,19 @@ class Objective:
     return tf.stop_gradient(self.attack(inference_fn, loss_fn, images, labels, seed,
                                         init_slice=init_slice))
 
-  def loss(self, clean_fn, train_fn, images, adv_images, soft_labels):
+  def loss(self, clean_fn, train_fn, images, adv_images, soft_labels, views=None):
     """Per-example losses (dict of [B] tensors: total, ce, kl) and the clean and adversarial
     logits. `train_fn` is the network in training mode (it updates BN statistics); `clean_fn`
     gives TRADES' clean logits (see the module docstring for the BN modes)."""
     if self.certified is not None:
       return self.certified.loss(train_fn, images, soft_labels)
+    if views is not None:  # AugMix's JS term: [x, aug1, aug2] in one pass, as its reference.
+      from rgd.corruptions import augmix  # pylint: disable=g-import-not-at-top
+      all_logits = tf.split(train_fn(tf.concat([images] + list(views), 0)), 1 + len(views))
+      ce = soft_cross_entropy(all_logits[0], soft_labels)
+      jsd = augmix.jensen_shannon(*all_logits)
+      return ({"total": ce + self.corruption.jsd_weight * jsd, "ce": ce, "jsd": jsd},
+              all_logits[0], all_logits[0])
     if self.kind == "standard":
       logits = train_fn(images)
       ce = soft_cross_entropy(logits, soft_labels)

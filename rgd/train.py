@@ -21,9 +21,11 @@ import keras
 import tensorflow as tf
 
 from rgd import checkpointing, data, fileio, models, schedules, strategy as strategy_lib, trades
+from rgd import cli_flags  # noqa: F401  (--model_dir, --gin_file, --gin_bindings)
 from rgd import weight_average
 from rgd.attacks import losses, pgd
 from rgd.augment import visualize
+from rgd.corruptions import stage as _corruption_stage  # noqa: F401  (gin: CorruptionStage)
 from rgd.progress import format_duration
 from rgd.trainer import RobustTrainer, make_distributed_step
 
@@ -51,14 +53,16 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
                        num_validation=data.NUM_VALIDATION, eval_every=1000, eval_batch_size=256,
                        checkpoint_every=500, keep_checkpoints=3, log_every=50,
                        image_summary_every=1000, precision="float32", jit_compile=False,
-                       seed=0, data_dir=None):
+                       seed=0, data_dir=None,
+                       generated_label_smoothing=data.GENERATED_LABEL_SMOOTHING):
   """Trains and returns the final logs (dict of floats).
 
   Lengths are in CIFAR-10-equivalent epochs of `epoch_size` examples (seed 001 counts 400 of
   50k images at batch 1024, about 19.5k steps) unless `num_steps` is given.
   `generated_pattern` is a glob of TFRecord shards (rgd.tfrecord); with it each batch holds
-  round(mixing_ratio * batch_size) real examples (seed 001: 0.3). `data_dir` is tfds' data
-  directory (default ~/tensorflow_datasets).
+  round(mixing_ratio * batch_size) real examples (seed 001: 0.3), their labels smoothed by
+  `generated_label_smoothing` (0 for DeepAugment copies, whose labels are the real ones).
+  `data_dir` is tfds' data directory (default ~/tensorflow_datasets).
   """
   if precision not in PRECISIONS:
     raise ValueError(f"Unknown precision {precision!r}; expected one of {sorted(PRECISIONS)}")
@@ -82,14 +86,17 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
       images, labels, num_classes, batch_size, num_replicas=strategy.num_replicas_in_sync,
       num_input_pipelines=num_pipelines, input_pipeline_id=pipeline_id,
       generated_pattern=generated_pattern, mixing_ratio=mixing_ratio, seed=seed,
-      augment=augment, batch_augment_fn=batch_augment_fn)
+      augment=augment, batch_augment_fn=batch_augment_fn,
+      generated_label_smoothing=generated_label_smoothing)
   iterator = iter(train_ds)
   total_steps = int(num_steps or math.ceil(num_epochs * (epoch_size or len(images)) / batch_size))
   steps_per_epoch = (epoch_size or len(images)) / batch_size
-  logging.info("Training %d steps at global batch %d on %d replica(s); %d real training images"
-               "%s.", total_steps, batch_size, strategy.num_replicas_in_sync, len(images),
+  logging.info("Training %d steps at global batch %d (%d per replica) on %d replica(s) of %s, "
+               "precision %s; %d real training images%s. Model directory %s.", total_steps,
+               batch_size, batch_size // strategy.num_replicas_in_sync,
+               strategy.num_replicas_in_sync, type(strategy).__name__, precision, len(images),
                f", generated data {generated_pattern} (mixing ratio {mixing_ratio})"
-               if generated_pattern else "")
+               if generated_pattern else "", model_dir)
 
   # Models, optimizer, objective: created in the strategy's scope (Model Garden pattern).
   objective = trades.Objective()
@@ -107,14 +114,13 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
     # Validation score of model.keras: robust accuracy, or clean accuracy without an attack.
     best_score = tf.Variable(-1.0, trainable=False, name="best_validation_score")
 
-  ckpt = tf.train.Checkpoint(network=network, avg_network=avg_network, optimizer=optimizer,
-                             iterator=iterator, best_score=best_score)
-  manager = tf.train.CheckpointManager(ckpt, os.path.join(model_dir, "checkpoints"),
-                                       max_to_keep=keep_checkpoints)
-  if manager.latest_checkpoint:
-    ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+  manager = checkpointing.TrainingCheckpoints(
+      strategy, os.path.join(model_dir, "checkpoints"), keep_checkpoints, iterator,
+      dict(network=network, avg_network=avg_network, optimizer=optimizer,
+           best_score=best_score), separate_input_state=num_pipelines > 1)
+  if manager.restore():
     logging.info("Resumed from %s at step %d.", manager.latest_checkpoint,
-                 int(optimizer.iterations))
+                 int(optimizer.iterations.numpy()))
 
   distributed_step = make_distributed_step(strategy, trainer, ema, jit_compile)
   # What the exports were trained for: rgd.evaluate --model_dir defaults to it.
@@ -138,7 +144,7 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
     writers = {k: tf.summary.create_file_writer(os.path.join(model_dir, k))
                for k in ("train", "validation")}
   preempt = checkpointing.PreemptionFlag()
-  step = int(optimizer.iterations)
+  step = int(optimizer.iterations.numpy())
   sums, t0, step0, start = {}, time.time(), step, time.time()
   logs = {}
   try:
@@ -166,7 +172,7 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
         logs.update(val_clean_accuracy=clean, val_robust_accuracy=robust)
         # The best checkpoint is the most robust one; without an attack, the most accurate.
         score = robust if objective.kind != "standard" else clean
-        if score > float(best_score):
+        if score > float(best_score.numpy()):
           best_score.assign(score)
           if chief:
             _export(model_dir, "model", avg_network, step,
@@ -303,10 +309,6 @@ def _image_summary(writer, network, objective, images, labels, step, seed):
 # Entry point.
 
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("gin_file", [], "Gin files, applied in order.")
-flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings, e.g. \"train_and_evaluate."
-                          "batch_size=128\" or \"DATASET='npz:/data/cifar'\".")
-flags.DEFINE_string("model_dir", None, "Where checkpoints, exports and events go.")
 flags.DEFINE_string("tpu", None, "TPU address, or 'local'; unset: GPUs or CPU.")
 
 
@@ -346,6 +348,9 @@ def main(argv):
   try:
     logs = train_and_evaluate(FLAGS.model_dir, strategy)
   except data.DataError as e:
+    print(f"rgd.train: {e}", file=sys.stderr)
+    sys.exit(2)
+  except checkpointing.CheckpointError as e:
     print(f"rgd.train: {e}", file=sys.stderr)
     sys.exit(2)
   except NonFiniteError as e:

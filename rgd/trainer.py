@@ -86,11 +86,13 @@ class RobustTrainer(keras.Model):
     num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
     attack_fn, clean_fn, train_fn = self.network_fns()
     seed, init_slice = self.attack_start(tf.shape(images)[0])
+    # Seed 003's corruption stage (AdA, AugMix) first: its images replace the clean ones.
+    images, views = self.objective.corrupt(attack_fn, images, labels, seed)
     adv_images = self.objective.adversarial_examples(attack_fn, images, labels, seed,
                                                      init_slice)
     with tf.GradientTape() as tape:
       parts, clean_logits, adv_logits = self.objective.loss(clean_fn, train_fn, images,
-                                                            adv_images, labels)
+                                                            adv_images, labels, views)
       # Sum over this replica's examples / global batch: summing the replicas' gradients (what
       # the optimizer's all-reduce does) then gives the global-batch mean.
       loss = tf.reduce_sum(parts["total"]) / self.global_batch_size

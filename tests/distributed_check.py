@@ -25,7 +25,9 @@ def build():
   return keras.Model(inputs, keras.layers.Dense(3)(x))
 
 
-def run(strategy, batch, steps=2):
+def run(strategy, batch, steps=2, stacked=None):
+  """`stacked`: this worker's part, [local replicas, b, ...] (multi-worker); default: `batch`
+  split over the local replicas."""
   with strategy.scope():
     net, avg = build(), build()
     trainer = RobustTrainer(net, avg, trades.Objective(kind="trades", attack_steps=3),
@@ -35,8 +37,9 @@ def run(strategy, batch, steps=2):
     ema = weight_average.WeightAverage(net, avg, 0.9)
   step = make_distributed_step(strategy, trainer, ema)
   r = strategy_lib.local_replicas(strategy)
-  stacked = strategy_lib.stack_for_replicas(strategy, batch) if r > 1 else tf.nest.map_structure(
-      lambda t: t[None], batch)
+  if stacked is None:
+    stacked = strategy_lib.stack_for_replicas(strategy, batch) if r > 1 else (
+        tf.nest.map_structure(lambda t: t[None], batch))
   logs = None
   for _ in range(steps):
     logs = step(strategy_lib.distribute_stacked(strategy, stacked))
@@ -44,12 +47,15 @@ def run(strategy, batch, steps=2):
 
 
 def main():
+  """Also saves the mirrored run's weights to argv[1] (.npz) when given."""
   batch = {"image": tf.random.stateless_uniform([8, 8, 8, 3], [0, 1]),
            "label": tf.one_hot(tf.range(8) % 3, 3)}
   single, logs1 = run(tf.distribute.get_strategy(), batch)
   mirrored, logs2 = run(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), batch)
   moved = max(float(np.abs(a - b).max()) for a, b in zip(single, build().get_weights()))
   diff = max(float(np.abs(a - b).max()) for a, b in zip(single, mirrored))
+  if len(sys.argv) > 1:
+    np.savez(sys.argv[1], *mirrored)
   print(f"max_weight_change {moved:.6g}")
   print(f"max_weight_diff {diff:.6g}")
   print(f"loss_single {logs1['total']:.6f} loss_mirrored {logs2['total']:.6f}")

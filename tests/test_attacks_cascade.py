@@ -57,9 +57,10 @@ def test_each_stage_attacks_only_robust_points_and_result_is_worst_case(monkeypa
   np.testing.assert_array_equal(out["robust_after"][1], ~breaks_big)
   np.testing.assert_array_equal(out["robust"], ~breaks_big)
   assert out["attacked"] == [len(x), int((~breaks_small).sum())]
-  # The second stage saw exactly the survivors of the first (no padding without XLA).
+  # The second stage saw exactly the survivors of the first, unpadded (no XLA).
   seen = np.concatenate(second.seen)
   survivors = x[~breaks_small]
+  assert len(seen) == len(survivors)
   np.testing.assert_array_equal(seen, survivors)
   # Points broken by the first stage keep its adversarial examples (inside its small ball).
   dist = np.abs(out["x_adv"] - x).reshape(len(x), -1).max(1)
@@ -129,3 +130,32 @@ def test_suite_parameters_come_from_gin():
     assert stages[2].num_restarts == 3 and stages[0].num_steps == 7
   finally:
     gin.clear_config()
+
+
+def test_stage_cost_is_proportional_to_the_points_attacked():
+  """Without XLA nothing is padded: a stage over k points evaluates the model on k * const
+  rows, whatever the batch size (the padded cascade ran every batch at full size)."""
+  import tensorflow as tf
+  from rgd.attacks import cascade as cascade_lib
+  rng = np.random.RandomState(0)
+  weights = rng.normal(size=(8 * 8 * 3, 3)).astype(np.float32)
+  rows = tf.Variable(0, dtype=tf.int64)
+
+  def model_fn(x):
+    rows.assign_add(tf.cast(tf.shape(x)[0], tf.int64))
+    return tf.reshape(x, [tf.shape(x)[0], -1]) @ weights
+
+  images = rng.uniform(size=(12, 8, 8, 3)).astype(np.float32)
+  predicted = (images.reshape(12, -1) @ weights).argmax(1)
+  stage = cascade_lib.pgd40_suite("linf", 1e-4)   # too small to fool: every point stays
+  counts = {}
+  for k in (3, 6):
+    labels = np.where(np.arange(12) < k, predicted, (predicted + 1) % 3)
+    rows.assign(0)
+    out = cascade_lib.run_cascade(stage, model_fn, images, labels, batch_size=16)
+    assert out["attacked"] == [k] and out["robust"].sum() == k
+    counts[k] = int(rows.numpy()) - 12            # minus the clean predictions
+  assert counts[6] == 2 * counts[3] > 0
+  assert cascade_lib.padded_size(3, 16, jit_compile=True) == 4
+  assert cascade_lib.padded_size(9, 16, jit_compile=True) == 16
+  assert cascade_lib.padded_size(9, 500, jit_compile=False) == 9

@@ -108,7 +108,7 @@ def test_l2_proposal_matches_autoattack_per_channel_budget():
   checked_overlap = False
   for i in (0, 30, 90):           # sides 11, 7, 5 (p = 0.8, 0.4, 0.2 of 144 pixels)
     draws = attack.l2_draws(seeds, tf.constant(i), h, w, c)
-    got = attack.l2_update(tf.constant(delta), draws).numpy()
+    got = attack.l2_window_update(tf.constant(delta), draws).numpy()
     x_new = attack._l2_proposal(tf.constant(x_best), tf.constant(x0), tf.constant(i),
                                 seeds).numpy()
     d = {k: v.numpy() for k, v in draws.items()}
@@ -149,3 +149,55 @@ def test_l2_square_stays_in_ball_and_box():
   dist = np.sqrt(((x_adv - x)**2).reshape(len(x), -1).sum(1))
   assert np.all(dist <= eps * (1 + 1e-5)) and x_adv.min() >= 0 and x_adv.max() <= 1
   assert np.all(dist > 0.5 * eps)   # it moved: every proposal has norm eps (up to clipping)
+
+
+def _autoattack_l2_update(delta, vh, vw, vh2, vw2, s, eta, signs, eps):
+  """fra31/auto-attack `square.py` (master a392200; PyPI pyautoattack 0.2.0), L2 branch of
+  `attack_single_run`, transcribed to numpy, NCHW, one window position per batch as in the
+  reference. (The first package commit 1706c9b took `norms_windows` with `lp_norm`, over all
+  channels; e79935c made it per channel.)"""
+  b, c = delta.shape[:2]
+  lp_norm = lambda x: np.sqrt((x ** 2).reshape(b, -1).sum(-1)).reshape(b, 1, 1, 1)
+  mask, mask_2 = np.zeros_like(delta), np.zeros_like(delta)
+  mask[:, :, vh:vh + s, vw:vw + s] = 1.0
+  mask_2[:, :, vh2:vh2 + s, vw2:vw2 + s] = 1.0
+  norms_window_1 = np.sqrt((delta[:, :, vh:vh + s, vw:vw + s] ** 2).sum(axis=(-2, -1),
+                                                                      keepdims=True))
+  norms_image = lp_norm(delta)
+  norms_windows = np.sqrt(((delta * np.maximum(mask, mask_2)) ** 2).sum(axis=(-2, -1),
+                                                                       keepdims=True))
+  new_deltas = np.ones([b, c, s, s]) * eta.reshape(1, 1, s, s) * signs
+  new_deltas += delta[:, :, vh:vh + s, vw:vw + s] / (1e-12 + norms_window_1)
+  new_deltas = new_deltas / (1e-12 + np.sqrt((new_deltas ** 2).sum(axis=(-2, -1),
+                                                                    keepdims=True))) * np.sqrt(
+      np.maximum(eps ** 2 - norms_image ** 2, 0) / c + norms_windows ** 2)
+  delta = delta.copy()
+  delta[:, :, vh2:vh2 + s, vw2:vw2 + s] = 0.0
+  delta[:, :, vh:vh + s, vw:vw + s] = new_deltas
+  return delta / (lp_norm(delta) + 1e-12)
+
+
+def test_l2_update_matches_autoattacks_bookkeeping():
+  """Same windows, eta pattern and signs fed to rgd's l2_update and to the numpy transcription
+  of AutoAttack's update: the per-channel energies and the whole direction agree."""
+  rng = np.random.RandomState(0)
+  b, c, h, w, s, eps = 3, 3, 12, 12, 5, 0.5
+  delta = rng.normal(0, 0.05, (b, c, h, w))
+  vh, vw, vh2, vw2 = 2, 6, 5, 1                        # overlapping windows, as can happen
+  eta = square._eta_numpy(s)
+  signs = rng.choice([-1.0, 1.0], size=(b, c, 1, 1))
+  expected = _autoattack_l2_update(delta, vh, vw, vh2, vw2, s, eta, signs, eps)
+
+  to_nhwc = lambda a: tf.constant(np.transpose(a, (0, 2, 3, 1)), tf.float32)
+  window = lambda top, left: square._window(h, w, tf.fill([b], top), tf.fill([b], left), s)
+  pattern = np.zeros((b, c, h, w))
+  pattern[:, :, vh:vh + s, vw:vw + s] = eta.reshape(1, 1, s, s) * signs
+  got = square.l2_update(to_nhwc(delta), window(vh, vw), window(vh2, vw2), to_nhwc(pattern),
+                         eps).numpy()
+  got = np.transpose(got, (0, 3, 1, 2))
+  np.testing.assert_allclose(got, expected, atol=2e-6)
+  # The bookkeeping that matters: the energy each channel of window 1 receives, relative to
+  # the whole (each channel: an equal share of the slack plus its own energy in the windows).
+  energy = lambda d: (d[:, :, vh:vh + s, vw:vw + s] ** 2).sum(axis=(2, 3))
+  np.testing.assert_allclose(energy(got), energy(expected), rtol=1e-4)
+  np.testing.assert_allclose(np.sqrt((got ** 2).reshape(b, -1).sum(-1)), 1.0, rtol=1e-5)

@@ -150,8 +150,8 @@ def test_cascade_stage_result_does_not_depend_on_the_points_left():
 
 
 def test_xla_batches_are_padded_to_a_few_buckets(monkeypatch):
-  assert cascade.bucket_sizes(500) == [8, 16, 32, 64, 128, 256, 500]
-  assert cascade.bucket_sizes(20, multiple=3) == [9, 18, 21]
+  assert cascade.bucket_sizes(500) == [1, 2, 4, 8, 16, 32, 64, 128, 256, 500]
+  assert cascade.bucket_sizes(20, multiple=3) == [3, 6, 9, 18, 21]
   shapes = []
   real = cascade.compile_run
 
@@ -168,8 +168,9 @@ def test_xla_batches_are_padded_to_a_few_buckets(monkeypatch):
   model, x, labels, w, margin = _problem()
   out = cascade.run_cascade([APGD("linf", 0.006, "ce", 3, 2)], lambda t: model(t), x[:19],
                             labels[:19], batch_size=16, seed=0, jit_compile=True)
-  assert out["bucket_sizes"] == [8, 16]
+  assert out["bucket_sizes"] == [1, 2, 4, 8, 16]
   left = int(out["robust"].sum())
-  # Run 1: 19 points as 16 + 3 (padded to 8); run 2: the survivors, padded to a bucket.
-  assert shapes[:2] == [16, 8]
-  assert shapes[2:] == ([8] if 0 < left <= 8 else [16] if left else [])
+  # Run 1: 19 points as 16 + 3 (padded to 4); run 2: the survivors, padded to a bucket.
+  assert shapes[:2] == [16, 4]
+  assert shapes[2:] == ([cascade.padded_size(left, 16, True)] if left else [])
+  assert 0 < left < 16

@@ -64,6 +64,8 @@ def test_entry_point_writes_the_report(trained):
   np.testing.assert_allclose([s["robust_accuracy"] for s in report["stages"]],
                              arrays["robust_after"].mean(1))
   assert report["stages"][0]["attacked"] == int(arrays["clean_correct"].sum())
+  assert report["stages"][0]["seconds_per_attacked_point"] == pytest.approx(
+      report["stages"][0]["seconds"] / max(report["stages"][0]["attacked"], 1))
   # Adversarial examples: in the ball and the box, misclassified exactly where not robust.
   images, labels = data.load_split(dataset, "test")
   x = images[:12].astype(np.float32) / 255

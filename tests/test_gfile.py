@@ -46,14 +46,7 @@ import os, sys
 import numpy as np
 import tensorflow as tf
 sys.path.insert(0, ROOT)
-from absl import flags
-from rgd import fileio, tfrecord, train
-# Both entry points define flags (--model_dir, --gin_file, ...); this one process uses both
-# modules, so rgd.train's are dropped before rgd.evaluate defines its own.
-for name in list(flags.FLAGS):
-  if flags.FLAGS.find_module_defining_flag(name) == "rgd.train":
-    delattr(flags.FLAGS, name)
-from rgd import evaluate
+from rgd import evaluate, fileio, tfrecord, train  # both entry points in one process
 from tests.conftest import make_images
 
 x, y = make_images(96 + 32)

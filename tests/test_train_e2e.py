@@ -159,3 +159,22 @@ def test_diverging_run_stops_at_first_nonfinite_step_and_saves_nothing_bad(npz_d
     for name, value in _checkpoint_tensors(model_dir).items():
       if np.issubdtype(np.asarray(value).dtype, np.floating):
         assert np.isfinite(value).all(), name
+
+
+def test_resume_falls_back_past_a_truncated_latest_checkpoint(uninterrupted, tmp_path):
+  """The newest checkpoint's data file truncated (a partial copy): the run warns, resumes from
+  the one before, and ends with the weights of the uninterrupted run."""
+  import shutil
+  npz_dataset, full = uninterrupted
+  damaged = str(tmp_path / "damaged")
+  shutil.copytree(full, damaged)
+  data_file, = glob.glob(os.path.join(damaged, "checkpoints", f"ckpt-{RESUME_STEPS}.data-*"))
+  with open(data_file, "r+b") as f:
+    f.truncate(os.path.getsize(data_file) // 3)
+  result = _run(_cmd(damaged, npz_dataset, *RESUME_BINDINGS))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f"Resumed from {damaged}/checkpoints/ckpt-{RESUME_STEPS - 1} instead of the damaged " \
+         f"{damaged}/checkpoints/ckpt-{RESUME_STEPS}" in result.stderr
+  a, b = _checkpoint_tensors(full), _checkpoint_tensors(damaged)
+  for name in a:
+    np.testing.assert_array_equal(a[name], b[name], err_msg=name)

@@ -1,4 +1,4 @@
-"""Weight averaging (EMA with warm-up) and weight decay on kernels only."""
+"""Weight averaging (EMA with warm-up) and weight decay on conv/dense weights (not BN)."""
 import keras
 import numpy as np
 import pytest
@@ -36,13 +36,16 @@ def test_ema_update_matches_formula_for_weights_and_bn_statistics():
   assert not any("normalize" in p for p in paths)
 
 
-def test_weight_decay_only_on_kernels():
+def test_weight_decay_only_on_conv_and_dense_weights():
+  """Kernels and biases (DeepMind's `.*w$`, `.*b$`), never BN gamma/beta."""
   net = models.get_model("tiny_cnn", width=4)
   names = [v.path for v in decayed_variables(net)]
-  assert names and all(n.endswith("kernel") for n in names)
+  assert names and all(n.endswith(("kernel", "bias")) for n in names)
   assert not any("bn" in n for n in names)
-  n_kernels = sum(1 for l in net.layers if hasattr(l, "kernel"))
-  assert len(names) == n_kernels
+  n_weights = sum(1 for l in net.layers if hasattr(l, "kernel")) + sum(
+      1 for l in net.layers if getattr(l, "bias", None) is not None and
+      not isinstance(l, keras.layers.BatchNormalization))
+  assert len(names) == n_weights
 
 
 def test_train_step_gradient_includes_coupled_weight_decay():

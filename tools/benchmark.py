@@ -6,6 +6,9 @@
   python tools/benchmark.py eval    [--model=wrn-28-10 --batch_size=256]
   python tools/benchmark.py records [--num_images=100000]
   python tools/benchmark.py certify [--model=liresnet-L6W128 --batch_size=256 --jit]
+  python tools/benchmark.py ada     [--model=preact_resnet50 --batch_size=128 --num_groups=0]
+  python tools/benchmark.py train_vs_torch [--model=wrn-10-2 --batch_size=128 --rounds=3]
+  python tools/benchmark.py eval_vs_reference [--model=M.keras --data=test.npz --n=500]
 
 `--help` after a subject lists its options. Throughput is reported with MFU (model FLOPs per
 second / peak FLOPs of the device) where FLOPs make sense.
@@ -15,7 +18,8 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-SUBJECTS = ("train", "input", "eval", "records", "certify")
+SUBJECTS = ("train", "input", "eval", "records", "certify", "ada", "train_vs_torch",
+            "eval_vs_reference")
 
 
 def main(argv):

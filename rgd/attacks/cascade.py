@@ -6,9 +6,9 @@ Cost. Each stage AND each run of a stage (restart, target) attacks only the poin
 robust: the cascade drives the runs itself (`attack.num_runs`, `attack.run_fn`, common.py),
 gathering the survivors into batches of at most `batch_size` and scattering the results back,
 as AutoAttack's restart loops do. Without XLA the batches are not padded (TF runs any shape);
-under XLA (`jit_compile=True`) a batch is padded to the smallest of a few bucket sizes (powers
-of two from 8 below `batch_size`, and `batch_size`), so at most ~log2(batch_size) - 2 shapes
-compile per stage. Every random draw is keyed by the example's index in the evaluation set
+under XLA (`jit_compile=True`) a batch is padded to the smallest of a few bucket sizes (the
+powers of two below `batch_size`, and `batch_size`), so at most ~log2(batch_size) + 1 shapes
+compile per stage; over replicas a batch is padded to a multiple of their number. Every random draw is keyed by the example's index in the evaluation set
 (`common.example_seeds`), so which subset is attacked does not change a point's result.
 
 Suites (gin-configurable factories, `get_suite(name, norm, eps)`):
@@ -160,17 +160,26 @@ def _batches(indices, batch_size):
     yield indices[start:start + batch_size]
 
 
-SMALLEST_BUCKET = 8
-
-
-def bucket_sizes(batch_size, multiple=1, smallest=SMALLEST_BUCKET):
-  """The padded batch sizes under XLA: powers of two from `smallest` below `batch_size`, and
-  `batch_size`, each rounded up to a multiple of `multiple` (the number of replicas)."""
-  sizes, p = {batch_size}, smallest
+def bucket_sizes(batch_size, multiple=1):
+  """The padded batch sizes under XLA: the powers of two below `batch_size`, and `batch_size`,
+  each rounded up to a multiple of `multiple` (the number of replicas): XLA programs have
+  static shapes, so a handful of compiled shapes instead of one per remainder."""
+  sizes, p = {batch_size}, 1
   while p < batch_size:
     sizes.add(p)
     p *= 2
   return sorted({-(-n // multiple) * multiple for n in sizes})
+
+
+def padded_size(n, batch_size, jit_compile, multiple=1):
+  """Rows a batch of `n` points is run with. Without XLA (and one replica) exactly `n`:
+  padding a stage's last batch to `batch_size` cost up to 20x on the few points a late stage
+  has left (issue 9). Under XLA the smallest bucket (`bucket_sizes`) that holds n."""
+  if not jit_compile and multiple == 1:
+    return n
+  if not jit_compile:
+    return -(-n // multiple) * multiple
+  return next(b for b in bucket_sizes(batch_size, multiple) if b >= n)
 
 
 def _pad(a, size):
@@ -195,7 +204,7 @@ def run_cascade(stages, model_fn, images, labels, batch_size, seed=0, strategy=N
   Returns a dict: clean_correct, robust (final flags), robust_after (list of flags per stage),
   x_adv (float32, the clean image where no attack succeeded), stage_seconds, attacked (points
   attacked per stage), point_runs (sum over the stage's runs of the points each attacked),
-  bucket_sizes (the padded batch sizes, [] without XLA or replicas), and the clean logits.
+  bucket_sizes (the padded batch sizes under XLA, [] without), and the clean logits.
   `on_batch(stage_index, stage_name, batches_done, batches_total)` reports progress (with
   batches_done = 0 when a stage starts; batches_total is the bound of a stage whose runs all
   attack every point, and the last call has batches_done == batches_total).
@@ -213,7 +222,7 @@ def run_cascade(stages, model_fn, images, labels, batch_size, seed=0, strategy=N
   robust_after, stage_seconds, attacked, point_runs = [], [], [], []
   replicas = strategy.num_replicas_in_sync if strategy is not None else 1
   # Padding only where shapes must be static (XLA) or split evenly (replicas).
-  buckets = bucket_sizes(batch_size, replicas) if (jit_compile or replicas > 1) else []
+  buckets = bucket_sizes(batch_size, replicas) if jit_compile else []
   check_fn = tf.function(lambda x, y: losses.misclassified(logits_of(model_fn, x), y),
                          reduce_retracing=True)
   for s, attack in enumerate(stages):
@@ -242,7 +251,7 @@ def run_cascade(stages, model_fn, images, labels, batch_size, seed=0, strategy=N
         break
       runs_points += len(left)
       for idx in _batches(left, batch_size):
-        size = next(b for b in buckets if b >= len(idx)) if buckets else len(idx)
+        size = padded_size(len(idx), batch_size, jit_compile, replicas)
         x0, y = _pad(images[idx], size), _pad(labels[idx], size)
         adv = fn(r, tf.constant(x0), tf.constant(y), tf.constant(_pad(seeds[idx], size)))
         fooled = check_fn(adv, tf.constant(y)).numpy()[:len(idx)]

@@ -59,6 +59,36 @@ def _window(h, w, top, left, size):
   return tf.cast(inside, tf.float32)[..., None]
 
 
+def l2_update(delta, mask1, mask2, pattern, eps, normalize=True):
+  """One L2 proposal of AutoAttack's `square.py` (`attack_single_run`, L2 branch), given its
+  random draws: `mask1`/`mask2` the two windows [B, h, w, 1], `pattern` the signed eta pattern
+  inside window 1 [B, h, w, C]. Returns the new direction, of unit L2 norm per example (with
+  `normalize`; otherwise AutoAttack's `delta_curr` before its final `normalize`).
+
+  The bookkeeping follows fra31/auto-attack line by line (master a392200, and PyPI
+  pyautoattack 0.2.0, square.py lines 350-375): the old content of window 1 is normalised per
+  channel (`norms_window_1`, [B,c,1,1]) and added to the pattern; the result is normalised per
+  channel and scaled to sqrt(max(eps^2 - norms_image^2, 0) / c + norms_windows^2), with
+  `norms_image` over the whole image ([B,1,1,1], `lp_norm`) and `norms_windows` PER CHANNEL
+  over the union of the two windows (`((delta_curr * mask_image) ** 2).sum(dim=(-2, -1),
+  keepdim=True).sqrt()`, [B,c,1,1]). AutoAttack's first package version (1706c9b, 2020-08)
+  took `norms_windows` over all channels (`lp_norm`); e79935c (2021-03, "small fix square
+  l2") made it per channel. Window 2 is then emptied and window 1 filled.
+  """
+  spatial = lambda t: tf.sqrt(tf.reduce_sum(tf.square(t), axis=[1, 2], keepdims=True))
+  norms_window_1 = spatial(delta * mask1)                                # [B, 1, 1, c]
+  norms_image = expand(per_example_norm(delta, "l2"), delta)             # [B, 1, 1, 1]
+  norms_windows = spatial(delta * tf.maximum(mask1, mask2))              # [B, 1, 1, c]
+  c = delta.shape[-1]
+  new = pattern + delta * mask1 / (1e-12 + norms_window_1)
+  budget = tf.maximum(eps**2 - tf.square(norms_image), 0.0) / c + tf.square(norms_windows)
+  new = new / (1e-12 + spatial(new)) * tf.sqrt(budget)
+  delta = tf.where(mask1 > 0, new, tf.where(mask2 > 0, 0.0, delta))
+  if normalize:
+    delta /= expand(per_example_norm(delta, "l2"), delta) + 1e-12
+  return delta
+
+
 def _eta_numpy(size):
   """AutoAttack's `eta(size)` (without the random transpose) as a numpy [size, size] array."""
   def rectangles(rows, cols):
@@ -172,29 +202,19 @@ class Square:
                 transpose=common.uniform(d(4), []) < 0.5,
                 signs=common.signs(d(5), [1, 1, c]))
 
-  def l2_update(self, delta, draws):
-    """AutoAttack's L2 update of the perturbation `delta` [B, h, w, c] for `draws`, before
-    the final rescaling to norm eps: window 1 gets eta * sign plus its old content (unit norm
-    per channel), rescaled per channel to the energy budget; window 2 (outside window 1) is
-    emptied; the rest is unchanged (square.py `attack_single_run`, L2 branch)."""
-    h, w, c = delta.shape[1], delta.shape[2], delta.shape[3]
+  def l2_window_update(self, delta, draws):
+    """`l2_update` (unnormalised) of the perturbation `delta` [B, h, w, c] for `draws`."""
+    h, w = delta.shape[1], delta.shape[2]
     side = draws["side"]
     mask1 = _window(h, w, draws["top"], draws["left"], side)
     mask2 = _window(h, w, draws["top2"], draws["left2"], side)
-    spatial = lambda t: tf.sqrt(tf.reduce_sum(tf.square(t), axis=[1, 2], keepdims=True))
-    norms_window_1 = spatial(delta * mask1)                                # [B, 1, 1, c]
-    norms_image = expand(per_example_norm(delta, "l2"), delta)             # [B, 1, 1, 1]
-    norms_windows = spatial(delta * tf.maximum(mask1, mask2))              # [B, 1, 1, c]
-    new = (_eta_pattern(h, w, draws["top"], draws["left"], side, draws["transpose"]) *
-           draws["signs"] + delta * mask1 / (1e-12 + norms_window_1))
-    budget = tf.maximum(self.eps**2 - tf.square(norms_image), 0.0) / c + tf.square(
-        norms_windows)
-    new = new / (1e-12 + spatial(new)) * tf.sqrt(budget)
-    return tf.where(mask1 > 0, new, tf.where(mask2 > 0, 0.0, delta))
+    pattern = (_eta_pattern(h, w, draws["top"], draws["left"], side, draws["transpose"]) *
+               draws["signs"])
+    return l2_update(delta, mask1, mask2, pattern, self.eps, normalize=False)
 
   def _l2_proposal(self, x_best, x0, i, seeds):
     h, w, c = x0.shape[1], x0.shape[2], x0.shape[3]
-    delta = self.l2_update(x_best - x0, self.l2_draws(seeds, i, h, w, c))
+    delta = self.l2_window_update(x_best - x0, self.l2_draws(seeds, i, h, w, c))
     delta /= expand(per_example_norm(delta, "l2"), delta) + 1e-12
     return self.project(x0 + self.eps * delta, x0)
 

@@ -16,6 +16,7 @@ is stateless from the int32 [2] seed, so each op gives the same result eagerly a
   'mixup'        MixUp, lam ~ Beta(alpha, alpha)                mixup.MixUp
   'autoaugment'  AutoAugment, CIFAR-10 policy                   policies.AutoAugment
   'randaugment'  RandAugment (N, M)                             policies.RandAugment
+  'augmix'       AugMix, width 3, depth 1-3 (seed 003)          rgd.corruptions.augmix.AugMix
 
 Names joined by '+' run in order ('autoaugment+cutout'). Parameters come from `params` or from
 gin bindings of the classes (`CutMix.window_length = 20`), so a gin file only has to set
@@ -35,6 +36,14 @@ from rgd.augment.patches import sample_boxes
 from rgd.augment.policies import AutoAugment
 from rgd.augment.policies import RandAugment
 
+
+
+def AugMix(**params):  # pylint: disable=invalid-name
+  """rgd.corruptions.augmix.AugMix, imported on use (that module imports this package)."""
+  from rgd.corruptions.augmix import AugMix as augmix  # pylint: disable=g-import-not-at-top
+  return augmix(**params)
+
+
 AUGMENTATIONS = {
     "cutout": Cutout,
     "cutmix": CutMix,
@@ -42,6 +51,7 @@ AUGMENTATIONS = {
     "mixup": MixUp,
     "autoaugment": AutoAugment,
     "randaugment": RandAugment,
+    "augmix": AugMix,
 }
 BASELINE = ("none", "pad_crop_flip")  # done by rgd.data before the hook
 

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from rgd import models, strategy as strategy_lib, trades, weight_average
+from rgd.bench import train as bench_train
 from rgd.bench.train import device_peak
 from rgd.certified import certificate, layers as L, lipschitz
 from rgd.trainer import RobustTrainer, make_distributed_step
@@ -69,17 +70,8 @@ def time_step(strategy, model_name, kind, args):
     objective.bind(net, trainer.optimizer.iterations, 1000)
     ema = weight_average.WeightAverage(net, avg, 0.0)
   step = make_distributed_step(strategy, trainer, ema, args.jit)
-  r = strategy_lib.local_replicas(strategy)
-  batch = {"image": tf.random.stateless_uniform([r, args.batch_size // r, 32, 32, 3], [0, 0]),
-           "label": tf.one_hot(tf.zeros([r, args.batch_size // r], tf.int32), 10)}
-  dist = strategy_lib.distribute_stacked(strategy, batch)
-  for _ in range(args.warmup):
-    float(step(dist)["count"])
-  start = time.perf_counter()
-  for _ in range(args.steps):
-    out = step(dist)
-  float(out["count"])
-  return (time.perf_counter() - start) / args.steps, net
+  return bench_train.seconds_per_step(strategy, step, args.batch_size, args.warmup,
+                                     args.steps), net
 
 
 def main(argv):

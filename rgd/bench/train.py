@@ -31,6 +31,22 @@ KNOWN_PEAKS = {
 }
 
 
+def seconds_per_step(strategy, step, batch_size, warmup, steps):
+  """Mean wall time of `step` (rgd.trainer.make_distributed_step) on a fixed random CIFAR-sized
+  batch, after `warmup` untimed steps; shared by the train, certify and ada benchmarks."""
+  r = strategy_lib.local_replicas(strategy)
+  batch = {"image": tf.random.stateless_uniform([r, batch_size // r, 32, 32, 3], [0, 0]),
+           "label": tf.one_hot(tf.zeros([r, batch_size // r], tf.int32), 10)}
+  dist = strategy_lib.distribute_stacked(strategy, batch)
+  for _ in range(warmup):
+    float(step(dist)["count"])
+  start = time.perf_counter()
+  for _ in range(steps):
+    out = step(dist)
+  float(out["count"])  # wait for the device
+  return (time.perf_counter() - start) / steps
+
+
 def step_flops_per_example(forward, kind, attack_steps):
   if kind == "standard":
     return 3 * forward
@@ -82,18 +98,8 @@ def main(argv):
     trainer.optimizer.build(net.trainable_variables)
     ema = weight_average.WeightAverage(net, avg, 0.995)
   step = make_distributed_step(strategy, trainer, ema, args.jit)
-  r = strategy_lib.local_replicas(strategy)
-  batch = {"image": tf.random.stateless_uniform([r, args.batch_size // r, 32, 32, 3], [0, 0]),
-           "label": tf.one_hot(tf.zeros([r, args.batch_size // r], tf.int32), 10)}
-  dist = strategy_lib.distribute_stacked(strategy, batch)
-  for _ in range(args.warmup):
-    float(step(dist)["count"])
-  start = time.perf_counter()
-  for _ in range(args.steps):
-    out = step(dist)
-  float(out["count"])  # wait for the device
-  elapsed = time.perf_counter() - start
-  img_s = args.steps * args.batch_size / elapsed
+  step_s = seconds_per_step(strategy, step, args.batch_size, args.warmup, args.steps)
+  img_s = args.batch_size / step_s
   forward = flops.forward_flops(net, (32, 32, 3))
   per_example = step_flops_per_example(forward, args.objective, args.attack_steps)
   achieved = per_example * img_s
@@ -104,7 +110,7 @@ def main(argv):
         f"{forward / 1e9:.3f} GFLOP forward per image)")
   print(f"step          {args.objective}-{args.attack_steps}, batch {args.batch_size}, "
         f"{args.precision}, XLA {'on' if args.jit else 'off'}")
-  print(f"time/step     {elapsed / args.steps * 1e3:.1f} ms")
+  print(f"time/step     {step_s * 1e3:.1f} ms")
   print(f"throughput    {img_s:.1f} images/s")
   print(f"model FLOP/s  {achieved / 1e12:.3f} TFLOP/s ({per_example / 1e9:.2f} GFLOP/example)")
   if peak:

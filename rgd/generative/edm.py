@@ -1,0 +1,77 @@
+"""EDM preconditioning, noise distribution and loss (Karras et al. 2022, Table 1, "Ours").
+
+Follows NVlabs/edm `training/networks.py` EDMPrecond.forward and `training/loss.py` EDMLoss:
+
+    c_skip = sd^2 / (s^2 + sd^2)        c_out = s sd / sqrt(s^2 + sd^2)
+    c_in   = 1 / sqrt(s^2 + sd^2)       c_noise = log(s) / 4
+    ln s ~ N(P_mean, P_std^2)           lambda(s) = (s^2 + sd^2) / (s sd)^2
+
+D(x; s) = c_skip x + c_out F(c_in x; c_noise). Images live in [-1, 1] inside the generator (as in
+EDM); rgd's [0, 1] images are mapped at the boundary (`to_model_range` / `from_model_range`).
+Preconditioning is computed in float32 whatever the Keras dtype policy (as EDMPrecond, which
+casts only F's input to fp16 and its output back to fp32).
+"""
+import tensorflow as tf
+
+SIGMA_DATA = 0.5    # EDM Table 1: sigma_data = 0.5 for images in [-1, 1]
+P_MEAN = -1.2       # EDM Table 1: training noise distribution ln(sigma) ~ N(-1.2, 1.2^2)
+P_STD = 1.2
+
+
+def to_model_range(images):
+  return tf.cast(images, tf.float32) * 2.0 - 1.0
+
+
+def from_model_range(x):
+  return tf.clip_by_value((x + 1.0) / 2.0, 0.0, 1.0)
+
+
+def preconditioning(sigma, sigma_data=SIGMA_DATA):
+  """(c_skip, c_out, c_in, c_noise) of EDM Table 1 for float32 `sigma` of any shape."""
+  sigma = tf.cast(sigma, tf.float32)
+  var = sigma ** 2 + sigma_data ** 2
+  c_skip = sigma_data ** 2 / var
+  c_out = sigma * sigma_data / tf.sqrt(var)
+  c_in = 1.0 / tf.sqrt(var)
+  c_noise = tf.math.log(sigma) / 4.0
+  return c_skip, c_out, c_in, c_noise
+
+
+def loss_weight(sigma, sigma_data=SIGMA_DATA):
+  """lambda(sigma) = 1 / c_out^2 (EDM Table 1), so the effective target of F has unit weight."""
+  return (sigma ** 2 + sigma_data ** 2) / (sigma * sigma_data) ** 2
+
+
+def sample_sigma(seed, batch, p_mean=P_MEAN, p_std=P_STD):
+  """Training noise levels, log-normal (EDMLoss: exp(randn * P_std + P_mean)); stateless seed."""
+  return tf.exp(tf.random.stateless_normal([batch], seed) * p_std + p_mean)
+
+
+def make_denoiser(network, sigma_data=SIGMA_DATA):
+  """D(x, sigma, labels) from a raw network F([c_in x, c_noise, labels]) (EDMPrecond.forward).
+
+  `labels` is a float [B, num_classes] one-hot (or zeros for the unconditional model used by
+  classifier-free guidance). Output is float32 even if F runs under a bfloat16 policy.
+  """
+  def denoise(x, sigma, labels, training=False):
+    x = tf.cast(x, tf.float32)
+    sigma = tf.broadcast_to(tf.cast(sigma, tf.float32), tf.shape(x)[:1])
+    c_skip, c_out, c_in, c_noise = preconditioning(sigma[:, None, None, None], sigma_data)
+    f = network([c_in * x, tf.reshape(c_noise, [-1]), labels], training=training)
+    return c_skip * x + c_out * tf.cast(f, tf.float32)
+  return denoise
+
+
+def edm_loss(denoise, images, labels, seed, p_mean=P_MEAN, p_std=P_STD,
+             sigma_data=SIGMA_DATA, training=True):
+  """Per-example EDM loss, mean over pixels of lambda(s) |D(y + n; s) - y|^2 (EDMLoss.__call__).
+
+  `images` are in [-1, 1]; `seed` is a [2] int stateless seed (one for sigma, one for noise).
+  """
+  seeds = tf.random.experimental.stateless_split(seed, 2)
+  batch = tf.shape(images)[0]
+  sigma = sample_sigma(seeds[0], batch, p_mean, p_std)
+  noise = tf.random.stateless_normal(tf.shape(images), seeds[1]) * sigma[:, None, None, None]
+  denoised = denoise(images + noise, sigma, labels, training=training)
+  weight = loss_weight(sigma, sigma_data)[:, None, None, None]
+  return tf.reduce_mean(weight * tf.square(denoised - images), axis=[1, 2, 3])

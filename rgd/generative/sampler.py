@@ -1,0 +1,81 @@
+"""EDM Heun sampler (Karras et al. 2022, Algorithm 2) and its time steps (Eq. 5).
+
+Follows NVlabs/edm `generate.py` edm_sampler: sigma_min 0.002, sigma_max 80, rho 7, 18 steps;
+the last step is Euler (sigma_N = 0), so 2 * 18 - 1 = 35 network evaluations. Optional churn
+(S_churn, S_min, S_max, S_noise) as there. Runs in float32 whatever the Keras dtype policy
+(EDM runs the sampler in float64; float32 suffices for 8-bit images, and TPUs have no float64).
+
+Noise is stateless and keyed per image by `image_seeds` ([B, 2] ints), so an image depends only
+on its own seed, never on the batch it is in or the device it runs on: the same global index
+gives the same image whatever the number of workers or replicas.
+"""
+import math
+
+import numpy as np
+import tensorflow as tf
+
+SIGMA_MIN = 0.002   # EDM Table 1 / generate.py defaults
+SIGMA_MAX = 80.0
+RHO = 7.0
+NUM_STEPS = 18      # EDM CIFAR-10: 18 steps, 35 NFE
+
+
+def time_steps(num_steps=NUM_STEPS, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, rho=RHO):
+  """sigma_0 > ... > sigma_{N-1} = sigma_min, then sigma_N = 0 (EDM Eq. 5), float64 numpy (Python constants in the graph)."""
+  i = np.arange(num_steps, dtype=np.float64)
+  t = (sigma_max ** (1 / rho) + i / (num_steps - 1) *
+       (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+  return np.concatenate([t, np.zeros([1])])
+
+
+def per_image_normal(image_seeds, shape, salt):
+  """One stateless N(0, 1) draw of `shape` per image, keyed by (image seed, salt)."""
+  def one(seed):
+    return tf.random.stateless_normal(shape, tf.random.experimental.stateless_fold_in(seed, salt))
+  return tf.map_fn(one, image_seeds, fn_output_signature=tf.float32)
+
+
+def image_seeds(seed, indices):
+  """[B, 2] per-image stateless seeds from a global `seed` and global image `indices`."""
+  base = tf.constant([seed, 0], tf.int64) if isinstance(seed, int) else seed
+  return tf.map_fn(lambda i: tf.random.experimental.stateless_fold_in(base, i),
+                   tf.cast(indices, tf.int64), fn_output_signature=tf.int64)
+
+
+def heun_sample(denoise, image_seeds_, labels, shape, num_steps=NUM_STEPS, sigma_min=SIGMA_MIN,
+                sigma_max=SIGMA_MAX, rho=RHO, s_churn=0.0, s_min=0.0, s_max=float("inf"),
+                s_noise=1.0):
+  """Samples x_0 (model range, e.g. [-1, 1]) with `denoise(x, sigma, labels) -> D(x; sigma)`.
+
+  `shape` is one image's shape. Steps are a Python loop (unrolled in a tf.function) because the
+  number of steps is small and the first-order last step differs.
+  """
+  t_steps = [float(v) for v in time_steps(num_steps, sigma_min, sigma_max, rho)]
+  x_next = per_image_normal(image_seeds_, shape, 0) * t_steps[0]
+  for i, (t_cur, t_next) in enumerate(zip(t_steps[:-1], t_steps[1:])):
+    x_cur = x_next
+    gamma = min(s_churn / num_steps, math.sqrt(2) - 1) if s_min <= t_cur <= s_max else 0.0
+    t_hat = t_cur + gamma * t_cur
+    x_hat = x_cur
+    if gamma > 0:   # "increase noise temporarily" (Algorithm 2, lines 5-6)
+      x_hat = x_cur + math.sqrt(t_hat ** 2 - t_cur ** 2) * s_noise * per_image_normal(
+          image_seeds_, shape, i + 1)
+    denoised = tf.cast(denoise(x_hat, t_hat, labels), tf.float32)
+    d_cur = (x_hat - denoised) / t_hat
+    x_next = x_hat + (t_next - t_hat) * d_cur
+    if i < num_steps - 1:   # 2nd-order correction, skipped at sigma_N = 0
+      denoised = tf.cast(denoise(x_next, t_next, labels), tf.float32)
+      d_prime = (x_next - denoised) / t_next
+      x_next = x_hat + (t_next - t_hat) * (0.5 * d_cur + 0.5 * d_prime)
+  return x_next
+
+
+def guided(denoise, guidance):
+  """Classifier-free guidance: D_u + w (D_c - D_u), with D_u the null-label (zeros) denoiser."""
+  if not guidance or guidance == 1.0:
+    return denoise
+  def fn(x, sigma, labels):
+    cond = denoise(x, sigma, labels)
+    uncond = denoise(x, sigma, tf.zeros_like(labels))
+    return uncond + guidance * (cond - uncond)
+  return fn

@@ -1,0 +1,74 @@
+"""One worker of a two-process MultiWorkerMirroredStrategy run (tests/test_multi_worker.py).
+
+  python tests/multi_worker_check.py TASK PORT0,PORT1 MODEL_DIR DATA_DIR GENERATED_PATTERN OUT
+
+Sets TF_CONFIG for 127.0.0.1 (loopback only) before TensorFlow starts, trains gin/debug.gin
+through rgd.train.train_and_evaluate, and writes OUT.npz (final weights) and OUT.json (the real
+count in each of this worker's first batches, and the strategy's view of the cluster).
+`RGD_TEST_DIE_AFTER_CHECKPOINT=N` makes this worker exit hard (os._exit, no cleanup) right after
+writing checkpoint N: a worker killed mid-run.
+"""
+import json
+import os
+import sys
+
+# This checkout's rgd, not an installed one (the script runs from tests/).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+task, ports, model_dir, data_dir, generated, out = sys.argv[1:7]
+os.environ["TF_CONFIG"] = json.dumps({
+    "cluster": {"worker": [f"127.0.0.1:{p}" for p in ports.split(",")]},
+    "task": {"type": "worker", "index": int(task)}})
+
+from absl import logging  # noqa: E402  pylint: disable=g-import-not-at-top
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from rgd import checkpointing, data, strategy as strategy_lib, train  # noqa: E402
+
+BATCH, STEPS, MIXING = 8, 6, 0.25
+
+
+def main():
+  logging.set_verbosity(logging.INFO)  # the test reads "Resumed from ..." in the log
+  die_after = int(os.environ.get("RGD_TEST_DIE_AFTER_CHECKPOINT", "0"))
+  save = checkpointing.TrainingCheckpoints.save
+
+  def save_and_record(self, checkpoint_number):
+    save(self, checkpoint_number)
+    # This worker's weights at each checkpoint (the last one is the final state).
+    ckpt = self._checkpoint  # pylint: disable=protected-access
+    # Keys say whether a weight is trainable: BatchNorm's moving statistics are each worker's
+    # own (computed from its local batches; only the chief's are saved and exported).
+    variables = ckpt.network.weights + ckpt.avg_network.weights
+    np.savez(out + ".npz", **{f"w{i:03d}_{'t' if v.trainable else 'n'}": v.numpy()
+                              for i, v in enumerate(variables)})
+    if checkpoint_number == die_after:
+      os._exit(17)
+  checkpointing.TrainingCheckpoints.save = save_and_record
+
+  strategy = strategy_lib.get_strategy()
+  num_pipelines, pipeline_id = strategy_lib.input_pipeline(strategy)
+  train.parse_gin(["gin/debug.gin"], [
+      f"DATASET='npz:{data_dir}'", f"BATCH_SIZE={BATCH}",
+      f"train_and_evaluate.num_steps={STEPS}", "train_and_evaluate.num_validation=0",
+      "train_and_evaluate.image_summary_every=0", "train_and_evaluate.checkpoint_every=2",
+      f"train_and_evaluate.generated_pattern='{generated}'",
+      f"train_and_evaluate.mixing_ratio={MIXING}", "get_model.width=4"])
+  train.train_and_evaluate(model_dir, strategy)
+
+  # The input this worker fed, rebuilt with the same arguments as rgd.train.
+  images, labels = data.load_split(f"npz:{data_dir}", "train_full", 10, 0)
+  ds = data.make_train_dataset(images, labels, 10, BATCH, strategy.num_replicas_in_sync,
+                               num_pipelines, pipeline_id, generated, MIXING)
+  real = [int(tf.reduce_sum(tf.cast(b["is_real"], tf.int32))) for b in ds.take(STEPS)]
+  sizes = [int(b["label"].shape[0] * b["label"].shape[1]) for b in ds.take(1)]
+  with open(out + ".json", "w") as f:
+    json.dump({"real_per_batch": real, "worker_batch": sizes[0],
+               "num_replicas": strategy.num_replicas_in_sync,
+               "pipelines": [num_pipelines, pipeline_id],
+               "chief": strategy_lib.is_chief(strategy)}, f)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,133 @@
+"""EDM parts: preconditioning (Table 1), Heun sampler on a closed-form Gaussian denoiser, U-Net
+training and sampling, FID closed forms."""
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from rgd.generative import edm, fid, sampler, unet
+
+
+@pytest.mark.parametrize("sigma", [0.002, 0.5, 1.0, 80.0])
+def test_preconditioning_matches_table1(sigma):
+  sd = 0.5
+  c_skip, c_out, c_in, c_noise = [float(v) for v in edm.preconditioning(sigma)]
+  assert c_skip == pytest.approx(sd ** 2 / (sigma ** 2 + sd ** 2), rel=1e-6)
+  assert c_out == pytest.approx(sigma * sd / math.sqrt(sigma ** 2 + sd ** 2), rel=1e-6)
+  assert c_in == pytest.approx(1 / math.sqrt(sigma ** 2 + sd ** 2), rel=1e-6)
+  assert c_noise == pytest.approx(math.log(sigma) / 4, rel=1e-6, abs=1e-7)
+  assert float(edm.loss_weight(sigma)) == pytest.approx(1 / c_out ** 2, rel=1e-5)
+
+
+def test_time_steps_edm_eq5():
+  t = sampler.time_steps()
+  assert len(t) == 19 and t[-1] == 0
+  assert t[0] == pytest.approx(80.0) and t[17] == pytest.approx(0.002)
+  i = 5   # hand formula, EDM Eq. 5
+  assert t[i] == pytest.approx((80 ** (1 / 7) + i / 17 * (0.002 ** (1 / 7) - 80 ** (1 / 7))) ** 7)
+
+
+def _gaussian_denoiser(mu, cov):
+  """Exact D(x; s) = E[y | y + s n = x] for y ~ N(mu, cov): mu + cov (cov + s^2 I)^-1 (x - mu)."""
+  d = mu.shape[0]
+  def denoise(x, s, labels):
+    del labels
+    flat = tf.reshape(x, [-1, d])
+    gain = tf.constant(cov, tf.float32) @ tf.linalg.inv(
+        tf.constant(cov, tf.float32) + float(s) ** 2 * tf.eye(d))
+    out = mu[None] + (flat - mu[None]) @ tf.transpose(gain)
+    return tf.reshape(out, tf.shape(x))
+  return denoise
+
+
+def test_heun_sampler_reproduces_gaussian_at_18_steps():
+  # 4-dim correlated Gaussian (images of shape [2, 2, 1]); 4000 samples. Stated tolerance: means
+  # within 0.06 absolute, covariance entries within 0.03 + 10% (Monte-Carlo sd of a variance
+  # entry of ~1.3 is sqrt(2/4000) * 1.3 = 0.03, so this is ~3 sd).
+  rng = np.random.default_rng(0)
+  a = rng.normal(size=(4, 4)) * 0.4
+  cov = (a @ a.T + 0.05 * np.eye(4)).astype(np.float32)
+  mu = np.array([0.3, -0.2, 0.1, 0.0], np.float32)
+  seeds = sampler.image_seeds(7, tf.range(4000))
+  run = tf.function(lambda s: sampler.heun_sample(_gaussian_denoiser(mu, cov), s, None, (2, 2, 1)))
+  x = run(seeds).numpy()
+  flat = x.reshape(-1, 4)
+  np.testing.assert_allclose(flat.mean(0), mu, atol=0.06)
+  np.testing.assert_allclose(np.cov(flat, rowvar=False), cov, rtol=0.1, atol=0.03)
+  assert np.abs(flat.mean(0) - mu).max() > 0   # real samples, not the mean
+
+
+def _tiny_net(label_dropout=0.0):
+  tf.keras.utils.set_random_seed(0)
+  return unet.edm_unet(image_shape=(8, 8, 3), num_classes=3, model_channels=8,
+                       channel_mult=(1, 2), num_blocks=1, attn_resolutions=(4,), dropout=0.0,
+                       label_dropout=label_dropout)
+
+
+@pytest.mark.slow   # builds and traces a U-Net train step: ~20 s idle, 87 s on the loaded box
+def test_tiny_unet_training_lowers_edm_loss():
+  net = _tiny_net()
+  denoise = edm.make_denoiser(net)
+  rng = np.random.default_rng(0)
+  # Data: three flat colours (one per class) plus small noise, in [-1, 1].
+  labels = np.arange(32) % 3
+  colours = np.array([[0.8, -0.5, 0.1], [-0.6, 0.7, -0.2], [0.0, 0.0, 0.9]], np.float32)
+  images = (colours[labels][:, None, None, :] +
+            0.05 * rng.normal(size=(32, 8, 8, 3))).astype(np.float32)
+  onehot = tf.one_hot(labels, 3)
+  opt = tf.keras.optimizers.Adam(2e-2)
+  eval_seed = tf.constant([123, 0], tf.int64)
+
+  def loss_at(seed):
+    return float(tf.reduce_mean(edm.edm_loss(denoise, images, onehot, seed, training=False)))
+
+  @tf.function
+  def step(seed):
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_mean(edm.edm_loss(denoise, images, onehot, seed))
+    grads = tape.gradient(loss, net.trainable_variables)
+    opt.apply(grads, net.trainable_variables)
+    return loss
+
+  before = loss_at(eval_seed)
+  for i in range(15):
+    step(tf.constant([i, 1], tf.int64))
+  after = loss_at(eval_seed)
+  assert after < 0.85 * before, (before, after)
+
+
+@pytest.mark.slow   # three eager 4-step samplings of a tiny U-Net
+def test_sampling_deterministic_and_class_conditioned():
+  net = _tiny_net()
+  # Give the label path non-zero weight so that the label matters (the output conv starts at 0).
+  for v in net.get_layer("out_conv").weights:
+    v.assign(tf.random.stateless_normal(v.shape, [1, 2]) * 0.1)
+  denoise = edm.make_denoiser(net)
+  seeds = sampler.image_seeds(3, tf.range(4))
+  labels = tf.one_hot([0, 1, 2, 0], 3)
+  a = sampler.heun_sample(denoise, seeds, labels, (8, 8, 3), num_steps=4).numpy()
+  b = sampler.heun_sample(denoise, seeds, labels, (8, 8, 3), num_steps=4).numpy()
+  np.testing.assert_array_equal(a, b)
+  c = sampler.heun_sample(denoise, seeds, tf.one_hot([1, 2, 0, 1], 3), (8, 8, 3),
+                          num_steps=4).numpy()
+  assert np.abs(a - c).max() > 1e-3
+  # An image depends only on its own seed: the first two of a batch of 4 equal a batch of 2.
+  d = sampler.heun_sample(denoise, seeds[:2], labels[:2], (8, 8, 3), num_steps=4).numpy()
+  np.testing.assert_allclose(a[:2], d, atol=1e-4)  # batched-matmul rounding
+
+
+def test_fid_identical_is_zero_and_gaussians_closed_form():
+  rng = np.random.default_rng(0)
+  f = rng.normal(size=(500, 3))
+  assert fid.fid_from_features(f, f) == pytest.approx(0.0, abs=1e-6)
+  # Closed form for diagonal Gaussians: |mu1-mu2|^2 + sum (s1 - s2)^2 (stds s).
+  mu1, mu2 = np.array([0.0, 1.0]), np.array([1.0, -1.0])
+  s1, s2 = np.array([1.0, 2.0]), np.array([3.0, 0.5])
+  got = fid.frechet_distance(mu1, np.diag(s1 ** 2), mu2, np.diag(s2 ** 2))
+  assert got == pytest.approx(5.0 + 4.0 + 2.25)
+  # Non-diagonal: rotating both covariances by the same rotation leaves the distance unchanged.
+  r = np.array([[0.6, -0.8], [0.8, 0.6]])
+  got_rot = fid.frechet_distance(r @ mu1, r @ np.diag(s1 ** 2) @ r.T, r @ mu2,
+                                 r @ np.diag(s2 ** 2) @ r.T)
+  assert got_rot == pytest.approx(got)

@@ -1,0 +1,141 @@
+"""MultiWorkerMirroredStrategy with two worker processes on 127.0.0.1 (tests/multi_worker_check.py
+is one worker): identical weights, exact real/generated counts per global batch, chief-only
+exports and summaries, non-chief checkpoints in a deleted temporary directory, and a worker
+killed mid-run resuming from the last checkpoint with the uninterrupted run's weights."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import make_images, write_npz_dataset
+
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnknownMarkWarning")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "tests", "multi_worker_check.py")
+TIMEOUT = 120  # a hung collective must not stall CI
+
+
+def _free_ports(n):
+  socks = [socket.socket() for _ in range(n)]
+  for s in socks:
+    s.bind(("127.0.0.1", 0))
+  ports = [s.getsockname()[1] for s in socks]
+  for s in socks:
+    s.close()
+  return ",".join(map(str, ports))
+
+
+def _start(task, ports, model_dir, data_dir, out, env=None):
+  return subprocess.Popen(
+      [sys.executable, SCRIPT, str(task), ports, model_dir, data_dir,
+       os.path.join(data_dir, "gen-*.tfrecord"), out],
+      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {})))
+
+
+def _finish(procs):
+  logs = []
+  deadline = time.time() + TIMEOUT
+  for p in procs:
+    try:
+      logs.append(p.communicate(timeout=max(1, deadline - time.time()))[0])
+    except subprocess.TimeoutExpired:
+      for q in procs:
+        q.kill()
+      pytest.fail("multi-worker run timed out (hung collective?)")
+  for p, log in zip(procs, logs):
+    assert p.returncode == 0, log[-3000:]
+  return logs
+
+
+def _run(model_dir, data_dir, outs):
+  ports = _free_ports(2)
+  return _finish([_start(i, ports, model_dir, data_dir, outs[i]) for i in range(2)])
+
+
+def _weights(out, trainable_only=False):
+  with np.load(out + ".npz") as f:
+    return [f[k] for k in sorted(f.files) if not trainable_only or k.endswith("_t")]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  from rgd import tfrecord  # pylint: disable=g-import-not-at-top
+  folder = str(tmp_path_factory.mktemp("mw_data"))
+  write_npz_dataset(folder, num_train=64, num_test=16)
+  x, y = make_images(64, seed=3)
+  for i in range(2):
+    tfrecord.write_shard(os.path.join(folder, f"gen-{i}.tfrecord"),
+                         [tfrecord.serialize(a, int(b)) for a, b in zip(x[i::2], y[i::2])])
+  return folder
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data_dir, tmp_path_factory):
+  base = str(tmp_path_factory.mktemp("mw_run"))
+  model_dir, outs = os.path.join(base, "model"), [os.path.join(base, f"w{i}") for i in range(2)]
+  _run(model_dir, data_dir, outs)
+  return model_dir, outs
+
+
+@pytest.mark.slow
+def test_two_workers_agree_and_only_the_chief_writes(uninterrupted):
+  model_dir, outs = uninterrupted
+  # Trainable weights bit-identical; BatchNorm moving statistics are each worker's own.
+  w0, w1 = _weights(outs[0], True), _weights(outs[1], True)
+  assert len(w0) == 22
+  for a, b in zip(w0, w1):
+    np.testing.assert_array_equal(a, b)
+  info = [json.load(open(o + ".json")) for o in outs]  # pylint: disable=consider-using-with
+  assert [i["pipelines"] for i in info] == [[2, 0], [2, 1]]
+  assert [i["chief"] for i in info] == [True, False]
+  assert all(i["num_replicas"] == 2 and i["worker_batch"] == 4 for i in info)
+  # Global batch 8, mixing ratio 0.25: exactly 2 real and 6 generated examples in every batch.
+  assert [a + b for a, b in zip(info[0]["real_per_batch"], info[1]["real_per_batch"])] == [2] * 6
+  # Chief-only outputs; one train/ events file (the chief's) and no non-chief checkpoint left.
+  for name in ("model.keras", "last.keras", "operative_config.gin", "last.json"):
+    assert os.path.exists(os.path.join(model_dir, name)), name
+  assert len(os.listdir(os.path.join(model_dir, "train"))) == 1
+  ckpt = os.path.join(model_dir, "checkpoints")
+  assert not any(n.startswith(".worker_") for n in os.listdir(ckpt)), os.listdir(ckpt)
+  assert sorted(n for n in os.listdir(ckpt) if n.endswith(".index")) == [
+      "ckpt-2.index", "ckpt-4.index", "ckpt-6.index"]
+  for i in range(2):
+    assert os.path.exists(os.path.join(ckpt, f"input_pipeline_{i}", "ckpt-6.index"))
+  # Training moved the weights (the checks above are not about a no-op).
+  assert max(float(np.abs(a).max()) for a in w0) > 0
+
+
+@pytest.mark.slow
+def test_killed_worker_resumes_from_last_checkpoint(uninterrupted, data_dir, tmp_path):
+  model_dir, outs = str(tmp_path / "model"), [str(tmp_path / f"w{i}") for i in range(2)]
+  ports = _free_ports(2)
+  # Worker 1 exits hard right after checkpoint 4; the chief then blocks in the next collective
+  # (or fails) and is killed too: a host lost mid-run.
+  procs = [_start(0, ports, model_dir, data_dir, outs[0]),
+           _start(1, ports, model_dir, data_dir, outs[1],
+                  env={"RGD_TEST_DIE_AFTER_CHECKPOINT": "4"})]
+  log1 = procs[1].communicate(timeout=TIMEOUT)[0]
+  assert procs[1].returncode == 17, log1[-3000:]
+  index = os.path.join(model_dir, "checkpoints", "checkpoint")
+  deadline = time.time() + 30
+  while time.time() < deadline and not (
+      os.path.exists(index) and "ckpt-4" in open(index).read()):  # pylint: disable=consider-using-with
+    time.sleep(0.2)
+  procs[0].send_signal(signal.SIGKILL)
+  procs[0].communicate()
+  assert not os.path.exists(os.path.join(model_dir, "last.keras"))
+  # Restart both: they resume from ckpt-4 and end exactly where the uninterrupted run ended.
+  logs = _run(model_dir, data_dir, outs)
+  for log in logs:
+    assert "Resumed from" in log and "ckpt-4 at step 4" in log, log[-3000:]
+  for a, b in zip(_weights(outs[0]), _weights(uninterrupted[1][0])):
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+  for a, b in zip(_weights(outs[0], True), _weights(outs[1], True)):
+    np.testing.assert_array_equal(a, b)
