@@ -8,8 +8,9 @@ gathering the survivors into batches of at most `batch_size` and scattering the 
 as AutoAttack's restart loops do. Without XLA the batches are not padded (TF runs any shape);
 under XLA (`jit_compile=True`) a batch is padded to the smallest of a few bucket sizes (the
 powers of two below `batch_size`, and `batch_size`), so at most ~log2(batch_size) + 1 shapes
-compile per stage; over replicas a batch is padded to a multiple of their number. Every random draw is keyed by the example's index in the evaluation set
-(`common.example_seeds`), so which subset is attacked does not change a point's result.
+compile per stage; over replicas a batch is padded to a multiple of their number. Every
+random draw is keyed by the example's index in the evaluation set (`common.example_seeds`),
+so which subset is attacked does not change a point's result.
 
 Suites (gin-configurable factories, `get_suite(name, norm, eps)`):
   * `aa+mt`      AA+MT of Gowal et al. 2020 / seeds 000 and 001: APGD-CE (5 x 100) ->

@@ -137,8 +137,9 @@ def run_seeds(seeds, r):
 
 def run_until_fooled(run_fn, model_fn, x0, labels, seed, num_runs, subset=True):
   """Runs `run_fn(run_index, seeds, x0, labels) -> (x_adv, fooled, loss)` up to `num_runs`
-  times (`num_runs` an int or a function of the number of classes). Each run attacks only the rows not yet fooled (gathered, run, scattered back), as
-  AutoAttack attacks only the points still robust; the loop stops once every point is fooled.
+  times (`num_runs` an int or a function of the number of classes). Each run attacks only
+  the rows not yet fooled (gathered, run, scattered back), as AutoAttack attacks only the
+  points still robust; the loop stops once every point is fooled.
   `seeds` are per example (`run_seeds` of the example's seed), so a point's result does not
   depend on the other rows; `subset=False` runs every row each time (same result, for tests).
 
