@@ -143,6 +143,7 @@ class Listing:
     files, so that chunk boundaries (and the labeller's batches inside them) fall on the same
     indices as the single-process path's batches."""
     offsets = np.cumsum([0] + [p.count for p in self.parts])
+    has_labels = self.has_labels  # A set whose labels are partial has none (as sources).
     out = []
     for start in range(0, int(offsets[-1]), chunk_size):
       stop = min(start + chunk_size, int(offsets[-1]))
@@ -150,7 +151,8 @@ class Listing:
       for f, part in enumerate(self.parts):
         lo, hi = max(start, offsets[f]), min(stop, offsets[f + 1])
         if lo < hi:
-          pieces.append(part.piece(int(lo - offsets[f]), int(hi - offsets[f])))
+          piece = part.piece(int(lo - offsets[f]), int(hi - offsets[f]))
+          pieces.append(piece if has_labels else dataclasses.replace(piece, labels=None))
       out.append(Chunk(start, stop, tuple(pieces)))
     return out
 
