@@ -17,7 +17,7 @@ import keras  # pylint: disable=g-import-not-at-top
 import tensorflow as tf
 
 from conftest import make_images
-from rgd import tfrecord
+from rgd import fileio, tfrecord
 from rgd.generated import beam_pipeline, labeling, pipeline, sources
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -166,3 +166,32 @@ def test_the_tool_runs_on_beam_with_the_input_labels(tmp_path):
       str(out / meta["shards"][0]["name"])).batch(300))))
   in_first = np.flatnonzero(h % np.uint64(3) == 0)
   np.testing.assert_array_equal(first["image"].numpy(), x[in_first[np.argsort(h[in_first])]])
+
+
+def test_inputs_labeller_and_output_in_a_bucket(tmp_path, monkeypatch):
+  # ram:// stands for gs:// (in one process: the in-memory DirectRunner). Nothing may reach
+  # local disk: run in an empty folder and check that it stays empty.
+  monkeypatch.chdir(tmp_path)
+  x, _ = make_images(200, num_classes=3, size=8, seed=7)
+  fileio.save_npz("ram://beam/in/a.npz", image=x[:120])
+  fileio.save_npz("ram://beam/in/b.npz", image=x[120:])  # A glob of .npz: Beam only.
+  keras_model = _colour_labeller(str(tmp_path / "colour.keras"))
+  keras_model.model.save("ram://beam/colour.keras")
+  os.remove(tmp_path / "colour.keras")
+  labeler = labeling.Labeler.load("ram://beam/colour.keras")
+  meta = beam_pipeline.make_tfrecords(
+      "ram://beam/out", {"source": {"path": "ram://beam/in/*.npz"}}, "ram://beam/in/*.npz",
+      labeler=labeler, keep_per_class=20, examples_per_shard=30, batch_size=32, chunk_size=64,
+      beam_args=("--runner=DirectRunner",))
+  assert os.listdir(tmp_path) == []
+  assert meta["labeler"]["path"] == "ram://beam/colour.keras"
+  assert meta["pattern"] == "ram://beam/out/generated-*.tfrecord"
+  assert sorted(tf.io.gfile.listdir("ram://beam/out")) == [
+      f"generated-0000{i}-of-00002.tfrecord" for i in range(2)] + ["metadata.json"]
+  labels, logp = labeler(x)
+  expected = {}
+  for c in range(3):
+    idx = np.flatnonzero(labels == c)
+    best = idx[np.lexsort((idx, -logp[idx]))[:20]]
+    expected[c] = {(x[i].tobytes(), float(np.float32(np.exp(logp[i])))) for i in best}
+  assert _records_per_class(meta["pattern"]) == expected

@@ -117,7 +117,7 @@ def kept_table(per_class):
 
 
 class RecordsFn(_Labelling):
-  """chunk -> ((shard, num_shards), (hash, id, serialized example, label, confidence)).
+  """chunk -> ((shard, num_shards), [(hash, id, serialized example, label, score)]).
 
   With the `kept` side input only the selected images are emitted, with their saved label and
   score; otherwise every image, labelled here or with its input label ('seen' counts then)."""
@@ -151,11 +151,13 @@ class RecordsFn(_Labelling):
     h = shard_hash(ids, self._seed)
     shard = h % np.uint64(num_shards)
     conf = np.exp(scores) if scores is not None else None  # As writer.write_shards.
-    for j in range(len(ids)):
-      record = tfrecord.serialize(images[j], labels[j], None if conf is None else conf[j])
-      yield ((int(shard[j]), num_shards),
-             (int(h[j]), int(ids[j]), record, int(labels[j]),
-              float(scores[j]) if scores is not None else 0.0))
+    # One element per (chunk, shard), not per record: Beam's cost is per element.
+    for s in np.unique(shard):
+      rows = np.flatnonzero(shard == s)
+      yield ((int(s), num_shards), [
+          (int(h[j]), int(ids[j]),
+           tfrecord.serialize(images[j], labels[j], None if conf is None else conf[j]),
+           int(labels[j]), float(scores[j]) if scores is not None else 0.0) for j in rows])
 
 
 class WriteShard(beam.DoFn):
@@ -167,8 +169,8 @@ class WriteShard(beam.DoFn):
     self._folder, self._prefix = folder, prefix
 
   def process(self, element):
-    (index, num_shards), items = element
-    items = sorted(items, key=lambda it: (it[0], it[1]))
+    (index, num_shards), lists = element
+    items = sorted((it for l in lists for it in l), key=lambda it: (it[0], it[1]))
     name = tfrecord.shard_name(self._prefix, index, num_shards)
     path = fileio.join(self._folder, name)
     tfrecord.write_shard(path, (it[2] for it in items))
