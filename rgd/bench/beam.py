@@ -37,6 +37,10 @@ def parse_args(argv):
   p.add_argument("--batch_size", type=int, default=256)
   p.add_argument("--single", action=argparse.BooleanOptionalAction, default=True,
                  help="also time the single-process path")
+  p.add_argument("--time_labeller", default=None, help="also time labelling alone with this "
+                 "rgd model (e.g. wrn-28-10, seed 001's labeller), untrained: the cost does not "
+                 "depend on the weights")
+  p.add_argument("--labeller_images", type=int, default=128)
   p.add_argument("--dir", default=None, help="scratch folder (default: a temporary one, "
                  "deleted afterwards)")
   return p.parse_args(argv)
@@ -56,6 +60,26 @@ def _cpu_seconds():
   """User + system CPU of this process and its finished children (Beam's worker processes)."""
   return sum(resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
              for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+
+
+def _time_labeller(name, num_images, batch_size, size):
+  """Labelling alone (rgd.generated.labeling.Labeler) with an rgd model: images/s, GFLOP/s."""
+  from rgd import models  # pylint: disable=g-import-not-at-top
+  from rgd.generated import labeling  # pylint: disable=g-import-not-at-top
+  model = models.get_model(name, input_shape=(size, size, 3))
+  labeler = labeling.Labeler(model)
+  batch = min(batch_size, num_images)
+  images = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+  labeler(images)  # Trace.
+  start, cpu = time.perf_counter(), _cpu_seconds()
+  done = 0
+  while done < num_images:
+    labeler(images)
+    done += batch
+  wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
+  gflops = flops_lib.forward_flops(model, (size, size, 3)) / 1e9
+  print(f"  labeller {name} ({gflops:.2f} GFLOPs an image), batch {batch}: {done / wall:.1f} "
+        f"images/s, {done / cpu:.1f} images/CPU-s, {done * gflops / wall:.1f} GFLOP/s")
 
 
 def main(argv):
@@ -101,6 +125,8 @@ def main(argv):
       print(f"  {name:<22} {seconds:6.1f}s  {n / seconds:8.0f}  {cpu:6.1f}s  {n / cpu:12.0f}  "
             f"{written}")
     print(f"  (load average over the last minute: {os.getloadavg()[0]:.1f})")
+    if args.time_labeller:
+      _time_labeller(args.time_labeller, args.labeller_images, args.batch_size, s)
   finally:
     if not args.dir:
       shutil.rmtree(folder, ignore_errors=True)  # local only: benchmark scratch
