@@ -218,8 +218,10 @@ class Finish(beam.DoFn):
       logging.warning("classes %s have fewer than %d images: kept %s", short, keep,
                       [int((labels == c).sum()) for c in short])
     for e in entries:
-      gfile.rename(fileio.join(folder, e["name"]), fileio.join(self._out, e["name"]),
-                   overwrite=True)
+      src = fileio.join(folder, e["name"])
+      if gfile.exists(src) or not gfile.exists(fileio.join(self._out, e["name"])):
+        # (A retried Finish finds the shards it moved already in place.)
+        gfile.rename(src, fileio.join(self._out, e["name"]), overwrite=True)
     meta = pipeline.build_metadata(self._out, self._config, labels, scores, num_seen, entries,
                                    self._has_scores, self._argv)
     meta["beam"] = self._beam
