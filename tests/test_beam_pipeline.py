@@ -195,3 +195,19 @@ def test_inputs_labeller_and_output_in_a_bucket(tmp_path, monkeypatch):
     best = idx[np.lexsort((idx, -logp[idx]))[:20]]
     expected[c] = {(x[i].tobytes(), float(np.float32(np.exp(logp[i])))) for i in best}
   assert _records_per_class(meta["pattern"]) == expected
+
+  # A finished job is not redone; another job into the same folder is refused, also by the
+  # single-process path (its job has no `writer: beam`).
+  def again(**kw):
+    args = dict(labeler=labeler, keep_per_class=20, examples_per_shard=30, batch_size=32,
+                chunk_size=64, beam_args=("--runner=DirectRunner",))
+    args.update(kw)
+    return beam_pipeline.make_tfrecords("ram://beam/out", {"source": {
+        "path": "ram://beam/in/*.npz"}}, "ram://beam/in/*.npz", **args)
+  assert again()["created"] == meta["created"]
+  with pytest.raises(pipeline.JobMismatchError, match="examples_per_shard: was 30, now 10"):
+    again(examples_per_shard=10)
+  with pytest.raises(pipeline.JobMismatchError, match="writer: was 'beam', now None"):
+    pipeline.make_tfrecords("ram://beam/out", {"source": {"path": "ram://beam/in/*.npz"}},
+                            None, labeler=labeler, keep_per_class=20, examples_per_shard=30,
+                            batch_size=32)
