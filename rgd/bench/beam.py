@@ -84,7 +84,9 @@ def _time_labeller(name, num_images, batch_size, size):
 
 def main(argv):
   args = parse_args(argv)
-  from rgd.generated import beam_pipeline, labeling, pipeline, sources  # pylint: disable=g-import-not-at-top
+  # Imported here: `tools/benchmark.py --help` works without apache-beam.
+  # pylint: disable=g-import-not-at-top
+  from rgd.generated import beam_pipeline, labeling, pipeline, sources
   folder = args.dir or tempfile.mkdtemp(prefix="rgd_beam_")  # local only: benchmark scratch
   os.makedirs(folder, exist_ok=True)  # local only: benchmark scratch
   try:

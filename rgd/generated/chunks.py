@@ -98,7 +98,8 @@ class Chunk:
     for p in self.pieces:
       raw = p.images.read()
       where = p.images.where if isinstance(p.images, Rows) else p.images.paths[0]
-      images.append(sources._to_uint8(raw, where, np.arange(p.first, p.first + len(raw))))  # pylint: disable=protected-access
+      rows = np.arange(p.first, p.first + len(raw))
+      images.append(sources._to_uint8(raw, where, rows))  # pylint: disable=protected-access
       if p.labels is None:
         labels.append(None)
       else:
@@ -162,7 +163,8 @@ def _npy_header(f, where):
   start = f.tell()
   head = io.BytesIO(f.read(_HEADER_BYTES))
   try:
-    shape, fortran, dtype = sources._read_npy_header(head, where)  # pylint: disable=protected-access
+    shape, fortran, dtype = sources._read_npy_header(  # pylint: disable=protected-access
+        head, where)
   except ValueError as e:
     raise SourceError(f"{where}: not a .npy array ({e})") from e
   if fortran:
