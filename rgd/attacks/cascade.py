@@ -103,9 +103,14 @@ def get_suite(name, norm, eps):
 
 
 def compile_attack(attack, model_fn, jit_compile=False):
-  """`fn(x, labels, seed) -> x_adv` as one `tf.function` (XLA with `jit_compile`)."""
-  return tf.function(lambda x, labels, seed: attack(model_fn, x, labels, seed),
-                     jit_compile=jit_compile, reduce_retracing=True)
+  """`fn(x, labels, seed) -> x_adv` as one `tf.function` (XLA with `jit_compile`, where the
+  restarts run on every row: static shapes; common.call)."""
+  if hasattr(attack, "run_fn"):
+    fn = lambda x, labels, seed: common.call(attack, model_fn, x, labels, seed,
+                                             subset=not jit_compile)
+  else:
+    fn = lambda x, labels, seed: attack(model_fn, x, labels, seed)
+  return tf.function(fn, jit_compile=jit_compile, reduce_retracing=True)
 
 
 def compile_run(attack, model_fn, jit_compile=False):

@@ -176,9 +176,11 @@ def run_until_fooled(run_fn, model_fn, x0, labels, seed, num_runs, subset=True):
   return x_adv, fooled
 
 
-def call(attack, model_fn, x, labels, seed):
+def call(attack, model_fn, x, labels, seed, subset=True):
   """`attack(model_fn, x, labels, seed)` for an attack with `num_runs(num_classes)` and
-  `run_fn(model_fn)`."""
+  `run_fn(model_fn)`. Under XLA pass `subset=False`: gathering the rows still robust gives a
+  dynamic batch, which XLA cannot differentiate through (the gradients of gather and top_k are
+  scatters to a shape it must know at compile time)."""
   x_adv, _ = run_until_fooled(attack.run_fn(model_fn), model_fn, x, labels, seed,
-                              attack.num_runs)
+                              attack.num_runs, subset=subset)
   return x_adv
