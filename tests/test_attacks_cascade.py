@@ -10,7 +10,7 @@ from rgd.attacks.apgd import APGD
 from rgd.attacks.multitargeted import MultiTargeted
 
 from test_attacks_apgd import _mlp
-from test_attacks_linear import clean_margin, optimal_gain, two_class_problem
+from test_attacks_linear import optimal_gain, separated_problem
 
 
 class Recording:
@@ -26,15 +26,7 @@ class Recording:
 
 
 def _setup(radii=(0.003, 0.004, 0.006)):
-  """The linear problem of test_attacks_linear.py without points within 10% of the
-  breakability threshold of any of `radii`."""
-  model, x, labels, w = two_class_problem(n=6, seed=2)
-  margin = clean_margin(model, x, labels)
-  keep = np.ones(len(x), bool)
-  for eps in radii:
-    gain = optimal_gain(x, labels, w, "linf", eps)
-    keep &= np.abs(margin + gain) > 0.1 * gain
-  return model, x[keep], labels[keep], w, margin[keep]
+  return separated_problem(6, radii)
 
 
 def test_each_stage_attacks_only_robust_points_and_result_is_worst_case(monkeypatch):

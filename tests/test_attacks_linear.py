@@ -75,6 +75,18 @@ def clean_margin(model, x0, labels):
   return z[np.arange(len(z)), 1 - labels] - z[np.arange(len(z)), labels]
 
 
+def separated_problem(n, radii, seed=2):
+  """`two_class_problem` without points within 10% of the breakability threshold of any of
+  `radii` (so that every attack's verdict on a point is clear-cut at those radii)."""
+  model, x, labels, w = two_class_problem(n=n, seed=seed)
+  margin = clean_margin(model, x, labels)
+  keep = np.ones(len(x), bool)
+  for eps in radii:
+    gain = optimal_gain(x, labels, w, "linf", eps)
+    keep &= np.abs(margin + gain) > 0.1 * gain
+  return model, x[keep], labels[keep], w, margin[keep]
+
+
 def problem(norm, n=16, seed=0):
   """A two-class problem restricted to points away from the breakability threshold."""
   model, x, labels, w = two_class_problem(n, seed)

@@ -10,19 +10,11 @@ from rgd.attacks.apgd import APGD
 from rgd.attacks.square import Square
 
 from test_attacks_apgd import _mlp
-from test_attacks_linear import clean_margin, optimal_gain, two_class_problem
+from test_attacks_linear import optimal_gain, separated_problem
 
 
 def _problem(radii=(0.003, 0.006)):
-  """test_attacks_linear's two-class linear problem, without points within 10% of the
-  breakability threshold of any radius."""
-  model, x, labels, w = two_class_problem(n=24, seed=2)
-  margin = clean_margin(model, x, labels)
-  keep = np.ones(len(x), bool)
-  for eps in radii:
-    gain = optimal_gain(x, labels, w, "linf", eps)
-    keep &= np.abs(margin + gain) > 0.1 * gain
-  return model, x[keep], labels[keep], w, margin[keep]
+  return separated_problem(24, radii)
 
 
 class Counting:
