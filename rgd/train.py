@@ -21,6 +21,7 @@ import keras
 import tensorflow as tf
 
 from rgd import checkpointing, data, fileio, models, schedules, strategy as strategy_lib, trades
+from rgd import shard_check
 from rgd import cli_flags  # noqa: F401  (--model_dir, --gin_file, --gin_bindings)
 from rgd import weight_average
 from rgd.attacks import losses, pgd
@@ -78,6 +79,8 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
   train_split = "train" if num_validation else "train_full"
   images, labels = data.load_split(dataset, train_split, num_classes, num_validation, data_dir)
   num_pipelines, pipeline_id = strategy_lib.input_pipeline(strategy)
+  if generated_pattern:  # missing, empty, truncated or mis-shaped shards: DataError now
+    shard_check.check_generated_shards(generated_pattern, images.shape[1:])
   batch_augment_fn = None
   if batch_augmentation:
     from rgd import augment  # pylint: disable=g-import-not-at-top
@@ -149,7 +152,14 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
   logs = {}
   try:
     while step < total_steps:
-      batch = strategy_lib.distribute_stacked(strategy, next(iterator))
+      try:
+        element = next(iterator)
+      except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+        if generated_pattern:  # a corrupt or mis-shaped record: name its shard
+          shard_check.raise_for_read_error(e, generated_pattern, images.shape[1:],
+                                           num_pipelines, pipeline_id)
+        raise
+      batch = strategy_lib.distribute_stacked(strategy, element)
       out = {k: float(v) for k, v in distributed_step(batch).items()}
       step += 1
       _check_finite(out, step, manager)
