@@ -55,7 +55,8 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
                        checkpoint_every=500, keep_checkpoints=3, log_every=50,
                        image_summary_every=1000, precision="float32", jit_compile=False,
                        seed=0, data_dir=None,
-                       generated_label_smoothing=data.GENERATED_LABEL_SMOOTHING):
+                       generated_label_smoothing=data.GENERATED_LABEL_SMOOTHING,
+                       nan_policy="stop"):
   """Trains and returns the final logs (dict of floats).
 
   Lengths are in CIFAR-10-equivalent epochs of `epoch_size` examples (seed 001 counts 400 of
@@ -64,7 +65,12 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
   round(mixing_ratio * batch_size) real examples (seed 001: 0.3), their labels smoothed by
   `generated_label_smoothing` (0 for DeepAugment copies, whose labels are the real ones).
   `data_dir` is tfds' data directory (default ~/tensorflow_datasets).
+  `nan_policy`: on a step with a non-finite loss or gradient, 'stop' (exit status 3, nothing of
+  that state saved) or 'skip_step' (that update is not applied; rgd.skip_step).
   """
+  if nan_policy not in ("stop", "skip_step"):
+    raise ValueError(f"train_and_evaluate.nan_policy={nan_policy!r}: expected 'stop' or "
+                     "'skip_step'")
   if precision not in PRECISIONS:
     raise ValueError(f"Unknown precision {precision!r}; expected one of {sorted(PRECISIONS)}")
   keras.mixed_precision.set_global_policy(PRECISIONS[precision])
@@ -110,7 +116,8 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
     schedule = schedules.learning_rate_schedule(batch_size, total_steps, steps_per_epoch)
     optimizer = _make_optimizer(schedule)
     optimizer.build(network.trainable_variables)
-    trainer = RobustTrainer(network, avg_network, objective, batch_size, weight_decay, seed)
+    trainer = RobustTrainer(network, avg_network, objective, batch_size, weight_decay, seed,
+                            skip_nonfinite=nan_policy == "skip_step")
     trainer.compile(optimizer=optimizer)
     objective.bind(network, optimizer.iterations, total_steps)
     ema = weight_average.WeightAverage(network, avg_network, ema_decay)
@@ -162,6 +169,12 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
       batch = strategy_lib.distribute_stacked(strategy, element)
       out = {k: float(v) for k, v in distributed_step(batch).items()}
       step += 1
+      if nan_policy == "skip_step":
+        out["skipped_steps"] = out.pop("skipped")
+        if out["skipped_steps"]:
+          logging.warning("step %d: non-finite loss or gradients; update skipped "
+                          "(nan_policy='skip_step').", step)
+          out = {"skipped_steps": 1.0}  # its NaN loss stays out of the logged means
       _check_finite(out, step, manager)
       for k, v in out.items():
         sums[k] = sums.get(k, 0.0) + v
@@ -247,6 +260,8 @@ def _log_train(sums, step, total_steps, t0, step0, start, lr, writer):
   for k in ("kl", "hinge"):
     if k in sums:
       logs[k] = sums[k] / n
+  if "skipped_steps" in sums:  # nan_policy='skip_step': how many of this interval's steps
+    logs["skipped_steps"] = sums["skipped_steps"]
   for k in ("clean_correct", "adv_correct"):
     if k in sums:
       logs[k.replace("correct", "accuracy")] = sums[k] / n
