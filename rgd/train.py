@@ -79,6 +79,8 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
   keras.utils.set_random_seed(seed)
   chief = strategy_lib.is_chief(strategy)
   fileio.makedirs(model_dir)
+  if chief:  # an export killed before its rename left a `.tmp-*` file
+    fileio.remove_stale_temporaries(model_dir)
 
   # Data.
   num_classes = data.num_classes_of(dataset, num_classes)
