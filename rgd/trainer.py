@@ -114,14 +114,14 @@ class RobustTrainer(keras.Model):
       logs["skipped"] = (1.0 - tf.cast(ok, tf.float32)) / tf.cast(num_replicas, tf.float32)
     else:
       self.optimizer.apply(grads, variables)
+      # 1 where this replica's gradients hold a NaN/Inf: one reduction over memory the update
+      # reads anyway; the loop stops on it before anything is saved (rgd.train).
+      logs["nonfinite_gradients"] = 1.0 - tf.cast(tf.reduce_all(tf.stack(
+          [tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None])), tf.float32)
 
     hard = tf.argmax(labels, axis=1, output_type=tf.int32)
     logs.update({name: tf.reduce_sum(value) for name, value in parts.items()})
     logs["count"] = tf.cast(tf.shape(images)[0], tf.float32)
-    # 1 where this replica's gradients hold a NaN/Inf: one reduction over memory the update
-    # reads anyway; the loop stops on it before anything is saved (rgd.train).
-    logs["nonfinite_gradients"] = 1.0 - tf.cast(tf.reduce_all(tf.stack(
-        [tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None])), tf.float32)
     if clean_logits is not None:
       logs["clean_correct"] = tf.reduce_sum(
           tf.cast(tf.logical_not(losses.misclassified(clean_logits, hard)), tf.float32))
