@@ -24,5 +24,10 @@ setuptools.setup(
         # backend only, no display needed.
         "matplotlib",
     ],
-    extras_require={"test": ["pytest>=7", "scipy"]},
+    extras_require={
+        "test": ["pytest>=7", "scipy"],
+        # tools/make_tfrecords.py --runner=...: generated sets of 100M images on Dataflow, Flink
+        # or Spark (docs/beam.md). Resolves with TF 2.21 (it pins protobuf < 7, TF takes >= 6.31).
+        "beam": ["apache-beam>=2.77"],
+    },
 )

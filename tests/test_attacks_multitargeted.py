@@ -90,3 +90,46 @@ def test_multitargeted_keeps_a_misclassified_iterate_the_run_passed_through():
   mt.pgd.keep_misclassified = False
   x_last = mt(model_fn, x, labels, seed).numpy()
   assert (model_fn(x_last).numpy().argmax(1) == 0).all()
+
+
+def test_restarts_per_target_runs_every_target_num_restarts_times():
+  """Only the third target (the 4th-largest clean logit) can be raised: z_0 = 0 (label),
+  z_1 = -1, z_2 = -2 (constant), z_3 = <s, x - 0.5> - 3 with eps ||s||_1 > 3. Two runs in
+  total target classes 1 and 2 and fail; two runs per target (6) reach class 3."""
+  eps = 0.03
+  d = int(np.prod(SHAPE))
+  s = np.repeat([1.0, -1.0], d // 2).astype(np.float32)
+  assert eps * np.abs(s).sum() > 3.0
+
+  def model_fn(x):
+    v = tf.reduce_sum(tf.reshape(x - 0.5, [-1, d]) * s, axis=1)
+    c = tf.ones_like(v)
+    return tf.stack([0 * c, -c, -2 * c, v - 3.0], 1)
+
+  x = np.full((4,) + SHAPE, 0.5, np.float32)
+  labels = np.zeros(4, np.int32)
+  seed = tf.constant([0, 5])
+  total = MultiTargeted("linf", eps, num_steps=10, num_restarts=2, num_targets=3)
+  per_target = MultiTargeted("linf", eps, num_steps=10, num_restarts=2, num_targets=3,
+                             restarts_per_target=True)
+  assert (total.num_runs(4), per_target.num_runs(4)) == (2, 6)
+  assert per_target.num_runs(3) == 4      # k = min(num_targets, classes - 1)
+  assert (model_fn(total(model_fn, x, labels, seed)).numpy().argmax(1) == 0).all()
+  x_adv = per_target(model_fn, x, labels, seed).numpy()
+  assert np.abs(x_adv - x).max() <= eps + 1e-6
+  assert (model_fn(x_adv).numpy().argmax(1) == 3).all()
+
+
+def test_mt_vs_apgdt_tool_counts_points_pointwise():
+  """tools/mt_vs_apgdt.py on the decoy model: both targeted attacks reach class 2 with the same
+  budget, so each breaks every point and neither breaks a point the other misses."""
+  import sys, os  # pylint: disable=import-outside-toplevel,multiple-imports
+  sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools"))
+  import mt_vs_apgdt  # pylint: disable=import-outside-toplevel
+  model, _ = _decoy_model()
+  rng = np.random.RandomState(1)
+  x = (0.5 + rng.uniform(-0.01, 0.01, (6,) + SHAPE)).astype(np.float32)
+  r = mt_vs_apgdt.compare(model, x, np.zeros(6, np.int64), "linf", EPS["linf"], steps=10,
+                          targets=2)
+  assert r["clean"].all() and not r["mt_robust"].any() and not r["apgd-t_robust"].any()
+  assert (r["mt_only"], r["apgdt_only"]) == (0, 0)

@@ -129,3 +129,54 @@ def test_weight_decay_covers_conv_and_dense_weights_not_batchnorm():
   paths = sorted(v.path for v in decayed_variables(m))
   assert paths == ["conv0/kernel", "conv1/kernel", "conv2/kernel", "logits/bias",
                    "logits/kernel"]
+
+
+@pytest.mark.parametrize("bn_offset", [True, False])
+def test_fused_batchnorm_matches_keras_batchnorm(bn_offset, tmp_path):
+  """The fused layer (default) and Keras' layer with the same weights give the same logits in
+  both modes, the same input gradients, and the same moving statistics (Keras' biased batch
+  variance, momentum 0.99) after a training-mode pass; a saved model loads back."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from rgd.models.fused_bn import FusedBatchNormalization  # pylint: disable=import-outside-toplevel
+  fused = models.get_model("wrn-10-1", bn_offset=bn_offset)
+  plain = models.get_model("wrn-10-1", bn_offset=bn_offset, fused_bn=False)
+  kinds = {type(l) for l in fused.layers} ^ {type(l) for l in plain.layers}
+  assert kinds == {FusedBatchNormalization, keras.layers.BatchNormalization}
+  rng = np.random.RandomState(0)
+  # Non-trivial BN parameters and statistics, so that every term of the formula matters.
+  # (The head is zero-initialised: give it weights too.)
+  draw = {"gamma": lambda n: rng.uniform(0.5, 1.5, n), "beta": lambda n: rng.normal(0, 0.2, n),
+          "moving_mean": lambda n: rng.normal(0, 0.2, n),
+          "moving_variance": lambda n: rng.uniform(0.5, 1.5, n)}
+  weights = []
+  for v in fused.weights:
+    key = v.path.rsplit("/", 1)[-1]
+    w = v.numpy()
+    if key in draw:
+      w = draw[key](w.shape)
+    elif "logits" in v.path:
+      w = rng.normal(0, 0.1, w.shape)
+    weights.append(w.astype(np.float32))
+  fused.set_weights(weights)
+  plain.set_weights(weights)
+  x = tf.constant(rng.rand(6, 32, 32, 3).astype(np.float32))
+  for training in (False, True):
+    grads = []
+    for m in (fused, plain):
+      with tf.GradientTape() as tape:
+        tape.watch(x)
+        logits = m(x, training=training)
+        loss = tf.reduce_sum(logits * tf.range(10, dtype=tf.float32))
+      grads.append((logits.numpy(), tape.gradient(loss, x).numpy()))
+    # Relative to the largest entry: float32 rounding (BN's backward cancels large terms).
+    for a, b in zip(*grads):
+      assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max(), (training, np.abs(a - b).max())
+  # Two training passes above (one per model): the moving statistics moved identically.
+  for a, b in zip(fused.get_weights(), plain.get_weights()):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  moving = [i for i, v in enumerate(fused.weights) if "moving" in v.path]
+  assert not any(np.allclose(fused.get_weights()[i], weights[i]) for i in moving)  # they moved
+  path = str(tmp_path / "m.keras")
+  fused.save(path)
+  loaded = keras.models.load_model(path)
+  np.testing.assert_allclose(loaded(x).numpy(), fused(x).numpy(), rtol=1e-6, atol=1e-6)

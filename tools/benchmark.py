@@ -5,6 +5,7 @@
   python tools/benchmark.py input   [--batch_size=1024 --augmentations=none,cutmix]
   python tools/benchmark.py eval    [--model=wrn-28-10 --batch_size=256]
   python tools/benchmark.py records [--num_images=100000]
+  python tools/benchmark.py beam    [--num_images=100000 --workers=1,2]   (needs apache-beam)
   python tools/benchmark.py certify [--model=liresnet-L6W128 --batch_size=256 --jit]
   python tools/benchmark.py ada     [--model=preact_resnet50 --batch_size=128 --num_groups=0]
   python tools/benchmark.py train_vs_torch [--model=wrn-10-2 --batch_size=128 --rounds=3]
@@ -19,7 +20,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 SUBJECTS = ("train", "input", "eval", "records", "certify", "ada", "train_vs_torch",
-            "eval_vs_reference")
+            "eval_vs_reference", "beam")
 
 
 def main(argv):

@@ -36,6 +36,9 @@ from rgd import evaluate, models, strategy as strategy_lib, trades, weight_avera
 from rgd.attacks import cascade  # noqa: E402
 from rgd.trainer import RobustTrainer, make_distributed_step  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from synthetic_task import synthetic  # noqa: E402
+
 
 class TFModel(torch.nn.Module):
   """A Keras model (NHWC, [0, 1]) as a torch module on NCHW tensors, gradients from TF."""
@@ -69,16 +72,6 @@ class TFModel(torch.nn.Module):
 
   def forward(self, x):
     return self.fn.apply(x)
-
-
-def synthetic(n, seed, num_classes=10):
-  """Class colour U(0.35, 0.65) + N(0, 0.25) noise, uint8 [n, 32, 32, 3]: close enough classes
-  that an 8/255 perturbation fools some points of a robustly trained model."""
-  rng = np.random.RandomState(seed)
-  colours = np.random.RandomState(1234).uniform(0.35, 0.65, (num_classes, 3))
-  labels = rng.randint(0, num_classes, n)
-  images = colours[labels][:, None, None, :] + rng.normal(0, 0.25, (n, 32, 32, 3))
-  return (np.clip(images, 0, 1) * 255).astype(np.uint8), labels.astype(np.int64)
 
 
 def train(kind, steps, batch_size=64, seed=0):

@@ -10,6 +10,11 @@ r"""Turns generated images into a pseudo-labelled, sharded TFRecord training set
   python tools/make_tfrecords.py --generator=gaussian --dataset=cifar10 \
       --num_per_class=100000 --labeler=LABELER/model.keras --output_dir=OUT
 
+  # The same job on Apache Beam (pip install -e ".[beam]"): 2 local processes, or a cluster
+  # (docs/beam.md); --input may then also be a glob of .npz files:
+  python tools/make_tfrecords.py --input='gs://b/samples/*.npy' ... --runner=DirectRunner \
+      --beam_pipeline_options="--direct_num_workers=2 --direct_running_mode=multi_processing"
+
 Inputs (--input): an .npz with `image` uint8 [N, H, W, 3] (and optional `label`), .npy files
 (a file, a glob or a folder), or a folder of PNG/JPEG images. Without --labeler the input's own
 labels are kept (the Gaussian's class, or the .npz `label`). Train on the result with
@@ -53,6 +58,10 @@ flags.DEFINE_integer("batch_size", 256, "Images per labeller batch.")
 flags.DEFINE_integer("seed", 0, "Seed of the order in which records are written.")
 flags.DEFINE_bool("keep_cache", False, "Keep OUT/.work (plan, extracted .npz members, Gaussian "
                   "samples) after success.")
+flags.DEFINE_string("runner", None, "Run on Apache Beam with this runner (DirectRunner, "
+                    "DataflowRunner, FlinkRunner, SparkRunner); unset: one process, no Beam.")
+flags.DEFINE_string("beam_pipeline_options", "", "More Beam pipeline options, as on a Beam "
+                    "command line, e.g. \"--project=P --region=R --temp_location=gs://b/tmp\".")
 flags.DEFINE_float("debug_shard_delay_s", 0.0, "Testing only: sleep after each shard so that "
                    "a run can be interrupted.")
 
@@ -110,6 +119,8 @@ def _run(f):
 
     def opener(cache_dir):
       return sources.open_source(f.input, cache_dir)
+  if f.runner:
+    return _run_beam(f, config)
   labeler = None
   if f.labeler:
     from rgd.generated import labeling
@@ -123,6 +134,26 @@ def _run(f):
                len(meta["shards"]), f.output_dir, meta["counts_per_class"])
   print(f"{meta['num_examples']} examples, per class {meta['counts_per_class']}: "
         f"{meta['pattern']}")
+
+
+def _run_beam(f, config):
+  import shlex  # pylint: disable=g-import-not-at-top
+  from rgd.generated import beam_pipeline, labeling  # pylint: disable=g-import-not-at-top
+  if f.generator:
+    raise app.UsageError("--runner needs --input (write --generator's samples first)")
+  labeler = f.labeler and labeling.Labeler.load(f.labeler,
+                                                from_logits=f.labeler_outputs == "logits")
+  meta = beam_pipeline.make_tfrecords(
+      f.output_dir, config, f.input, labeler=labeler or None,
+      keep_per_class=f.keep_per_class or None, num_classes=f.num_classes,
+      examples_per_shard=f.examples_per_shard, batch_size=f.batch_size, seed=f.seed,
+      keep_cache=f.keep_cache, argv=sys.argv,
+      beam_args=[f"--runner={f.runner}"] + shlex.split(f.beam_pipeline_options))
+  if meta is None:
+    print(f"submitted to {f.runner}; {f.output_dir}/metadata.json appears when it is done")
+  else:
+    print(f"{meta['num_examples']} examples, per class {meta['counts_per_class']}: "
+          f"{meta['pattern']}")
 
 
 if __name__ == "__main__":

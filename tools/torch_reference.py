@@ -72,6 +72,8 @@ class TorchTwin(torch.nn.Module):
     self.bn_eps = {}
     for layer in model.layers:
       kind = type(layer).__name__
+      # rgd's fused BN has Keras BatchNormalization's variables and numbers (fused_bn.py).
+      kind = {"FusedBatchNormalization": "BatchNormalization"}.get(kind, kind)
       if kind == "InputLayer":
         continue
       cfg = {}

@@ -75,6 +75,8 @@ def parse_args(argv):
   p.add_argument("--jit", action="store_true", help="XLA-compile the replica step")
   p.add_argument("--objective", default="trades", choices=list(trades.OBJECTIVES))
   p.add_argument("--attack_steps", type=int, default=10)
+  p.add_argument("--bn", default="fused", choices=["fused", "keras"],
+                 help="BatchNorm layer (rgd/models/fused_bn.py; 'keras' = rgd <= 0.2)")
   p.add_argument("--steps", type=int, default=5, help="timed steps")
   p.add_argument("--warmup", type=int, default=2, help="untimed steps (tracing, autotuning)")
   p.add_argument("--nan_policy", default="stop", choices=["stop", "skip_step"],
@@ -92,6 +94,7 @@ def main(argv):
   with strategy.scope():
     kw = dict(num_classes=10, width=args.width) if args.model == "tiny_cnn" else dict(
         num_classes=10)
+    kw["fused_bn"] = args.bn == "fused"
     net = models.get_model(args.model, **kw)
     avg = models.get_model(args.model, **kw)
     objective = trades.Objective(kind=args.objective, attack_steps=args.attack_steps)
@@ -112,7 +115,8 @@ def main(argv):
   print(f"model         {args.model} ({net.count_params() / 1e6:.2f}M params, "
         f"{forward / 1e9:.3f} GFLOP forward per image)")
   print(f"step          {args.objective}-{args.attack_steps}, batch {args.batch_size}, "
-        f"{args.precision}, XLA {'on' if args.jit else 'off'}, nan_policy {args.nan_policy}")
+        f"{args.precision}, XLA {'on' if args.jit else 'off'}, BN {args.bn}, "
+        f"nan_policy {args.nan_policy}")
   print(f"time/step     {step_s * 1e3:.1f} ms")
   print(f"throughput    {img_s:.1f} images/s")
   print(f"model FLOP/s  {achieved / 1e12:.3f} TFLOP/s ({per_example / 1e9:.2f} GFLOP/example)")

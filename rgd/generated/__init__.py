@@ -8,6 +8,8 @@ path from images to a training set, one module per step:
   labeling       pseudo-labels from a non-robust classifier; top-k per class filtering
   writer         sharded, atomic, restartable TFRecord writing (schema: rgd.tfrecord)
   pipeline       the job of tools/make_tfrecords.py: label -> select -> write -> metadata.json
+  chunks         the same inputs listed once and read as chunks of rows through tf.io.gfile
+  beam_pipeline  the same job on Apache Beam (--runner=...): many workers, same records
   complementarity  seed 001 App. D Algorithm 1: complementarity and coverage of a set
 The workflow end to end is in docs/generated_data.md.
 """

@@ -55,7 +55,8 @@ class Labeler:
   def describe(self):
     """JSON-able identity for metadata.json (the file's sha256 pins the exact weights)."""
     return {"name": self.name, "num_classes": self.num_classes, "from_logits": self.from_logits,
-            "path": None if self.path is None else os.path.abspath(self.path),
+            "path": None if self.path is None else (
+                self.path if "://" in self.path else os.path.abspath(self.path)),
             "sha256": None if self.path is None else writer.sha256_file(self.path)}
 
   def check(self, num_classes=None, image_shape=None):

@@ -56,9 +56,8 @@ def make_tfrecords(output_dir, config, open_source, labeler=None, keep_per_class
       tempfile.gettempdir(), "rgd-cache", hashlib.sha1(output_dir.encode()).hexdigest()[:16]))
   plan_path = fileio.join(work, writer.PLAN_FILE)
   meta_path = fileio.join(output_dir, writer.METADATA_FILE)
-  config = dict(config, keep_per_class=keep_per_class, examples_per_shard=examples_per_shard,
-                seed=seed, prefix=prefix, num_classes=num_classes,
-                labeler=None if labeler is None else labeler.describe())
+  config = job_config(config, keep_per_class, examples_per_shard, seed, prefix, num_classes,
+                      labeler)
 
   if gfile.exists(meta_path):
     meta = fileio.read_json(meta_path)
@@ -133,32 +132,53 @@ def make_tfrecords(output_dir, config, open_source, labeler=None, keep_per_class
   for n in names:
     if gfile.exists(fileio.join(work, n)):
       gfile.rename(fileio.join(work, n), fileio.join(output_dir, n), overwrite=True)
-  k = len(plan["num_seen"])
-  labels = plan["label"]
-  meta = {
-      "format_version": FORMAT_VERSION,
-      "num_examples": num_examples,
-      "num_classes": k,
-      "counts_per_class": np.bincount(labels, minlength=k).tolist(),
-      "labelled_per_class": plan["num_seen"].tolist(),
-      "pattern": fileio.join(output_dir if fileio.is_remote(output_dir) else
-                              os.path.abspath(output_dir), f"{prefix}-*.tfrecord"),
-      "source": config.get("source"),
-      "labeler": config["labeler"],
-      "selection": ("all" if keep_per_class is None else
-                    f"top {keep_per_class} per class by the labeller's softmax of its label"),
-      "confidence": (writer.confidence_stats(labels, np.exp(plan["score"].astype(np.float64)), k)
-                     if labeler is not None else None),
-      "shards": shards,
-      "job": config,
-      "command": argv if argv is not None else sys.argv,
-      "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-  }
+  meta = build_metadata(output_dir, config, plan["label"], plan["score"], plan["num_seen"],
+                        shards, has_scores=labeler is not None, argv=argv)
   fileio.atomic_write_text(meta_path, json.dumps(meta, indent=1) + "\n")
   if not keep_cache:
     if gfile.exists(work):
       gfile.rmtree(work)
   return meta
+
+
+def job_config(config, keep_per_class, examples_per_shard, seed, prefix, num_classes, labeler):
+  """The job's arguments as saved in the plan and metadata.json (a re-run must match them)."""
+  return dict(config, keep_per_class=keep_per_class, examples_per_shard=examples_per_shard,
+              seed=seed, prefix=prefix, num_classes=num_classes,
+              labeler=None if labeler is None else labeler.describe())
+
+
+def build_metadata(output_dir, config, labels, scores, num_seen, shards, has_scores, argv=None):
+  """metadata.json of a finished job (this module's and rgd.generated.beam_pipeline's).
+
+  `labels`, `scores`: of every written record (any order); `num_seen`: images per labelled
+  class before filtering; `shards`: [{"name", "num_examples", "sha256"}] in shard order."""
+  k = len(num_seen)
+  # Statistics over a canonical order (by label, then score), so that both paths, which write
+  # the records in different orders, give the same float sums.
+  order = np.lexsort((np.asarray(scores, np.float64), np.asarray(labels, np.int64)))
+  labels = np.asarray(labels, np.int64)[order]
+  scores = np.asarray(scores, np.float64)[order]
+  keep_per_class = config["keep_per_class"]
+  return {
+      "format_version": FORMAT_VERSION,
+      "num_examples": int(len(labels)),
+      "num_classes": k,
+      "counts_per_class": np.bincount(labels, minlength=k).tolist(),
+      "labelled_per_class": np.asarray(num_seen).tolist(),
+      "pattern": fileio.join(output_dir if fileio.is_remote(output_dir) else
+                              os.path.abspath(output_dir), f"{config['prefix']}-*.tfrecord"),
+      "source": config.get("source"),
+      "labeler": config["labeler"],
+      "selection": ("all" if keep_per_class is None else
+                    f"top {keep_per_class} per class by the labeller's softmax of its label"),
+      "confidence": (writer.confidence_stats(labels, np.exp(scores), k)
+                     if has_scores else None),
+      "shards": shards,
+      "job": config,
+      "command": argv if argv is not None else sys.argv,
+      "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+  }
 
 
 def _num_classes(source, labeler, num_classes):

@@ -35,19 +35,20 @@ MODEL_NAMES = ("wrn-D-W", "resnet18", "preact_resnet18", "preact_resnet50", "tin
 
 @gin.configurable(denylist=["num_classes", "input_shape"])
 def get_model(name=gin.REQUIRED, num_classes=10, input_shape=(32, 32, 3), normalization="cifar10",
-              width=None, conv_init="haiku", bn_offset=True, head_init="zeros"):
+              width=None, conv_init="haiku", bn_offset=True, head_init="zeros", fused_bn=True):
   """Builds the named model. `normalization` picks the per-channel statistics inside the model.
 
   `conv_init` ('haiku', 'pytorch', 'he_normal'), `bn_offset` and `head_init` ('zeros', 'haiku',
   'pytorch') choose how layers are built (rgd.models.common.Layers); the defaults are DeepMind's
-  JAX model zoo's.
+  JAX model zoo's. `fused_bn` builds BN on TF's fused kernel (same variables and numbers as
+  Keras' layer, rgd/models/fused_bn.py); False gives `keras.layers.BatchNormalization`.
   """
   if normalization not in NORMALIZATION:
     raise ValueError(f"Unknown normalization {normalization!r}; "
                      f"expected one of {sorted(NORMALIZATION)}")
   mean, std = NORMALIZATION[normalization]
   kw = dict(num_classes=num_classes, input_shape=tuple(input_shape), mean=mean, std=std,
-            layers=Layers(conv_init, bn_offset, head_init))
+            layers=Layers(conv_init, bn_offset, head_init, fused_bn))
   m = re.fullmatch(r"liresnet-L(\d+)W(\d+)", name)
   if m:
     return certified_models.liresnet(int(m.group(1)), int(m.group(2)), num_classes,

@@ -1,0 +1,94 @@
+"""rgd.generated.chunks: every input format listed and read in chunks through gfile gives the
+images, labels and indices of sources.open_source (the single-process reader), also from
+`ram://` (which stands for gs:// here), and bad input names the file."""
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import make_images
+from rgd import fileio
+from rgd.generated import chunks, sources
+from rgd.generated.sources import SourceError
+
+
+def _write_inputs(d):
+  x, y = make_images(50, num_classes=4, size=8, seed=1)
+  np.savez(f"{d}/stored.npz", image=x, label=y)
+  np.savez_compressed(f"{d}/deflated.npz", image=x, label=y)
+  os.makedirs(f"{d}/npys")
+  np.save(f"{d}/npys/0.npy", x[:17])
+  np.save(f"{d}/npys/1.npy", x[17:])
+  os.makedirs(f"{d}/unzipped")
+  np.save(f"{d}/unzipped/image.npy", x)
+  np.save(f"{d}/unzipped/label.npy", y.astype(np.int32))
+  for i in range(12):
+    os.makedirs(f"{d}/png/{y[i]}", exist_ok=True)
+    tf.io.write_file(f"{d}/png/{y[i]}/{i:03d}.png", tf.io.encode_png(x[i]))
+  return x, y
+
+
+def _read_all(listing, chunk_size):
+  parts = [c.read() for c in listing.chunks(chunk_size)]
+  labels = None if parts[0][2] is None else np.concatenate([p[2] for p in parts])
+  return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), labels
+
+
+@pytest.mark.parametrize("name", ["stored.npz", "deflated.npz", "npys", "npys/*.npy",
+                                  "unzipped", "png"])
+def test_chunks_read_what_sources_read(tmp_path, name):
+  _write_inputs(tmp_path)
+  path = str(tmp_path / name)
+  source = sources.open_source(path, str(tmp_path / "cache"))
+  listing = chunks.list_input(path, str(tmp_path / "extracted"))
+  assert (listing.num_images, listing.image_shape) == (source.num_images, source.image_shape)
+  assert listing.has_labels == (source.labels is not None)
+  for chunk_size in (7, 16, 64):  # 7 and 16 cut across the two .npy files (17 + 33 images).
+    cs = listing.chunks(chunk_size)
+    assert [(c.start, c.stop) for c in cs] == [
+        (s, min(s + chunk_size, source.num_images))
+        for s in range(0, source.num_images, chunk_size)]
+    ids, images, labels = _read_all(listing, chunk_size)
+    np.testing.assert_array_equal(ids, np.arange(source.num_images))
+    np.testing.assert_array_equal(images, source.read(0, source.num_images))
+    if source.labels is None:
+      assert labels is None
+    else:
+      np.testing.assert_array_equal(labels, source.labels)
+  if name == "npys":
+    assert [len(c.pieces) for c in listing.chunks(16)] == [1, 2, 1, 1]  # [16, 32) spans both
+
+
+def test_remote_inputs_are_read_in_place(tmp_path):
+  x, y = make_images(20, num_classes=3, size=8, seed=5)
+  fileio.save_npz("ram://chunks/set.npz", image=x, label=y)  # np.savez: stored, readable at offsets
+  fileio.save_npz("ram://chunks/glob/a.npz", image=x[:9], label=y[:9])
+  fileio.save_npz("ram://chunks/glob/b.npz", image=x[9:])
+  listing = chunks.list_input("ram://chunks/set.npz")
+  assert isinstance(listing.chunks(8)[1].pieces[0].images, chunks.Rows)  # Not extracted.
+  ids, images, labels = _read_all(listing, 8)
+  np.testing.assert_array_equal(images, x)
+  np.testing.assert_array_equal(labels, y)
+  # A glob of .npz files is one set in name order; one file without labels: no labels.
+  listing = chunks.list_input("ram://chunks/glob/*.npz")
+  ids, images, labels = _read_all(listing, 6)
+  np.testing.assert_array_equal(images, x)
+  assert labels is None and listing.kind == "npz" and not listing.has_labels
+
+
+def test_bad_input_names_the_file(tmp_path):
+  np.save(tmp_path / "f.npy", np.zeros((2, 4, 4, 3), np.float32))
+  with pytest.raises(SourceError, match=r"f\.npy: images are float32; expected uint8"):
+    chunks.list_input(str(tmp_path / "f.npy"))
+  np.savez(tmp_path / "k.npz", x=np.zeros((2, 4, 4, 3), np.uint8))
+  with pytest.raises(SourceError, match=r"k\.npz: missing key 'image'; found \['x'\]"):
+    chunks.list_input(str(tmp_path / "k.npz"))
+  np.savez(tmp_path / "l.npz", image=np.zeros((3, 4, 4, 3), np.uint8), label=np.zeros(2, int))
+  with pytest.raises(SourceError, match=r"l\.npz\['label'\]: labels must have shape \[3\]"):
+    chunks.list_input(str(tmp_path / "l.npz"))
+  np.save(tmp_path / "w.npy", np.full((3, 4, 4, 3), 300, np.int16))
+  with pytest.raises(SourceError, match=r"w\.npy: image 2 has values in \[300, 300\]"):
+    chunks.list_input(str(tmp_path / "w.npy")).chunks(2)[1].read()
+  with pytest.raises(SourceError, match="nothing.npy: not found"):
+    chunks.list_input(str(tmp_path / "nothing.npy"))
