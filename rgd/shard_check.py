@@ -2,7 +2,8 @@
 
 Before training (`check_generated_shards`, cheap: one stat per shard and one record read):
   * the glob matches at least one file, and no file is empty (an empty shard is a valid, empty
-    TFRecord file: with every shard empty the repeating reader would spin forever);
+    TFRecord file: with every shard empty the repeating reader would spin forever) unless
+    metadata.json records it as empty (rgd.generated.beam_pipeline's hash sharding may);
   * when the shards' folder holds `metadata.json` (rgd.generated.pipeline), every shard it
     lists that the glob selects exists with the size it records ('bytes'); with
     `verify_checksums` also its sha256 (a full read of the data: opt in);
@@ -46,15 +47,19 @@ def check_generated_shards(pattern, image_shape, verify_checksums=False):
   metadata.json (reads all the data once)."""
   files, _ = list_files(pattern)
   sizes = {f: fileio.gfile.stat(f).length for f in files}
-  empty = [f for f in files if sizes[f] == 0]
-  if empty:
-    raise DataError(f"{empty[0]}: empty shard (0 bytes)" +
-                    (f"; {len(empty) - 1} more empty" if len(empty) > 1 else ""))
+  expected_empty = set()  # shards metadata.json records as empty (Beam's hash sharding)
   for folder in sorted({posixpath.dirname(f) for f in files}):
     meta_path = fileio.join(folder, METADATA_FILE)
     if fileio.gfile.exists(meta_path):
-      _check_against_metadata(meta_path, pattern, sizes, verify_checksums)
-  _check_first_record(files[0], image_shape)
+      expected_empty |= _check_against_metadata(meta_path, pattern, sizes, verify_checksums)
+  empty = [f for f in files if sizes[f] == 0 and f not in expected_empty]
+  if empty:
+    raise DataError(f"{empty[0]}: empty shard (0 bytes)" +
+                    (f"; {len(empty) - 1} more empty" if len(empty) > 1 else ""))
+  nonempty = [f for f in files if sizes[f]]
+  if not nonempty:
+    raise DataError(f"generated_pattern {pattern!r}: every shard is empty")
+  _check_first_record(nonempty[0], image_shape)
 
 
 def _check_against_metadata(meta_path, pattern, sizes, verify_checksums):
@@ -63,6 +68,7 @@ def _check_against_metadata(meta_path, pattern, sizes, verify_checksums):
   except ValueError as e:
     raise DataError(f"{meta_path}: not valid JSON ({e})") from e
   folder = posixpath.dirname(meta_path)
+  empty = set()
   for entry in meta.get("shards", []):
     entry = entry if isinstance(entry, dict) else {"name": entry}  # older: a list of names
     path = fileio.join(folder, entry["name"])
@@ -75,6 +81,9 @@ def _check_against_metadata(meta_path, pattern, sizes, verify_checksums):
                       "(truncated, or a partial copy)")
     if verify_checksums and entry.get("sha256") and sha256_file(path) != entry["sha256"]:
       raise DataError(f"{path}: sha256 differs from the one {meta_path} records (corrupt copy)")
+    if entry.get("num_examples") == 0:
+      empty.add(path)
+  return empty
 
 
 def _check_first_record(path, image_shape):

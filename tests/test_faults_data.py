@@ -69,8 +69,17 @@ def test_glob_matching_nothing(tmp_path):
 def test_empty_shard(tmp_path):
   paths = write_shards(str(tmp_path), metadata=False)
   open(paths[1], "wb").close()
+  pattern = str(tmp_path / "*.tfrecord")
   with pytest.raises(DataError, match=f"{paths[1]}: empty shard"):
-    shard_check.check_generated_shards(str(tmp_path / "*.tfrecord"), SHAPE)
+    shard_check.check_generated_shards(pattern, SHAPE)
+  # Recorded as empty in metadata.json (Beam's hash sharding can leave one so): fine, unless
+  # every shard is.
+  meta = {"shards": [writer.shard_entry(p, 0 if p == paths[1] else 8) for p in paths]}
+  with open(tmp_path / "metadata.json", "w") as f:
+    json.dump(meta, f)
+  shard_check.check_generated_shards(pattern, SHAPE)
+  with pytest.raises(DataError, match="every shard is empty"):
+    shard_check.check_generated_shards(str(tmp_path / "generated-00001-*.tfrecord"), SHAPE)
 
 
 def test_missing_and_truncated_shards_against_metadata(tmp_path):
