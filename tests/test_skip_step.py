@@ -68,3 +68,39 @@ def test_non_finite_step_is_skipped_exactly(mirrored):
   ref_step(_batch(3))
   for a, b in zip(final, _state(reference)):
     np.testing.assert_array_equal(a, b)
+
+
+def test_training_loop_counts_skipped_steps_in_tensorboard(tmp_path):
+  """The entry point with a diverging learning rate and nan_policy='skip_step': it finishes,
+  warns once per skipped step, logs their count as `skipped_steps`, and exports finite
+  weights."""
+  import glob
+  import os
+  import subprocess
+  import sys
+  from conftest import write_npz_dataset
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  data_dir = write_npz_dataset(str(tmp_path / "data"))
+  model_dir = str(tmp_path / "run")
+  bindings = ["learning_rate_schedule.base_learning_rate=1e12",
+              "train_and_evaluate.nan_policy='skip_step'", "train_and_evaluate.num_steps=4",
+              "train_and_evaluate.eval_every=0", "train_and_evaluate.image_summary_every=0",
+              "train_and_evaluate.log_every=1", "Objective.attack_steps=1"]
+  cmd = [sys.executable, "-m", "rgd.train", "--gin_file=gin/debug.gin",
+         f"--model_dir={model_dir}", f"--gin_bindings=DATASET='npz:{data_dir}'"]
+  result = subprocess.run(cmd + [f"--gin_bindings={b}" for b in bindings], cwd=root,
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  assert result.returncode == 0, result.stderr[-3000:]
+  warned = [int(line.split("step ")[1].split(":")[0]) for line in result.stderr.splitlines()
+            if "update skipped (nan_policy='skip_step')" in line]
+  assert warned, "lr 1e12 should diverge within 4 steps"
+  logged = {}
+  for f in glob.glob(os.path.join(model_dir, "train", "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(f):
+      for v in event.summary.value:
+        if v.tag == "skipped_steps":
+          logged[event.step] = float(tf.make_ndarray(v.tensor))
+  assert logged == {s: float(s in warned) for s in range(1, 5)}
+  model = keras.saving.load_model(os.path.join(model_dir, "last.keras"))
+  assert all(np.isfinite(w).all() for w in model.get_weights())
