@@ -10,7 +10,7 @@ import signal
 from absl import logging
 import tensorflow as tf
 
-from rgd import fileio, strategy as strategy_lib
+from rgd import faults, fileio, strategy as strategy_lib
 
 
 atomic_write_json = fileio.atomic_write_json
@@ -20,6 +20,7 @@ def export_keras(model, path):
   """Saves `model` as a `.keras` file atomically (Keras wants the suffix on the temp name)."""
   with fileio.atomic_path(path, suffix=".keras") as tmp:
     model.save(tmp)
+    faults.kill_point(f"export:{posixpath.basename(path)}")
 
 
 class CheckpointError(RuntimeError):
@@ -120,7 +121,12 @@ class TrainingCheckpoints:
     if self._input is not None:
       self._input.save(checkpoint_number=checkpoint_number)
     if self._manager is not None:
-      self.latest_checkpoint = self._manager.save(checkpoint_number=checkpoint_number)
+      options = None
+      if faults.armed():  # runs after the files are written, before the state file lists them
+        options = tf.train.CheckpointOptions(experimental_write_callbacks=[
+            lambda: faults.kill_point(f"checkpoint:{checkpoint_number}")])
+      self.latest_checkpoint = self._manager.save(checkpoint_number=checkpoint_number,
+                                                  options=options)
       return
     # Non-chief: the same save into a temporary directory, then deleted.
     tf.io.gfile.makedirs(self._write_dir)

@@ -29,7 +29,7 @@ import tensorflow as tf
 
 import rgd
 from rgd import cli_flags  # noqa: F401  (--model_dir, --gin_file, --gin_bindings)
-from rgd import data, fileio, models  # noqa: F401  (models: any layers the saved model uses)
+from rgd import data, eval_state, fileio, models  # noqa: F401  (models: layers the model uses)
 from rgd.attacks import cascade, checks
 from rgd.progress import Progress
 
@@ -131,8 +131,19 @@ def evaluate_model(model, images, labels, suite="aa+mt", norm="linf", eps=8 / 25
   probe = tf.constant(images[:min(len(images), batch_size)])
   probe_logits = tf.cast(model_fn(probe), tf.float32).numpy()
   checks.check_output_shape(probe_logits, len(probe), int(labels.max()) + 1, source)
+  checks.check_finite(probe_logits, source)
   warnings = (checks.check_randomized(model_fn, probe) + checks.check_logits(probe_logits) +
               checks.check_num_classes(probe_logits.shape[1], stages))
+  for w in warnings:  # now, not after hours of attacks
+    logging.warning(w)
+  state = None
+  if output_dir:  # finished stages survive an interruption (rgd.eval_state)
+    state = eval_state.StageState(
+        os.path.join(output_dir, report_name(suite, norm, eps) + ".state.npz"),
+        eval_state.fingerprint(images, labels, model=(settings or {}).get("model", source),
+                               suite=suite, norm=norm, eps=eps, seed=seed,
+                               batch_size=batch_size, jit_compile=jit_compile,
+                               stages=[s.name for s in stages], gin=gin.config_str()))
 
   progress = {}
 
@@ -149,11 +160,12 @@ def evaluate_model(model, images, labels, suite="aa+mt", norm="linf", eps=8 / 25
 
   start = time.monotonic()
   result = cascade.run_cascade(stages, model_fn, images, labels, batch_size, seed, strategy,
-                               jit_compile, on_batch)
+                               jit_compile, on_batch, state)
   names = [s.name for s in stages]
-  warnings += checks.check_black_box(names, result["robust_after"])
-  for w in warnings:
+  black_box = checks.check_black_box(names, result["robust_after"])
+  for w in black_box:
     logging.warning(w)
+  warnings += black_box
   n = len(images)
   report = dict(
       suite=suite, norm=norm, eps=eps, num_examples=n,
@@ -169,9 +181,11 @@ def evaluate_model(model, images, labels, suite="aa+mt", norm="linf", eps=8 / 25
       seconds=time.monotonic() - start,
       settings=dict(settings or {}, seed=seed, batch_size=batch_size, jit_compile=jit_compile,
                     bucket_sizes=result["bucket_sizes"], gin=gin.config_str()),
-      versions=_versions(), warnings=warnings)
+      versions=_versions(), warnings=warnings,
+      restored_stages=names[:result["restored_stages"]])
   if output_dir:
     write_report(output_dir, report, result, labels)
+    state.remove()
   return report
 
 
@@ -250,8 +264,12 @@ def main(argv):
   settings = dict(model=path if fileio.is_remote(path) else os.path.abspath(path),
                   checkpoint_step=step, dataset=dataset,
                   split=FLAGS.split, command=" ".join(sys.argv))
-  report = evaluate_model(model, images, labels, FLAGS.suite, norm, eps, batch_size,
-                          FLAGS.seed, output_dir, settings, FLAGS.jit, strategy, source=path)
+  try:
+    report = evaluate_model(model, images, labels, FLAGS.suite, norm, eps, batch_size,
+                            FLAGS.seed, output_dir, settings, FLAGS.jit, strategy, source=path)
+  except (checks.NonFiniteLogitsError, eval_state.StateMismatchError) as e:
+    print(f"rgd.evaluate: {e}", file=sys.stderr)
+    sys.exit(2)
   stages = ", ".join(f"{s['name']} {100 * s['robust_accuracy']:.2f}%" for s in report["stages"])
   print(f"clean {100 * report['clean_accuracy']:.2f}% | {stages} | robust "
         f"{100 * report['robust_accuracy']:.2f}% ({report['num_examples']} examples, "

@@ -21,6 +21,7 @@ import keras
 import tensorflow as tf
 
 from rgd import checkpointing, data, fileio, models, schedules, strategy as strategy_lib, trades
+from rgd import shard_check
 from rgd import cli_flags  # noqa: F401  (--model_dir, --gin_file, --gin_bindings)
 from rgd import weight_average
 from rgd.attacks import losses, pgd
@@ -54,7 +55,8 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
                        checkpoint_every=500, keep_checkpoints=3, log_every=50,
                        image_summary_every=1000, precision="float32", jit_compile=False,
                        seed=0, data_dir=None,
-                       generated_label_smoothing=data.GENERATED_LABEL_SMOOTHING):
+                       generated_label_smoothing=data.GENERATED_LABEL_SMOOTHING,
+                       nan_policy="stop"):
   """Trains and returns the final logs (dict of floats).
 
   Lengths are in CIFAR-10-equivalent epochs of `epoch_size` examples (seed 001 counts 400 of
@@ -63,7 +65,12 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
   round(mixing_ratio * batch_size) real examples (seed 001: 0.3), their labels smoothed by
   `generated_label_smoothing` (0 for DeepAugment copies, whose labels are the real ones).
   `data_dir` is tfds' data directory (default ~/tensorflow_datasets).
+  `nan_policy`: on a step with a non-finite loss or gradient, 'stop' (exit status 3, nothing of
+  that state saved) or 'skip_step' (that update is not applied; rgd.skip_step).
   """
+  if nan_policy not in ("stop", "skip_step"):
+    raise ValueError(f"train_and_evaluate.nan_policy={nan_policy!r}: expected 'stop' or "
+                     "'skip_step'")
   if precision not in PRECISIONS:
     raise ValueError(f"Unknown precision {precision!r}; expected one of {sorted(PRECISIONS)}")
   keras.mixed_precision.set_global_policy(PRECISIONS[precision])
@@ -72,12 +79,16 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
   keras.utils.set_random_seed(seed)
   chief = strategy_lib.is_chief(strategy)
   fileio.makedirs(model_dir)
+  if chief:  # an export killed before its rename left a `.tmp-*` file
+    fileio.remove_stale_temporaries(model_dir)
 
   # Data.
   num_classes = data.num_classes_of(dataset, num_classes)
   train_split = "train" if num_validation else "train_full"
   images, labels = data.load_split(dataset, train_split, num_classes, num_validation, data_dir)
   num_pipelines, pipeline_id = strategy_lib.input_pipeline(strategy)
+  if generated_pattern:  # missing, empty, truncated or mis-shaped shards: DataError now
+    shard_check.check_generated_shards(generated_pattern, images.shape[1:])
   batch_augment_fn = None
   if batch_augmentation:
     from rgd import augment  # pylint: disable=g-import-not-at-top
@@ -107,7 +118,8 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
     schedule = schedules.learning_rate_schedule(batch_size, total_steps, steps_per_epoch)
     optimizer = _make_optimizer(schedule)
     optimizer.build(network.trainable_variables)
-    trainer = RobustTrainer(network, avg_network, objective, batch_size, weight_decay, seed)
+    trainer = RobustTrainer(network, avg_network, objective, batch_size, weight_decay, seed,
+                            skip_nonfinite=nan_policy == "skip_step")
     trainer.compile(optimizer=optimizer)
     objective.bind(network, optimizer.iterations, total_steps)
     ema = weight_average.WeightAverage(network, avg_network, ema_decay)
@@ -149,9 +161,22 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
   logs = {}
   try:
     while step < total_steps:
-      batch = strategy_lib.distribute_stacked(strategy, next(iterator))
+      try:
+        element = next(iterator)
+      except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+        if generated_pattern:  # a corrupt or mis-shaped record: name its shard
+          shard_check.raise_for_read_error(e, generated_pattern, images.shape[1:],
+                                           num_pipelines, pipeline_id)
+        raise
+      batch = strategy_lib.distribute_stacked(strategy, element)
       out = {k: float(v) for k, v in distributed_step(batch).items()}
       step += 1
+      if nan_policy == "skip_step":
+        out["skipped_steps"] = out.pop("skipped")
+        if out["skipped_steps"]:
+          logging.warning("step %d: non-finite loss or gradients; update skipped "
+                          "(nan_policy='skip_step').", step)
+          out = {"skipped_steps": 1.0}  # its NaN loss stays out of the logged means
       _check_finite(out, step, manager)
       for k, v in out.items():
         sums[k] = sums.get(k, 0.0) + v
@@ -237,6 +262,8 @@ def _log_train(sums, step, total_steps, t0, step0, start, lr, writer):
   for k in ("kl", "hinge"):
     if k in sums:
       logs[k] = sums[k] / n
+  if "skipped_steps" in sums:  # nan_policy='skip_step': how many of this interval's steps
+    logs["skipped_steps"] = sums["skipped_steps"]
   for k in ("clean_correct", "adv_correct"):
     if k in sums:
       logs[k.replace("correct", "accuracy")] = sums[k] / n

@@ -9,6 +9,7 @@ update.
 import keras
 import tensorflow as tf
 
+from rgd import skip_step
 from rgd.attacks import losses
 from rgd.data import to_float
 from rgd.models.common import batchnorm_statistics
@@ -30,7 +31,7 @@ class RobustTrainer(keras.Model):
   """
 
   def __init__(self, network, avg_network, objective, global_batch_size, weight_decay=5e-4,
-               seed=0, **kwargs):
+               seed=0, skip_nonfinite=False, **kwargs):
     super().__init__(**kwargs)
     self.network = network
     self.avg_network = avg_network
@@ -38,6 +39,7 @@ class RobustTrainer(keras.Model):
     self.global_batch_size = int(global_batch_size)
     self.weight_decay = float(weight_decay)
     self.seed = int(seed)
+    self.skip_nonfinite = bool(skip_nonfinite)  # nan_policy='skip_step' (rgd.skip_step)
 
   def call(self, images, training=False):
     return self.network(images, training=training)
@@ -84,6 +86,9 @@ class RobustTrainer(keras.Model):
     if images.dtype == tf.uint8:  # converted here, on the device (rgd.data.make_train_dataset)
       images = to_float(images)
     num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    if self.skip_nonfinite:  # restored if this step is skipped
+      bn_stats = batchnorm_statistics(self.network)
+      bn_saved = [tf.identity(v.value) for v in bn_stats]
     attack_fn, clean_fn, train_fn = self.network_fns()
     seed, init_slice = self.attack_start(tf.shape(images)[0])
     # Seed 003's corruption stage (AdA, AugMix) first: its images replace the clean ones.
@@ -100,15 +105,23 @@ class RobustTrainer(keras.Model):
       loss += self.weight_decay_loss() / tf.cast(num_replicas, tf.float32)
     variables = self.network.trainable_variables
     grads = tape.gradient(loss, variables)
-    self.optimizer.apply(grads, variables)
+    logs = {}
+    if self.skip_nonfinite:
+      ok = skip_step.agreed(skip_step.all_finite(loss, grads))
+      skip_step.apply_if(ok, self.optimizer, grads, variables)
+      skip_step.keep_if_skipped(ok, bn_stats, bn_saved)
+      # Summed over replicas by the loop: 1 for a skipped step.
+      logs["skipped"] = (1.0 - tf.cast(ok, tf.float32)) / tf.cast(num_replicas, tf.float32)
+    else:
+      self.optimizer.apply(grads, variables)
+      # 1 where this replica's gradients hold a NaN/Inf: one reduction over memory the update
+      # reads anyway; the loop stops on it before anything is saved (rgd.train).
+      logs["nonfinite_gradients"] = 1.0 - tf.cast(tf.reduce_all(tf.stack(
+          [tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None])), tf.float32)
 
     hard = tf.argmax(labels, axis=1, output_type=tf.int32)
-    logs = {name: tf.reduce_sum(value) for name, value in parts.items()}
+    logs.update({name: tf.reduce_sum(value) for name, value in parts.items()})
     logs["count"] = tf.cast(tf.shape(images)[0], tf.float32)
-    # 1 where this replica's gradients hold a NaN/Inf: one reduction over memory the update
-    # reads anyway; the loop stops on it before anything is saved (rgd.train).
-    logs["nonfinite_gradients"] = 1.0 - tf.cast(tf.reduce_all(tf.stack(
-        [tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None])), tf.float32)
     if clean_logits is not None:
       logs["clean_correct"] = tf.reduce_sum(
           tf.cast(tf.logical_not(losses.misclassified(clean_logits, hard)), tf.float32))
@@ -131,6 +144,11 @@ def make_distributed_step(strategy, trainer, weight_average, jit_compile=False):
     per_replica = strategy.run(replica_step, args=(batch,))
     logs = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
             for k, v in per_replica.items()}
-    logs["ema_decay"] = weight_average.update(trainer.optimizer.iterations - 1)
+    step_number = trainer.optimizer.iterations - 1
+    if trainer.skip_nonfinite:  # a skipped step leaves the average alone too
+      logs["ema_decay"] = tf.cond(logs["skipped"] > 0.5, lambda: tf.constant(0.0),
+                                  lambda: weight_average.update(step_number))
+    else:
+      logs["ema_decay"] = weight_average.update(step_number)
     return logs
   return step

@@ -22,8 +22,9 @@ def _cmd(model_dir, data_dir, *bindings, gin_file="gin/debug.gin"):
   return cmd + [f"--gin_bindings={b}" for b in bindings]
 
 
-def _run(cmd, timeout=300):
-  return subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
+def _run(cmd, timeout=300, env=None):
+  return subprocess.run(cmd, cwd=ROOT, env=env or ENV, capture_output=True, text=True,
+                        timeout=timeout)
 
 
 def _latest_step(model_dir):
@@ -178,3 +179,45 @@ def test_resume_falls_back_past_a_truncated_latest_checkpoint(uninterrupted, tmp
   a, b = _checkpoint_tensors(full), _checkpoint_tensors(damaged)
   for name in a:
     np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def _keras_weights(path):
+  import keras
+  return keras.saving.load_model(path).get_weights()
+
+
+def test_kills_during_checkpoint_write_and_export_resume_to_identical_weights(uninterrupted,
+                                                                              tmp_path):
+  """SIGKILL at chosen points (rgd.faults): after ckpt-5's files are written but before the
+  `checkpoint` state file lists them, then after last.keras is written under its temporary name
+  but before the rename. Neither leaves a half-written state or export that is used or
+  visible, and the resumed run ends with the uninterrupted run's checkpoint and export."""
+  npz_dataset, full = uninterrupted
+  cut = str(tmp_path / "cut")
+  killed = _run(_cmd(cut, npz_dataset, *RESUME_BINDINGS),
+                env=dict(ENV, RGD_KILL_AT="checkpoint:5"))
+  assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+  assert "RGD_KILL_AT=checkpoint:5" in killed.stderr
+  assert os.path.exists(os.path.join(cut, "checkpoints", "ckpt-5.index"))  # written, not listed
+  assert _latest_step(cut) == 4
+
+  killed = _run(_cmd(cut, npz_dataset, *RESUME_BINDINGS),
+                env=dict(ENV, RGD_KILL_AT="export:last.keras"))
+  assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+  assert f"Resumed from {cut}/checkpoints/ckpt-4" in killed.stderr
+  assert _latest_step(cut) == RESUME_STEPS
+  assert glob.glob(os.path.join(cut, ".tmp-*.keras"))  # the export, not yet renamed
+  for name in ("last.keras", "model.keras", "last.json", "model.json"):
+    assert not os.path.exists(os.path.join(cut, name)), name
+
+  result = _run(_cmd(cut, npz_dataset, *RESUME_BINDINGS))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert not glob.glob(os.path.join(cut, ".tmp-*"))
+  a, b = _checkpoint_tensors(full), _checkpoint_tensors(cut)
+  assert a.keys() == b.keys() and len(a) > 20
+  for name in a:
+    np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+  for name in ("last.keras", "model.keras"):
+    for x, y in zip(_keras_weights(os.path.join(full, name)),
+                    _keras_weights(os.path.join(cut, name))):
+      np.testing.assert_array_equal(x, y, err_msg=name)

@@ -27,12 +27,15 @@ maps it over the replicas of a `tf.distribute` strategy.
 """
 import time
 
+from absl import logging
 import gin
 import numpy as np
 import tensorflow as tf
 
+from rgd import faults
 from rgd.attacks import common, losses, pgd
 from rgd.attacks.apgd import APGD, APGDTargeted
+from rgd.attacks.checks import NonFiniteLogitsError
 from rgd.attacks.common import logits_of
 from rgd.attacks.projections import per_example_norm
 from rgd.attacks.fab import FABTargeted
@@ -41,6 +44,7 @@ from rgd.attacks.square import Square
 
 # Tolerance of the final eps-ball check: float32 rounding of x0 + eps.
 BALL_TOLERANCE = 1e-5
+
 
 
 class WithLoss:
@@ -206,7 +210,7 @@ def predict(model_fn, images, batch_size):
 
 
 def run_cascade(stages, model_fn, images, labels, batch_size, seed=0, strategy=None,
-                jit_compile=False, on_batch=None):
+                jit_compile=False, on_batch=None, state=None):
   """Runs `stages` as a cascade on float32 `images` [N, H, W, C] in [0, 1].
 
   Returns a dict: clean_correct, robust (final flags), robust_after (list of flags per stage),
@@ -219,10 +223,16 @@ def run_cascade(stages, model_fn, images, labels, batch_size, seed=0, strategy=N
 
   A stage with `run_fn` and `num_runs` (common.py) is run run by run on the points still
   robust; any other stage `attack(model_fn, x, labels, seeds)` once on them.
+  `state` (rgd.eval_state.StageState): the finished stages are saved after each stage, and
+  those saved by an interrupted run are not run again.
   """
   images = np.asarray(images, np.float32)
   labels = np.asarray(labels, np.int32)
   clean_logits = predict(model_fn, images, batch_size)
+  bad = np.flatnonzero(~np.isfinite(clean_logits).all(1))
+  if len(bad):
+    raise NonFiniteLogitsError(f"the model returns NaN/Inf logits for {len(bad)} of "
+                               f"{len(images)} clean images (first: index {bad[0]})")
   num_classes = clean_logits.shape[1]
   robust = clean_logits.argmax(1) == labels
   clean_correct = robust.copy()
@@ -233,7 +243,18 @@ def run_cascade(stages, model_fn, images, labels, batch_size, seed=0, strategy=N
   buckets = bucket_sizes(batch_size, replicas) if jit_compile else []
   check_fn = tf.function(lambda x, y: losses.misclassified(logits_of(model_fn, x), y),
                          reduce_retracing=True)
+  saved = state.load(clean_correct) if state is not None else None
+  restored = len(saved["robust_after"]) if saved else 0
+  if saved:  # an interrupted run's finished stages
+    robust_after, x_adv = saved["robust_after"], saved["x_adv"]
+    robust = robust_after[-1].copy()
+    stage_seconds, attacked, point_runs = (saved["stage_seconds"], saved["attacked"],
+                                           saved["point_runs"])
   for s, attack in enumerate(stages):
+    if s < len(robust_after):
+      logging.info("stage %d/%d %s: restored from %s", s + 1, len(stages), attack.name,
+                   state.path)
+      continue
     # Per-example seeds keyed by the stage and the example's index in the evaluation set.
     seeds = common.example_seeds(tf.constant([seed, s], tf.int32), len(images)).numpy()
     if hasattr(attack, "run_fn"):
@@ -278,9 +299,14 @@ def run_cascade(stages, model_fn, images, labels, batch_size, seed=0, strategy=N
     stage_seconds.append(time.monotonic() - start)
     robust_after.append(robust.copy())
     point_runs.append(int(runs_points))
+    if state is not None:
+      state.save(dict(robust_after=robust_after, x_adv=x_adv, clean_correct=clean_correct,
+                      stage_seconds=stage_seconds, attacked=attacked, point_runs=point_runs))
+      faults.kill_point(f"eval_stage:{s}")
   return dict(clean_correct=clean_correct, robust=robust, robust_after=robust_after,
               x_adv=x_adv, stage_seconds=stage_seconds, attacked=attacked,
-              point_runs=point_runs, bucket_sizes=buckets, clean_logits=clean_logits)
+              point_runs=point_runs, bucket_sizes=buckets, clean_logits=clean_logits,
+              restored_stages=restored)
 
 
 def _distributed(strategy, fn):

@@ -9,9 +9,24 @@ strings (empty when all is well) so the caller can log them and store them in th
 * `check_black_box`: the black-box Square attack broke points the white-box attacks missed,
   a hint of gradient masking (Athalye et al. 2018).
 * `check_output_shape` raises: the model must map [B, H, W, C] to logits [B, K].
+* `check_finite` raises: NaN/Inf logits (a diverged or broken model) make every attack result
+  meaningless.
 """
 import numpy as np
 import tensorflow as tf
+
+
+class NonFiniteLogitsError(ValueError):
+  """The model's logits of clean images hold NaN or Inf."""
+
+
+def check_finite(logits, source):
+  bad = np.flatnonzero(~np.isfinite(np.asarray(logits)).all(1))
+  if len(bad):
+    raise NonFiniteLogitsError(
+        f"{source}: the model returns NaN/Inf logits for {len(bad)} of the {len(logits)} first "
+        f"images (first: index {bad[0]}); a diverged training run? (rgd.train stops on "
+        "non-finite steps since issue 15)")
 
 
 def check_output_shape(logits, batch, num_classes, source):

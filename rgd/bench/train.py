@@ -79,6 +79,8 @@ def parse_args(argv):
                  help="BatchNorm layer (rgd/models/fused_bn.py; 'keras' = rgd <= 0.2)")
   p.add_argument("--steps", type=int, default=5, help="timed steps")
   p.add_argument("--warmup", type=int, default=2, help="untimed steps (tracing, autotuning)")
+  p.add_argument("--nan_policy", default="stop", choices=["stop", "skip_step"],
+                 help="skip_step: the update runs under a cond on the all-reduced finite flag")
   p.add_argument("--peak_tflops", type=float, default=None,
                  help="device peak for MFU; default: known value for the GPU, else no MFU")
   return p.parse_args(argv)
@@ -96,7 +98,8 @@ def main(argv):
     net = models.get_model(args.model, **kw)
     avg = models.get_model(args.model, **kw)
     objective = trades.Objective(kind=args.objective, attack_steps=args.attack_steps)
-    trainer = RobustTrainer(net, avg, objective, args.batch_size)
+    trainer = RobustTrainer(net, avg, objective, args.batch_size,
+                            skip_nonfinite=args.nan_policy == "skip_step")
     trainer.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True))
     trainer.optimizer.build(net.trainable_variables)
     ema = weight_average.WeightAverage(net, avg, 0.995)
@@ -112,7 +115,8 @@ def main(argv):
   print(f"model         {args.model} ({net.count_params() / 1e6:.2f}M params, "
         f"{forward / 1e9:.3f} GFLOP forward per image)")
   print(f"step          {args.objective}-{args.attack_steps}, batch {args.batch_size}, "
-        f"{args.precision}, XLA {'on' if args.jit else 'off'}, BN {args.bn}")
+        f"{args.precision}, XLA {'on' if args.jit else 'off'}, BN {args.bn}, "
+        f"nan_policy {args.nan_policy}")
   print(f"time/step     {step_s * 1e3:.1f} ms")
   print(f"throughput    {img_s:.1f} images/s")
   print(f"model FLOP/s  {achieved / 1e12:.3f} TFLOP/s ({per_example / 1e9:.2f} GFLOP/example)")

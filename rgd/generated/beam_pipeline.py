@@ -176,6 +176,7 @@ class WriteShard(beam.DoFn):
     tfrecord.write_shard(path, (it[2] for it in items))
     yield {"index": index, "num_shards": num_shards, "name": name,
            "num_examples": len(items), "sha256": writer.sha256_file(path),
+           "bytes": int(fileio.gfile.stat(path).length),
            "label": np.array([it[3] for it in items], np.int32),
            "score": np.array([it[4] for it in items], np.float64)}
 
@@ -203,12 +204,12 @@ class Finish(beam.DoFn):
       if i not in by_index:  # Hash sharding left it empty: still write it, so the names hold.
         name = tfrecord.shard_name(self._config["prefix"], i, num_shards)
         tfrecord.write_shard(fileio.join(folder, name), iter(()))
-        by_index[i] = {"name": name, "num_examples": 0,
+        by_index[i] = {"name": name, "num_examples": 0, "bytes": 0,
                        "sha256": writer.sha256_file(fileio.join(folder, name)),
                        "label": np.zeros(0, np.int32), "score": np.zeros(0)}
       s = by_index[i]
       entries.append({"name": s["name"], "num_examples": s["num_examples"],
-                      "sha256": s["sha256"]})
+                      "bytes": s["bytes"], "sha256": s["sha256"]})
     labels = np.concatenate([by_index[i]["label"] for i in range(num_shards)]).astype(np.int64)
     scores = np.concatenate([by_index[i]["score"] for i in range(num_shards)])
     num_seen = np.array([seen.get(c, 0) for c in range(k)], np.int64)

@@ -128,7 +128,7 @@ def make_tfrecords(output_dir, config, open_source, labeler=None, keep_per_class
     path = fileio.join(work, n)
     if not gfile.exists(path):
       path = fileio.join(output_dir, n)
-    shards.append({"name": n, "num_examples": stop - start, "sha256": writer.sha256_file(path)})
+    shards.append(writer.shard_entry(path, stop - start))
   for n in names:
     if gfile.exists(fileio.join(work, n)):
       gfile.rename(fileio.join(work, n), fileio.join(output_dir, n), overwrite=True)

@@ -36,6 +36,13 @@ def sha256_file(path, chunk=1 << 20):
   return h.hexdigest()
 
 
+def shard_entry(path, num_examples):
+  """metadata.json's description of one written shard: name, count, size in bytes (checked
+  before training, rgd.shard_check) and sha256 (checked on request)."""
+  return {"name": os.path.basename(path), "num_examples": int(num_examples),
+          "bytes": int(fileio.gfile.stat(path).length), "sha256": sha256_file(path)}
+
+
 def make_plan(indices, labels, scores, seed):
   """Puts the kept items in a seeded random order (the order they are written in)."""
   order = np.random.default_rng(seed).permutation(len(indices))
