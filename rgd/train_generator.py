@@ -20,7 +20,7 @@ augmentation labels fed to the network) is not implemented; the images are used 
 One code path for CPU, GPUs, TPU and several workers (rgd.strategy, as rgd.train); the noise of
 a step is keyed by (seed, step) and drawn for the global batch, and the input iterator is
 checkpointed, so a resumed run continues exactly as an uninterrupted one. DIR then holds:
-  checkpoints/                 network, EMA network, Adam state, input iterator
+  checkpoints/                 network, EMA network, Adam state, input iterator, dropout RNG
   generator.json, generator.npz  the EMA network (rgd.generative.store), written with every
                                checkpoint: what `make_tfrecords.py --generator=edm:DIR` samples
   operative_config.gin, train/ the gin configuration in force; TensorBoard losses and sample
@@ -39,7 +39,7 @@ import tensorflow as tf
 
 from rgd import checkpointing, data, fileio, strategy as strategy_lib, weight_average
 from rgd.augment import visualize
-from rgd.generative import edm, sampler, store
+from rgd.generative import edm, sampler, store, unet
 from rgd.progress import format_duration
 from rgd.train import ConfigError, parse_gin  # also defines the shared flags and --tpu
 
@@ -177,7 +177,8 @@ def train_generator(model_dir, strategy=None, dataset=gin.REQUIRED, num_classes=
                batch_size, strategy.num_replicas_in_sync, model_dir)
   manager = checkpointing.TrainingCheckpoints(
       strategy, os.path.join(model_dir, "checkpoints"), keep_checkpoints, iterator,
-      dict(network=network, avg_network=avg_network, optimizer=optimizer),
+      dict(network=network, avg_network=avg_network, optimizer=optimizer,
+           dropout_states=unet.seed_states(network)),
       separate_input_state=num_pipelines > 1)
   if manager.restore():
     logging.info("Resumed from %s at step %d.", manager.latest_checkpoint,
