@@ -44,13 +44,18 @@ def save(model_dir, network, kwargs, info):
                                 weights="exponential moving average"))
 
 
-def load(model_dir):
-  """(network F with the EMA weights, info dict) of a trained generator in `model_dir`."""
+def load_info(model_dir):
+  """The generator.json of `model_dir` (num_classes, image_shape, unet, step, ...)."""
   config_path = fileio.join(model_dir, CONFIG_FILE)
   if not fileio.gfile.exists(config_path):
     raise DataError(f"{config_path}: not found; train a generator with `python -m "
                     "rgd.train_generator --model_dir=DIR` first")
-  info = fileio.read_json(config_path)
+  return fileio.read_json(config_path)
+
+
+def load(model_dir):
+  """(network F with the EMA weights, info dict) of a trained generator in `model_dir`."""
+  info = load_info(model_dir)
   network = build(info["unet"])
   arrays = fileio.load_npz(fileio.join(model_dir, WEIGHTS_FILE))
   weights = [arrays[f"w{i:04d}"] for i in range(len(arrays))]
