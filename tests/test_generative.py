@@ -131,3 +131,21 @@ def test_fid_identical_is_zero_and_gaussians_closed_form():
   got_rot = fid.frechet_distance(r @ mu1, r @ np.diag(s1 ** 2) @ r.T, r @ mu2,
                                  r @ np.diag(s2 ** 2) @ r.T)
   assert got_rot == pytest.approx(got)
+
+
+def test_fid_of_images_mean_colour_shift_closed_form():
+  # Extractor: mean colour of an image in [0, 1] (the penultimate layer of a GAP + Dense
+  # classifier, as tools/fid.py --extractor=labeler takes it). Shifting every pixel by +c/255
+  # (no clipping) moves the mean by c/255 per channel and leaves the covariance unchanged, so
+  # FID = 3 (c/255)^2 exactly; a set against itself gives 0.
+  import keras
+  from rgd.generated import complementarity
+  inputs = keras.Input((4, 4, 3))
+  model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(inputs)))
+  extractor = complementarity.penultimate_extractor(model)
+  rng = np.random.default_rng(0)
+  real = rng.integers(40, 200, size=(64, 4, 4, 3)).astype(np.uint8)
+  value, sizes = fid.fid_of_images(extractor, real, real + 10, batch_size=16)
+  assert sizes == {"num_real": 64, "num_generated": 64, "feature_dim": 3}
+  assert value == pytest.approx(3 * (10 / 255) ** 2, rel=1e-3)
+  assert fid.fid_of_images(extractor, real, real)[0] == pytest.approx(0.0, abs=1e-9)

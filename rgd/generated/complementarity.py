@@ -107,6 +107,35 @@ def inception_extractor(weights_path, size=299):
   return extract
 
 
+def choose_extractor(kind="auto", labeler=None, inception_weights=None):
+  """(extractor, info) for tools/complementarity.py and tools/fid.py. `kind`: 'inception_v3'
+  (local weights: `inception_weights`, default the standard file in ~/.keras/models/),
+  'labeler' (penultimate layer of the Keras model at `labeler`), or 'auto' (Inception when its
+  weights are on disk, else the labeller). `info` names the extractor: numbers from different
+  extractors are not comparable. Raises ValueError naming what is missing."""
+  import os
+  import tensorflow as tf
+  weights = inception_weights or os.path.join(os.path.expanduser("~"), ".keras", "models",
+                                              INCEPTION_WEIGHTS)
+  if kind == "auto":
+    kind = "inception_v3" if tf.io.gfile.exists(weights) else "labeler"
+  if kind == "inception_v3":
+    if not tf.io.gfile.exists(weights):
+      raise ValueError(f"InceptionV3 weights not found at {weights}; copy Keras' "
+                       f"{INCEPTION_WEIGHTS} there or use --extractor=labeler")
+    return inception_extractor(weights), {
+        "extractor": "inception_v3 (pool, 2048-d; inputs resized to 299)", "weights": weights}
+  if kind != "labeler":
+    raise ValueError(f"unknown extractor {kind!r}: expected auto, inception_v3 or labeler")
+  if not labeler:
+    raise ValueError("--extractor=labeler (the fallback without Inception weights) needs "
+                     "--labeler")
+  import keras
+  model = keras.saving.load_model(labeler, compile=False)
+  return penultimate_extractor(model), {
+      "extractor": f"labeler penultimate layer ({model.name})", "weights": labeler}
+
+
 def extract_features(extractor, images, batch_size=256, progress=None):
   out = []
   for s in range(0, len(images), batch_size):

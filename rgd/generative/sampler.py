@@ -21,7 +21,8 @@ NUM_STEPS = 18      # EDM CIFAR-10: 18 steps, 35 NFE
 
 
 def time_steps(num_steps=NUM_STEPS, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, rho=RHO):
-  """sigma_0 > ... > sigma_{N-1} = sigma_min, then sigma_N = 0 (EDM Eq. 5), float64 numpy (Python constants in the graph)."""
+  """sigma_0 > ... > sigma_{N-1} = sigma_min, then sigma_N = 0 (EDM Eq. 5), as float64 numpy
+  (Python constants in the graph)."""
   i = np.arange(num_steps, dtype=np.float64)
   t = (sigma_max ** (1 / rho) + i / (num_steps - 1) *
        (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
