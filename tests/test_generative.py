@@ -35,7 +35,7 @@ def _gaussian_denoiser(mu, cov):
     del labels
     flat = tf.reshape(x, [-1, d])
     gain = tf.constant(cov, tf.float32) @ tf.linalg.inv(
-        tf.constant(cov, tf.float32) + float(s) ** 2 * tf.eye(d))
+        tf.constant(cov, tf.float32) + tf.cast(s, tf.float32) ** 2 * tf.eye(d))
     out = mu[None] + (flat - mu[None]) @ tf.transpose(gain)
     return tf.reshape(out, tf.shape(x))
   return denoise
@@ -149,3 +149,16 @@ def test_fid_of_images_mean_colour_shift_closed_form():
   assert sizes == {"num_real": 64, "num_generated": 64, "feature_dim": 3}
   assert value == pytest.approx(3 * (10 / 255) ** 2, rel=1e-3)
   assert fid.fid_of_images(extractor, real, real)[0] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_churn_is_seeded_per_image_and_changes_the_path():
+  # S_churn > 0 adds fresh noise at every step with gamma > 0 (Algorithm 2): the samples differ
+  # from the deterministic ones, yet are a function of the image seeds alone.
+  mu, cov = np.zeros(4, np.float32), np.eye(4, dtype=np.float32) * 0.3
+  denoise = _gaussian_denoiser(mu, cov)
+  seeds = sampler.image_seeds(1, tf.range(6))
+  run = lambda s, churn: sampler.heun_sample(denoise, s, None, (2, 2, 1), num_steps=6,
+                                             s_churn=churn).numpy()
+  plain, churned = run(seeds, 0.0), run(seeds, 20.0)
+  assert np.abs(plain - churned).min() > 0
+  np.testing.assert_allclose(run(seeds[3:], 20.0), churned[3:], atol=1e-5)
