@@ -1,4 +1,4 @@
-"""rgd.train_generator: EDM's schedules, a resume that reproduces the weights exactly (on a
+"""rgd.train_generator (rgd.generative.training): EDM's schedules, a resume that reproduces the weights exactly (on a
 ram:// model directory, i.e. through tf.io.gfile), the exported generator."""
 import gin
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import make_images
-from rgd import train_generator as tg
+from rgd.generative import training as tg
 from rgd.generative import store
 
 TINY = ["edm_unet.model_channels = 4", "edm_unet.channel_mult = (1,)",
