@@ -162,3 +162,22 @@ def test_churn_is_seeded_per_image_and_changes_the_path():
   plain, churned = run(seeds, 0.0), run(seeds, 20.0)
   assert np.abs(plain - churned).min() > 0
   np.testing.assert_allclose(run(seeds[3:], 20.0), churned[3:], atol=1e-5)
+
+
+def test_fid_reads_pseudo_labelled_records_uniformly(tmp_path):
+  # tools/fid.py samples generated records uniformly: a pseudo-labelled set with an empty class
+  # (which the class-balanced read of complementarity refuses) gives its first n records.
+  from rgd import tfrecord
+  from rgd.generated import complementarity
+  images = np.arange(10, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
+  labels = [0, 0, 2, 0, 2, 0, 0, 2, 0, 0]   # class 1 empty
+  tfrecord.write_shard(str(tmp_path / "generated-00000-of-00001.tfrecord"),
+                       (tfrecord.serialize(im, y) for im, y in zip(images, labels)))
+  pattern = str(tmp_path / "generated-*.tfrecord")
+  got, got_labels = complementarity.read_generated(pattern, 7, 3, 0, balanced=False)
+  np.testing.assert_array_equal(got, images[:7])
+  assert got_labels.tolist() == labels[:7]
+  with pytest.raises(ValueError, match="too few records per class"):
+    complementarity.read_generated(pattern, 6, 3, 0)
+  with pytest.raises(ValueError, match="10 records, 11 needed"):
+    complementarity.read_generated(pattern, 11, 3, 0, balanced=False)

@@ -7,8 +7,8 @@ FID = |mu_r - mu_g|^2 + tr(S_r + S_g - 2 (S_r S_g)^(1/2)) of Gaussians fitted to
 --num_real training images and --num_generated generated ones (EDM's fid.py: 50k generated
 images against the statistics of the whole training set; the defaults here). --generated takes
 what tools/make_tfrecords.py takes (.npz, .npy file/glob/folder, PNG/JPEG folder) or a glob of
-TFRecord shards; labelled sets are sampled class balanced. The extractors are those of
-tools/complementarity.py:
+TFRecord shards, sampled uniformly (pseudo-labelled sets are rarely class balanced). The
+extractors are those of tools/complementarity.py:
   inception_v3  Keras' InceptionV3 pool features from local weights (--inception_weights): the
                 extractor of published FIDs (theirs are from the TF/pytorch-fid Inception graph,
                 so even these differ slightly)
@@ -61,9 +61,11 @@ def main(argv):
     x_train, y_train = data.load_split(FLAGS.dataset, "train_full")
     n_real = min(FLAGS.num_real, len(x_train))
     real = x_train if n_real == len(x_train) else x_train[
-        comp.balanced_sample(y_train, n_real, k, FLAGS.seed)]
+        comp.balanced_sample(None, n_real, k, FLAGS.seed, len(x_train))]
     del x_train
-    generated, _ = comp.read_generated(FLAGS.generated, FLAGS.num_generated, k, FLAGS.seed + 1)
+    # A uniform sample (not class balanced): FID compares the whole distributions.
+    generated, _ = comp.read_generated(FLAGS.generated, FLAGS.num_generated, k, FLAGS.seed + 1,
+                                       balanced=False)
   except (ValueError, data.DataError) as e:  # Bad or too small input: one line naming it.
     raise SystemExit(f"error: {e}") from None
   value, sizes = fid.fid_of_images(extractor, real, generated, FLAGS.batch_size)

@@ -170,11 +170,12 @@ def balanced_sample(labels, n, num_classes, seed, total=None):
 # The whole measurement of tools/complementarity.py.
 
 
-def read_generated(path, n, num_classes, seed, cache_dir=None):
+def read_generated(path, n, num_classes, seed, cache_dir=None, balanced=True):
   """n class-balanced (when labelled) images and labels from a generated set: any
   `sources.open_source` input, or a glob of TFRecord shards (`*.tfrecord`). Shards are read
   from the start until every class has its share: tools/make_tfrecords.py writes records in a
-  random order, so the first records are a uniform sample."""
+  random order, so the first records are a uniform sample. `balanced=False` (FID) takes a
+  uniform sample whatever the labels."""
   from rgd.generated import sources
   if path.endswith(".tfrecord"):
     from rgd import tfrecord
@@ -184,12 +185,19 @@ def read_generated(path, n, num_classes, seed, cache_dir=None):
     ds = tf.data.TFRecordDataset(tfrecord.list_shards(path)).batch(1024).map(tfrecord.parse_batch)
     for ex in ds:
       for im, y in zip(ex["image"].numpy(), ex["label"].numpy()):
-        if y < num_classes and have[y] < want[y]:
+        if not balanced and len(images) < n:
+          images.append(im)
+          labels.append(y)
+        elif balanced and y < num_classes and have[y] < want[y]:
           images.append(im)
           labels.append(y)
           have[y] += 1
-      if (have >= want).all():
+      if (have >= want).all() or (not balanced and len(images) >= n):
         break
+    if not balanced:
+      if len(images) < n:
+        raise ValueError(f"{path}: {len(images)} records, {n} needed")
+      return np.stack(images), np.array(labels)
     if (have < want).any():
       raise ValueError(f"{path}: too few records per class for a balanced sample of {n}: "
                        f"{have.tolist()}")
@@ -197,7 +205,8 @@ def read_generated(path, n, num_classes, seed, cache_dir=None):
   source = sources.open_source(path, cache_dir)
   if source.labels is not None:
     source.check_labels(num_classes)
-  idx = balanced_sample(source.labels, n, num_classes, seed, source.num_images)
+  idx = balanced_sample(source.labels if balanced else None, n, num_classes, seed,
+                        source.num_images)
   return source.take(idx), (None if source.labels is None else source.labels[idx])
 
 
