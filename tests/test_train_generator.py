@@ -69,3 +69,24 @@ def test_resume_reproduces_uninterrupted_weights_on_ram_filesystem(tiny_gin):
             for e in tf.compat.v1.train.summary_iterator(path) for v in e.summary.value
             if v.tag == "samples_per_class_ema"]
   assert shapes and all(s == (3 * 10 + 2, 2 * 10 + 2, 3) for s in shapes), shapes
+
+
+def test_gin_files_give_edm_cifar10_settings_and_a_tiny_debug_net():
+  gin.clear_config()
+  try:
+    gin.parse_config_file("gin/edm_cifar10.gin")
+    cifar = store.unet_kwargs((32, 32, 3), 10)
+    q = lambda name: gin.query_parameter(f"train_generator.{name}")
+    # NVlabs/edm train.py defaults and --arch=ddpmpp (training_loop.py for the ramp-ups).
+    assert (q("batch_size"), q("learning_rate"), q("ema_halflife_mimg"), q("lr_rampup_mimg"),
+            q("duration_mimg"), q("ema_rampup_ratio")) == (512, 10e-4, 0.5, 10.0, 200.0, 0.05)
+    gin.clear_config()
+    gin.parse_config_file("gin/edm_debug.gin")
+    debug = store.unet_kwargs((32, 32, 3), 10)
+  finally:
+    gin.clear_config()
+  assert {k: cifar[k] for k in ("model_channels", "channel_mult", "num_blocks",
+                                "attn_resolutions", "dropout")} == dict(
+      model_channels=128, channel_mult=[2, 2, 2], num_blocks=4, attn_resolutions=[16],
+      dropout=0.13)
+  assert store.build(debug).count_params() < 100_000
