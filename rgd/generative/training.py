@@ -179,7 +179,7 @@ def train_generator(model_dir, strategy=None, dataset=gin.REQUIRED, num_classes=
               image_shape=list(images.shape[1:]), sigma_data=edm.SIGMA_DATA)
   writer = tf.summary.create_file_writer(os.path.join(model_dir, "train")) if chief else None
   preempt = checkpointing.PreemptionFlag()
-  step = int(optimizer.iterations.numpy())
+  step = first_step = int(optimizer.iterations.numpy())
   history, total, count, t0, start = [], 0.0, 0.0, time.time(), time.time()
   try:
     while step < total_steps:
@@ -187,7 +187,7 @@ def train_generator(model_dir, strategy=None, dataset=gin.REQUIRED, num_classes=
       step += 1
       total += float(out["loss"])
       count += float(out["count"])
-      if step == 1 and chief:
+      if step == first_step + 1 and chief:   # also after a resume
         fileio.atomic_write_text(os.path.join(model_dir, "operative_config.gin"),
                                  gin.operative_config_str())
       if step % log_every == 0 or step == total_steps:
