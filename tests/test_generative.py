@@ -181,3 +181,14 @@ def test_fid_reads_pseudo_labelled_records_uniformly(tmp_path):
     complementarity.read_generated(pattern, 6, 3, 0)
   with pytest.raises(ValueError, match="10 records, 11 needed"):
     complementarity.read_generated(pattern, 11, 3, 0, balanced=False)
+
+
+def test_forward_flops_count_self_attention_by_hand():
+  # The U-Net's attention blocks (rgd.bench.flops, used by `benchmark.py sample` for MFU):
+  # S = 16 positions of C = 8 channels, 2 heads of size 4: q, k, v, output projections
+  # 4 x 2 S C (h d) plus QK^T and AV 2 x 2 S^2 (h d).
+  import keras
+  from rgd.bench import flops
+  seq = keras.Input((16, 8))
+  model = keras.Model(seq, keras.layers.MultiHeadAttention(2, 4)(seq, seq))
+  assert flops.forward_flops(model, (16, 8)) == 4 * 2 * 16 * 8 * 8 + 2 * 2 * 16 * 16 * 8

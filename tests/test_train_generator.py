@@ -1,5 +1,6 @@
-"""rgd.train_generator (rgd.generative.training): EDM's schedules, a resume that reproduces the weights exactly (on a
-ram:// model directory, i.e. through tf.io.gfile), the exported generator."""
+"""rgd.train_generator (rgd.generative.training): EDM's schedules, a resume that reproduces the
+weights exactly (on a ram:// model directory, i.e. through tf.io.gfile), the exported generator,
+the gin files."""
 import gin
 import numpy as np
 import pytest
