@@ -35,7 +35,7 @@ def _gaussian_denoiser(mu, cov):
     del labels
     flat = tf.reshape(x, [-1, d])
     gain = tf.constant(cov, tf.float32) @ tf.linalg.inv(
-        tf.constant(cov, tf.float32) + float(s) ** 2 * tf.eye(d))
+        tf.constant(cov, tf.float32) + tf.cast(s, tf.float32) ** 2 * tf.eye(d))
     out = mu[None] + (flat - mu[None]) @ tf.transpose(gain)
     return tf.reshape(out, tf.shape(x))
   return denoise
@@ -131,3 +131,64 @@ def test_fid_identical_is_zero_and_gaussians_closed_form():
   got_rot = fid.frechet_distance(r @ mu1, r @ np.diag(s1 ** 2) @ r.T, r @ mu2,
                                  r @ np.diag(s2 ** 2) @ r.T)
   assert got_rot == pytest.approx(got)
+
+
+def test_fid_of_images_mean_colour_shift_closed_form():
+  # Extractor: mean colour of an image in [0, 1] (the penultimate layer of a GAP + Dense
+  # classifier, as tools/fid.py --extractor=labeler takes it). Shifting every pixel by +c/255
+  # (no clipping) moves the mean by c/255 per channel and leaves the covariance unchanged, so
+  # FID = 3 (c/255)^2 exactly; a set against itself gives 0.
+  import keras
+  from rgd.generated import complementarity
+  inputs = keras.Input((4, 4, 3))
+  model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(inputs)))
+  extractor = complementarity.penultimate_extractor(model)
+  rng = np.random.default_rng(0)
+  real = rng.integers(40, 200, size=(64, 4, 4, 3)).astype(np.uint8)
+  value, sizes = fid.fid_of_images(extractor, real, real + 10, batch_size=16)
+  assert sizes == {"num_real": 64, "num_generated": 64, "feature_dim": 3}
+  assert value == pytest.approx(3 * (10 / 255) ** 2, rel=1e-3)
+  assert fid.fid_of_images(extractor, real, real)[0] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_churn_is_seeded_per_image_and_changes_the_path():
+  # S_churn > 0 adds fresh noise at every step with gamma > 0 (Algorithm 2): the samples differ
+  # from the deterministic ones, yet are a function of the image seeds alone.
+  mu, cov = np.zeros(4, np.float32), np.eye(4, dtype=np.float32) * 0.3
+  denoise = _gaussian_denoiser(mu, cov)
+  seeds = sampler.image_seeds(1, tf.range(6))
+  run = lambda s, churn: sampler.heun_sample(denoise, s, None, (2, 2, 1), num_steps=6,
+                                             s_churn=churn).numpy()
+  plain, churned = run(seeds, 0.0), run(seeds, 20.0)
+  assert np.abs(plain - churned).min() > 0
+  np.testing.assert_allclose(run(seeds[3:], 20.0), churned[3:], atol=1e-5)
+
+
+def test_fid_reads_pseudo_labelled_records_uniformly(tmp_path):
+  # tools/fid.py samples generated records uniformly: a pseudo-labelled set with an empty class
+  # (which the class-balanced read of complementarity refuses) gives its first n records.
+  from rgd import tfrecord
+  from rgd.generated import complementarity
+  images = np.arange(10, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
+  labels = [0, 0, 2, 0, 2, 0, 0, 2, 0, 0]   # class 1 empty
+  tfrecord.write_shard(str(tmp_path / "generated-00000-of-00001.tfrecord"),
+                       (tfrecord.serialize(im, y) for im, y in zip(images, labels)))
+  pattern = str(tmp_path / "generated-*.tfrecord")
+  got, got_labels = complementarity.read_generated(pattern, 7, 3, 0, balanced=False)
+  np.testing.assert_array_equal(got, images[:7])
+  assert got_labels.tolist() == labels[:7]
+  with pytest.raises(ValueError, match="too few records per class"):
+    complementarity.read_generated(pattern, 6, 3, 0)
+  with pytest.raises(ValueError, match="10 records, 11 needed"):
+    complementarity.read_generated(pattern, 11, 3, 0, balanced=False)
+
+
+def test_forward_flops_count_self_attention_by_hand():
+  # The U-Net's attention blocks (rgd.bench.flops, used by `benchmark.py sample` for MFU):
+  # S = 16 positions of C = 8 channels, 2 heads of size 4: q, k, v, output projections
+  # 4 x 2 S C (h d) plus QK^T and AV 2 x 2 S^2 (h d).
+  import keras
+  from rgd.bench import flops
+  seq = keras.Input((16, 8))
+  model = keras.Model(seq, keras.layers.MultiHeadAttention(2, 4)(seq, seq))
+  assert flops.forward_flops(model, (16, 8)) == 4 * 2 * 16 * 8 * 8 + 2 * 2 * 16 * 16 * 8

@@ -10,6 +10,7 @@
   python tools/benchmark.py ada     [--model=preact_resnet50 --batch_size=128 --num_groups=0]
   python tools/benchmark.py train_vs_torch [--model=wrn-10-2 --batch_size=128 --rounds=3]
   python tools/benchmark.py eval_vs_reference [--model=M.keras --data=test.npz --n=500]
+  python tools/benchmark.py sample  [--size=cifar10 --num_steps=18 --batch_per_device=64]
 
 `--help` after a subject lists its options. Throughput is reported with MFU (model FLOPs per
 second / peak FLOPs of the device) where FLOPs make sense.
@@ -20,7 +21,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 SUBJECTS = ("train", "input", "eval", "records", "certify", "ada", "train_vs_torch",
-            "eval_vs_reference", "beam")
+            "eval_vs_reference", "beam", "sample")
 
 
 def main(argv):

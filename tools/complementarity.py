@@ -15,7 +15,6 @@ The report (stdout and --output) names the extractor used: numbers from differen
 are not comparable with each other or with the paper's Table 1.
 """
 import json
-import os
 
 from absl import app
 from absl import flags
@@ -41,26 +40,11 @@ FLAGS = flags.FLAGS
 
 
 def _extractor():
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from rgd.generated import complementarity as comp
-  weights = FLAGS.inception_weights or os.path.join(
-      os.path.expanduser("~"), ".keras", "models", comp.INCEPTION_WEIGHTS)
-  kind = FLAGS.extractor
-  if kind == "auto":
-    kind = "inception_v3" if tf.io.gfile.exists(weights) else "labeler"
-  if kind == "inception_v3":
-    if not tf.io.gfile.exists(weights):
-      raise app.UsageError(f"InceptionV3 weights not found at {weights}; copy Keras' "
-                           f"{comp.INCEPTION_WEIGHTS} there or use --extractor=labeler")
-    return comp.inception_extractor(weights), {
-        "extractor": "inception_v3 (pool, 2048-d; inputs resized to 299)", "weights": weights}
-  if not FLAGS.labeler:
-    raise app.UsageError("--extractor=labeler (the fallback without Inception weights) needs "
-                         "--labeler")
-  import keras
-  model = keras.saving.load_model(FLAGS.labeler, compile=False)
-  return comp.penultimate_extractor(model), {
-      "extractor": f"labeler penultimate layer ({model.name})", "weights": FLAGS.labeler}
+  try:
+    return comp.choose_extractor(FLAGS.extractor, FLAGS.labeler, FLAGS.inception_weights)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
 
 
 def main(argv):

@@ -5,6 +5,11 @@ r"""Turns generated images into a pseudo-labelled, sharded TFRecord training set
   python tools/make_tfrecords.py --input=samples.npz --labeler=LABELER/model.keras \
       --output_dir=OUT --keep_per_class=100000
 
+  # An EDM trained with rgd.train_generator: 1M images (Heun, 18 steps / 35 evaluations),
+  # batched over the local GPUs, split over TF_CONFIG workers (each writes OUT/worker-w-of-W/):
+  python tools/make_tfrecords.py --generator=edm:/runs/edm --num_images=1000000 \
+      --labeler=LABELER/model.keras --output_dir=OUT
+
   # No downloaded generator: the class-conditional Gaussian of seed 001 Sec. 3.2, fitted on the
   # real training set, 100k samples per class, labelled by the same classifier:
   python tools/make_tfrecords.py --generator=gaussian --dataset=cifar10 \
@@ -33,9 +38,18 @@ from rgd.generated import pipeline
 
 flags.DEFINE_string("input", None, "Generated images: .npz, .npy file/glob/folder, or a folder "
                     "of PNG/JPEG files.")
-flags.DEFINE_enum("generator", None, ["gaussian"], "Generate the images instead of --input: "
-                  "'gaussian' = class-conditional Gaussian fitted on --dataset (seed 001 "
-                  "Sec. 3.2).")
+flags.DEFINE_string("generator", None, "Generate the images instead of --input: "
+                    "'gaussian' = class-conditional Gaussian fitted on --dataset (seed 001 "
+                    "Sec. 3.2); 'edm:DIR' = the EDM trained by rgd.train_generator in DIR "
+                    "(rgd/generative/sample_job.py).")
+flags.DEFINE_integer("num_images", 1_000_000, "Images to sample for --generator=edm:DIR "
+                     "(image i is of class i % K).")
+flags.DEFINE_integer("num_steps", 18, "EDM sampler steps (18: 35 network evaluations).")
+flags.DEFINE_float("s_churn", 0.0, "EDM stochastic churn S_churn (0: deterministic Heun).")
+flags.DEFINE_float("guidance", 0.0, "Classifier-free guidance weight for EDM (0: none; needs "
+                   "a generator trained with label dropout).")
+flags.DEFINE_integer("batch_per_device", 64, "EDM images per local device per step.")
+flags.DEFINE_integer("chunk_size", 10_000, "EDM images per restartable chunk.")
 flags.DEFINE_string("dataset", "cifar10", "Real training set for --generator: a tfds name or "
                     "npz:DIR.")
 flags.DEFINE_enum("fit_split", "train_full", ["train_full", "train"], "Split the Gaussian is "
@@ -62,8 +76,8 @@ flags.DEFINE_string("runner", None, "Run on Apache Beam with this runner (Direct
                     "DataflowRunner, FlinkRunner, SparkRunner); unset: one process, no Beam.")
 flags.DEFINE_string("beam_pipeline_options", "", "More Beam pipeline options, as on a Beam "
                     "command line, e.g. \"--project=P --region=R --temp_location=gs://b/tmp\".")
-flags.DEFINE_float("debug_shard_delay_s", 0.0, "Testing only: sleep after each shard so that "
-                   "a run can be interrupted.")
+flags.DEFINE_float("debug_shard_delay_s", 0.0, "Testing only: sleep after each shard (and "
+                   "each EDM chunk) so that a run can be interrupted.")
 
 
 def _input_config(path):
@@ -108,11 +122,23 @@ def main(argv):
 
 
 def _run(f):
-  if f.generator:
+  output_dir, keep = f.output_dir, f.keep_per_class
+  if f.generator and f.generator.startswith("edm:"):
+    from rgd.generative import sample_job
+    worker, num_workers = sample_job.worker_split()
+    output_dir = sample_job.worker_output_dir(f.output_dir, worker, num_workers)
+    keep = sample_job.worker_keep(keep, worker, num_workers)
+    config, opener = sample_job.make_opener(
+        f.generator[4:], f.num_images, f.generator_seed, f.chunk_size, f.batch_per_device,
+        worker, num_workers, f.debug_shard_delay_s, num_steps=f.num_steps, s_churn=f.s_churn,
+        guidance=f.guidance)
+  elif f.generator == "gaussian":
     config = {"source": {"kind": "gaussian", "dataset": f.dataset, "split": f.fit_split,
                          "num_per_class": f.num_per_class, "generator_seed": f.generator_seed}}
     opener = _gaussian_opener(f.dataset, f.fit_split, f.num_per_class, f.generator_seed,
                               f.num_classes)
+  elif f.generator:
+    raise app.UsageError(f"--generator={f.generator}: expected 'gaussian' or 'edm:DIR'")
   else:
     from rgd.generated import sources
     config = {"source": _input_config(f.input)}
@@ -126,12 +152,12 @@ def _run(f):
     from rgd.generated import labeling
     labeler = labeling.Labeler.load(f.labeler, from_logits=f.labeler_outputs == "logits")
   meta = pipeline.make_tfrecords(
-      f.output_dir, config, opener, labeler=labeler, keep_per_class=f.keep_per_class or None,
+      output_dir, config, opener, labeler=labeler, keep_per_class=keep or None,
       num_classes=f.num_classes, examples_per_shard=f.examples_per_shard,
       batch_size=f.batch_size, seed=f.seed, keep_cache=f.keep_cache, argv=sys.argv,
       shard_delay_s=f.debug_shard_delay_s)
   logging.info("Wrote %d examples in %d shards to %s (per class: %s)", meta["num_examples"],
-               len(meta["shards"]), f.output_dir, meta["counts_per_class"])
+               len(meta["shards"]), output_dir, meta["counts_per_class"])
   print(f"{meta['num_examples']} examples, per class {meta['counts_per_class']}: "
         f"{meta['pattern']}")
 

@@ -2,8 +2,9 @@
 
     forward_flops(get_model("wrn-28-10"), (32, 32, 3))   # ~1.05e10 (5.25 GMAC, RECIPES.md)
 
-FLOPs are 2 x multiply-accumulates of the convolutions (Conv1D/2D/3D, depthwise and separable)
-and dense layers, the operations that dominate; biases, normalisation, activations and pooling
+FLOPs are 2 x multiply-accumulates of the convolutions (Conv1D/2D/3D, depthwise and separable),
+dense layers and multi-head self-attention (projections and the two S x S products), the
+operations that dominate; biases, normalisation, activations and pooling
 are ignored (they are a few percent). Nested models are walked recursively, and a layer called
 several times counts once per call. The model must be functional or Sequential (its layers'
 shapes come from the graph); when `input_shape` differs from the model's, the model is cloned
@@ -41,6 +42,15 @@ def _dense_flops(layer, in_shape, out_shape):
   return 2 * rows * _dims(in_shape)[-1] * _dims(out_shape)[-1]
 
 
+def _attention_flops(layer, in_shape):
+  """Self-attention over S = prod(spatial) positions of C channels: q, k, v and output
+  projections (4 x 2 S C h d) plus QK^T and AV (2 x 2 S^2 h d), h heads of key size d."""
+  dims = _dims(in_shape)
+  seq, channels = int(np.prod(dims[:-1])), dims[-1]
+  hd = layer.num_heads * layer.key_dim
+  return 4 * 2 * seq * channels * hd + 2 * 2 * seq * seq * hd
+
+
 def _graph(model):
   """The functional graph of a functional or (built) Sequential model."""
   if isinstance(model, keras.Sequential):
@@ -62,6 +72,8 @@ def _model_flops(model):
     in_shape, out_shape = node.input_tensors[0].shape, node.output_tensors[0].shape
     if isinstance(layer, keras.layers.Dense):
       total += _dense_flops(layer, in_shape, out_shape)
+    elif isinstance(layer, keras.layers.MultiHeadAttention):
+      total += _attention_flops(layer, in_shape)
     elif isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
                             keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)):
       total += _conv_flops(layer, in_shape, out_shape)

@@ -107,6 +107,35 @@ def inception_extractor(weights_path, size=299):
   return extract
 
 
+def choose_extractor(kind="auto", labeler=None, inception_weights=None):
+  """(extractor, info) for tools/complementarity.py and tools/fid.py. `kind`: 'inception_v3'
+  (local weights: `inception_weights`, default the standard file in ~/.keras/models/),
+  'labeler' (penultimate layer of the Keras model at `labeler`), or 'auto' (Inception when its
+  weights are on disk, else the labeller). `info` names the extractor: numbers from different
+  extractors are not comparable. Raises ValueError naming what is missing."""
+  import os
+  import tensorflow as tf
+  weights = inception_weights or os.path.join(os.path.expanduser("~"), ".keras", "models",
+                                              INCEPTION_WEIGHTS)
+  if kind == "auto":
+    kind = "inception_v3" if tf.io.gfile.exists(weights) else "labeler"
+  if kind == "inception_v3":
+    if not tf.io.gfile.exists(weights):
+      raise ValueError(f"InceptionV3 weights not found at {weights}; copy Keras' "
+                       f"{INCEPTION_WEIGHTS} there or use --extractor=labeler")
+    return inception_extractor(weights), {
+        "extractor": "inception_v3 (pool, 2048-d; inputs resized to 299)", "weights": weights}
+  if kind != "labeler":
+    raise ValueError(f"unknown extractor {kind!r}: expected auto, inception_v3 or labeler")
+  if not labeler:
+    raise ValueError("--extractor=labeler (the fallback without Inception weights) needs "
+                     "--labeler")
+  import keras
+  model = keras.saving.load_model(labeler, compile=False)
+  return penultimate_extractor(model), {
+      "extractor": f"labeler penultimate layer ({model.name})", "weights": labeler}
+
+
 def extract_features(extractor, images, batch_size=256, progress=None):
   out = []
   for s in range(0, len(images), batch_size):
@@ -141,11 +170,12 @@ def balanced_sample(labels, n, num_classes, seed, total=None):
 # The whole measurement of tools/complementarity.py.
 
 
-def read_generated(path, n, num_classes, seed, cache_dir=None):
+def read_generated(path, n, num_classes, seed, cache_dir=None, balanced=True):
   """n class-balanced (when labelled) images and labels from a generated set: any
   `sources.open_source` input, or a glob of TFRecord shards (`*.tfrecord`). Shards are read
   from the start until every class has its share: tools/make_tfrecords.py writes records in a
-  random order, so the first records are a uniform sample."""
+  random order, so the first records are a uniform sample. `balanced=False` (FID) takes a
+  uniform sample whatever the labels."""
   from rgd.generated import sources
   if path.endswith(".tfrecord"):
     from rgd import tfrecord
@@ -155,12 +185,19 @@ def read_generated(path, n, num_classes, seed, cache_dir=None):
     ds = tf.data.TFRecordDataset(tfrecord.list_shards(path)).batch(1024).map(tfrecord.parse_batch)
     for ex in ds:
       for im, y in zip(ex["image"].numpy(), ex["label"].numpy()):
-        if y < num_classes and have[y] < want[y]:
+        if not balanced and len(images) < n:
+          images.append(im)
+          labels.append(y)
+        elif balanced and y < num_classes and have[y] < want[y]:
           images.append(im)
           labels.append(y)
           have[y] += 1
-      if (have >= want).all():
+      if (have >= want).all() or (not balanced and len(images) >= n):
         break
+    if not balanced:
+      if len(images) < n:
+        raise ValueError(f"{path}: {len(images)} records, {n} needed")
+      return np.stack(images), np.array(labels)
     if (have < want).any():
       raise ValueError(f"{path}: too few records per class for a balanced sample of {n}: "
                        f"{have.tolist()}")
@@ -168,7 +205,8 @@ def read_generated(path, n, num_classes, seed, cache_dir=None):
   source = sources.open_source(path, cache_dir)
   if source.labels is not None:
     source.check_labels(num_classes)
-  idx = balanced_sample(source.labels, n, num_classes, seed, source.num_images)
+  idx = balanced_sample(source.labels if balanced else None, n, num_classes, seed,
+                        source.num_images)
   return source.take(idx), (None if source.labels is None else source.labels[idx])
 
 

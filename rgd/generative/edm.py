@@ -63,15 +63,20 @@ def make_denoiser(network, sigma_data=SIGMA_DATA):
 
 
 def edm_loss(denoise, images, labels, seed, p_mean=P_MEAN, p_std=P_STD,
-             sigma_data=SIGMA_DATA, training=True):
+             sigma_data=SIGMA_DATA, training=True, rows=None):
   """Per-example EDM loss, mean over pixels of lambda(s) |D(y + n; s) - y|^2 (EDMLoss.__call__).
 
   `images` are in [-1, 1]; `seed` is a [2] int stateless seed (one for sigma, one for noise).
+  `rows` = (start, global_batch): the noise is drawn for the global batch and these images
+  take rows start.., so a step's noise does not depend on how many replicas share the batch.
   """
   seeds = tf.random.experimental.stateless_split(seed, 2)
   batch = tf.shape(images)[0]
-  sigma = sample_sigma(seeds[0], batch, p_mean, p_std)
-  noise = tf.random.stateless_normal(tf.shape(images), seeds[1]) * sigma[:, None, None, None]
+  start, total = (0, batch) if rows is None else rows
+  shape = tf.concat([[total], tf.shape(images)[1:]], 0)
+  sigma = sample_sigma(seeds[0], total, p_mean, p_std)[start:start + batch]
+  noise = tf.random.stateless_normal(shape, seeds[1])[start:start + batch]
+  noise = noise * sigma[:, None, None, None]
   denoised = denoise(images + noise, sigma, labels, training=training)
   weight = loss_weight(sigma, sigma_data)[:, None, None, None]
   return tf.reduce_mean(weight * tf.square(denoised - images), axis=[1, 2, 3])

@@ -28,3 +28,18 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
 
 def fid_from_features(features1, features2):
   return frechet_distance(*gaussian_stats(features1), *gaussian_stats(features2))
+
+
+def fid_of_images(extractor, real_images, generated_images, batch_size=256, stream=None):
+  """FID between two sets of uint8 images [n, H, W, 3] in the feature space of `extractor`
+  (rgd.generated.complementarity.choose_extractor); returns (fid, dict of the two Gaussians'
+  sizes and feature dimension)."""
+  from rgd import progress  # pylint: disable=g-import-not-at-top
+  from rgd.generated import complementarity  # pylint: disable=g-import-not-at-top
+  feats = []
+  for name, images in (("real", real_images), ("generated", generated_images)):
+    bar = progress.Progress(len(images), f"features ({name})", "img", stream=stream)
+    feats.append(complementarity.extract_features(extractor, images, batch_size, bar))
+    bar.close()
+  return fid_from_features(*feats), {"num_real": len(feats[0]), "num_generated": len(feats[1]),
+                                     "feature_dim": int(feats[0].shape[1])}

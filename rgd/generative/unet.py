@@ -124,3 +124,11 @@ def edm_unet(image_shape=(32, 32, 3), num_classes=10, model_channels=128,
   out = keras.layers.Conv2D(image_shape[-1], 3, padding="same", kernel_initializer="zeros",
                             dtype="float32", name="out_conv")(h)
   return keras.Model([x_in, noise_in, labels_in], out, name=name)
+
+
+def seed_states(model):
+  """The state variables of the model's random layers (Dropout, LabelDropout). Keras leaves
+  them out of `tf.train.Checkpoint(network=model)`; checkpointing them too makes a resumed run
+  draw the same dropout masks as an uninterrupted one."""
+  return [sg.state for layer in model._flatten_layers()  # pylint: disable=protected-access
+          for sg in getattr(layer, "_seed_generators", [])]

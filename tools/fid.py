@@ -1,0 +1,80 @@
+r"""FID of a generated set against the real training set (Heusel et al. 2017).
+
+  python tools/fid.py --dataset=cifar10 --generated='OUT/generated-*.tfrecord' \
+      --extractor=labeler --labeler=LABELER/model.keras --output=fid.json
+
+FID = |mu_r - mu_g|^2 + tr(S_r + S_g - 2 (S_r S_g)^(1/2)) of Gaussians fitted to features of
+--num_real training images and --num_generated generated ones (EDM's fid.py: 50k generated
+images against the statistics of the whole training set; the defaults here). --generated takes
+what tools/make_tfrecords.py takes (.npz, .npy file/glob/folder, PNG/JPEG folder) or a glob of
+TFRecord shards, sampled uniformly (pseudo-labelled sets are rarely class balanced). The
+extractors are those of tools/complementarity.py:
+  inception_v3  Keras' InceptionV3 pool features from local weights (--inception_weights): the
+                extractor of published FIDs (theirs are from the TF/pytorch-fid Inception graph,
+                so even these differ slightly)
+  labeler       the penultimate layer of --labeler
+  auto          inception_v3 when its weights are on disk, else labeler
+The report names the extractor: an FID from the labeller's features is comparable only with
+FIDs from the same labeller, never with published numbers.
+"""
+import json
+
+from absl import app
+from absl import flags
+from absl import logging
+
+flags.DEFINE_string("dataset", "cifar10", "Real data: a tfds name or npz:DIR (its training "
+                    "split).")
+flags.DEFINE_string("generated", None, "Generated set: .npz/.npy/folder or a glob of "
+                    "TFRecord shards.")
+flags.DEFINE_integer("num_generated", 50_000, "Generated images (EDM: 50k).")
+flags.DEFINE_integer("num_real", 50_000, "Real training images (at most the training set; "
+                     "EDM: all 50k of CIFAR-10).")
+flags.DEFINE_enum("extractor", "auto", ["auto", "inception_v3", "labeler"], "Feature "
+                  "extractor.")
+flags.DEFINE_string("labeler", None, "Keras classifier for --extractor=labeler.")
+flags.DEFINE_string("inception_weights", None, "InceptionV3 no-top weights (.h5); default: "
+                    "~/.keras/models/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5.")
+flags.DEFINE_integer("num_classes", None, "Classes (default: from --dataset).")
+flags.DEFINE_integer("batch_size", 256, "Images per feature batch.")
+flags.DEFINE_integer("seed", 0, "Seed of the samples.")
+flags.DEFINE_string("output", None, "Also write the report here (JSON).")
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  if not FLAGS.generated:
+    raise app.UsageError("--generated is required")
+  from rgd import data, fileio  # pylint: disable=g-import-not-at-top
+  from rgd.generated import complementarity as comp  # pylint: disable=g-import-not-at-top
+  from rgd.generative import fid  # pylint: disable=g-import-not-at-top
+  try:
+    extractor, info = comp.choose_extractor(FLAGS.extractor, FLAGS.labeler,
+                                            FLAGS.inception_weights)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  logging.info("Feature extractor: %s", info["extractor"])
+  k = data.num_classes_of(FLAGS.dataset, FLAGS.num_classes)
+  try:
+    x_train, y_train = data.load_split(FLAGS.dataset, "train_full")
+    n_real = min(FLAGS.num_real, len(x_train))
+    real = x_train if n_real == len(x_train) else x_train[
+        comp.balanced_sample(None, n_real, k, FLAGS.seed, len(x_train))]
+    del x_train
+    # A uniform sample (not class balanced): FID compares the whole distributions.
+    generated, _ = comp.read_generated(FLAGS.generated, FLAGS.num_generated, k, FLAGS.seed + 1,
+                                       balanced=False)
+  except (ValueError, data.DataError) as e:  # Bad or too small input: one line naming it.
+    raise SystemExit(f"error: {e}") from None
+  value, sizes = fid.fid_of_images(extractor, real, generated, FLAGS.batch_size)
+  report = dict(fid=value, **sizes, **info, dataset=FLAGS.dataset, generated=FLAGS.generated)
+  text = json.dumps(report, indent=1)
+  print(text)
+  if FLAGS.output:
+    fileio.atomic_write_text(FLAGS.output, text + "\n")
+
+
+if __name__ == "__main__":
+  app.run(main)
