@@ -139,3 +139,30 @@ def test_killed_worker_resumes_from_last_checkpoint(uninterrupted, data_dir, tmp
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
   for a, b in zip(_weights(outs[0], True), _weights(outs[1], True)):
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_two_workers_give_the_update_of_one_process_with_two_replicas(tmp_path):
+  """Two TRADES steps on one global batch of 8 (distributed_check.py's BN-free model): 2 worker
+  processes x 1 replica, each fed its half, end with exactly the weights (and weight average)
+  of 1 process x 2 replicas (MirroredStrategy on 2 logical CPUs). The all-reduce of two
+  gradients is a sum of two terms either way, the attack's random start is drawn for the global
+  batch and sliced by replica id, and the decay term is split 1/R per replica, so nothing
+  differs. (With BatchNorm, each replica's statistics come from its own rows in both set-ups.)"""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  mirrored = str(tmp_path / "mirrored.npz")
+  single = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "distributed_check.py"),
+                           mirrored], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=TIMEOUT, check=False)
+  assert single.returncode == 0, single.stdout[-2000:] + single.stderr[-2000:]
+  ports = _free_ports(2)
+  script = os.path.join(ROOT, "tests", "multi_worker_step_check.py")
+  outs = [str(tmp_path / f"w{i}.npz") for i in range(2)]
+  _finish([subprocess.Popen([sys.executable, script, str(i), ports, outs[i]], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           for i in range(2)])
+  with np.load(mirrored) as m, np.load(outs[0]) as a, np.load(outs[1]) as b:
+    assert m.files == a.files == b.files
+    for k in m.files:
+      np.testing.assert_array_equal(a[k], m[k], err_msg=k)
+      np.testing.assert_array_equal(b[k], m[k], err_msg=k)
