@@ -59,7 +59,7 @@ def load_model(model_dir=None, model_path=None):
   if not tf.io.gfile.exists(path):
     flag = "--model" if model_path else "--model_dir"
     raise FileNotFoundError(f"{flag}: no model at {path}")
-  model = keras.saving.load_model(path, compile=False)
+  model = models.load(path)
   step = None
   info_path = os.path.splitext(path)[0] + ".json"
   if tf.io.gfile.exists(info_path):

@@ -130,8 +130,8 @@ def choose_extractor(kind="auto", labeler=None, inception_weights=None):
   if not labeler:
     raise ValueError("--extractor=labeler (the fallback without Inception weights) needs "
                      "--labeler")
-  import keras
-  model = keras.saving.load_model(labeler, compile=False)
+  from rgd import models  # pylint: disable=g-import-not-at-top
+  model = models.load(labeler)
   return penultimate_extractor(model), {
       "extractor": f"labeler penultimate layer ({model.name})", "weights": labeler}
 

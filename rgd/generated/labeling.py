@@ -43,9 +43,9 @@ class Labeler:
 
   @classmethod
   def load(cls, path, from_logits=True):
-    import keras
+    from rgd import models  # pylint: disable=g-import-not-at-top
     try:
-      model = keras.saving.load_model(path, compile=False)
+      model = models.load(path)
     except (ValueError, OSError) as e:
       raise DataError(f"{path}: cannot load the labeller as a Keras model ({e})") from e
     labeler = cls(model, from_logits, name=path)

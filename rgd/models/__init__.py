@@ -10,6 +10,7 @@ trains with SortNet's dropout), e.g. `linf_dist_net-6-5120`.
 import re
 
 import gin
+import keras
 
 from rgd.certified import models as certified_models
 from rgd.models.common import Layers
@@ -70,3 +71,10 @@ def get_model(name=gin.REQUIRED, num_classes=10, input_shape=(32, 32, 3), normal
   if name == "tiny_cnn":
     return tiny_cnn(width or 32, **kw)
   raise ValueError(f"Unknown model {name!r}; expected one of {MODEL_NAMES}")
+
+
+def load(path):
+  """`keras.saving.load_model(path, compile=False)` with rgd's custom layers registered (fused
+  BatchNorm, the certified layers): importing this package registers them, which a bare
+  `keras.saving.load_model` in a module that never imported rgd.models would miss."""
+  return keras.saving.load_model(path, compile=False)
