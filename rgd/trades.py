@@ -121,10 +121,21 @@ class Objective:
       return images, None
     return self.corruption(inference_fn, images, soft_labels, seed)
 
-  def adversarial_examples(self, inference_fn, images, soft_labels, seed, init_slice=None):
+  def shares_clean_pass(self):
+    """Whether TRADES' clean logits can serve as the attack's target too: in DeepMind's BN mode
+    the attack and the clean term both run the network with batch statistics on the same images
+    and weights, so the target f(x) is the clean pass itself, and one forward pass of the step
+    (1 of about 32 forward-equivalents of TRADES-10) need not run twice."""
+    return (self.kind == "trades" and self.batch_stats_attack and
+            self.kl_attack_target == "prediction" and self.corruption is None)
+
+  def adversarial_examples(self, inference_fn, images, soft_labels, seed, init_slice=None,
+                           clean_logits=None):
     """x_adv from the model in inference mode (`inference_fn`); None for 'standard'.
-    `init_slice` is passed to the attack (see `PGD.__call__`). Certified kinds have no attack;
-    they return `images` so that the trainer reports their worst-case (verified) accuracy."""
+    `init_slice` is passed to the attack (see `PGD.__call__`). `clean_logits`, when given
+    (`shares_clean_pass`), are f(x) for the KL target instead of another pass. Certified kinds
+    have no attack; they return `images` so that the trainer reports their worst-case
+    (verified) accuracy."""
     if self.certified is not None:
       return images
     if self.attack is None:
@@ -133,17 +144,21 @@ class Objective:
       if self.kl_attack_target == "label":
         target = tf.cast(soft_labels, tf.float32)
       else:
-        target = tf.stop_gradient(tf.nn.softmax(tf.cast(inference_fn(images), tf.float32)))
+        if clean_logits is None:
+          clean_logits = inference_fn(images)
+        target = tf.stop_gradient(tf.nn.softmax(tf.cast(clean_logits, tf.float32)))
       loss_fn, labels = losses.kl_loss, target
     else:
       loss_fn, labels = losses.ce_loss, tf.argmax(soft_labels, axis=1, output_type=tf.int32)
     return tf.stop_gradient(self.attack(inference_fn, loss_fn, images, labels, seed,
                                         init_slice=init_slice))
 
-  def loss(self, clean_fn, train_fn, images, adv_images, soft_labels, views=None):
+  def loss(self, clean_fn, train_fn, images, adv_images, soft_labels, views=None,
+           clean_logits=None):
     """Per-example losses (dict of [B] tensors: total, ce, kl) and the clean and adversarial
     logits. `train_fn` is the network in training mode (it updates BN statistics); `clean_fn`
-    gives TRADES' clean logits (see the module docstring for the BN modes)."""
+    gives TRADES' clean logits (see the module docstring for the BN modes), unless they are
+    passed in `clean_logits` (computed under the same gradient tape)."""
     if self.certified is not None:
       return self.certified.loss(train_fn, images, soft_labels)
     if views is not None:  # AugMix's JS term: [x, aug1, aug2] in one pass, as its reference.
@@ -161,7 +176,8 @@ class Objective:
       adv_logits = train_fn(adv_images)
       ce = soft_cross_entropy(adv_logits, soft_labels)
       return {"total": ce, "ce": ce}, None, adv_logits
-    clean_logits = clean_fn(images)
+    if clean_logits is None:
+      clean_logits = clean_fn(images)
     adv_logits = train_fn(adv_images)
     total, ce, kl = trades_loss(clean_logits, adv_logits, soft_labels, self.beta)
     return {"total": total, "ce": ce, "kl": kl}, clean_logits, adv_logits

@@ -93,11 +93,16 @@ class RobustTrainer(keras.Model):
     seed, init_slice = self.attack_start(tf.shape(images)[0])
     # Seed 003's corruption stage (AdA, AugMix) first: its images replace the clean ones.
     images, views = self.objective.corrupt(attack_fn, images, labels, seed)
-    adv_images = self.objective.adversarial_examples(attack_fn, images, labels, seed,
-                                                     init_slice)
     with tf.GradientTape() as tape:
+      # DeepMind's BN mode: the clean pass is also the attack's target (Objective.
+      # shares_clean_pass); it runs first, under the tape, and the attack is not recorded.
+      shared = clean_fn(images) if self.objective.shares_clean_pass() else None
+      with tape.stop_recording():
+        adv_images = self.objective.adversarial_examples(attack_fn, images, labels, seed,
+                                                         init_slice, clean_logits=shared)
       parts, clean_logits, adv_logits = self.objective.loss(clean_fn, train_fn, images,
-                                                            adv_images, labels, views)
+                                                            adv_images, labels, views,
+                                                            clean_logits=shared)
       # Sum over this replica's examples / global batch: summing the replicas' gradients (what
       # the optimizer's all-reduce does) then gives the global-batch mean.
       loss = tf.reduce_sum(parts["total"]) / self.global_batch_size

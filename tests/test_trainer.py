@@ -74,3 +74,49 @@ def test_only_the_adversarial_pass_updates_bn_statistics(batch_stats_attack):
   for v, e, s in zip(stats, expected, start):
     assert not np.allclose(e, s)
     np.testing.assert_allclose(v.numpy(), e, rtol=1e-5, atol=1e-7, err_msg=v.path)
+
+
+class _Counting(RobustTrainer):
+  """Counts the network passes of a step (each of network_fns' functions)."""
+  calls = 0
+
+  def network_fns(self):
+    def counted(fn):
+      def call(x):
+        type(self).calls += 1
+        return fn(x)
+      return call
+    return tuple(counted(fn) for fn in super().network_fns())
+
+
+class _NoSharing(trades.Objective):
+  def shares_clean_pass(self):
+    return False
+
+
+@pytest.mark.parametrize("batch_stats_attack", [True, False])
+def test_deepmind_mode_reuses_the_clean_pass_as_attack_target(batch_stats_attack):
+  """In DeepMind's BN mode the attack's KL target f(x) is the clean pass of the loss: a
+  TRADES-K step runs K + 2 network passes, not K + 3, and the update is exactly the one with a
+  separate target pass. Zhang's mode (eval-mode target, training-mode clean term) keeps both."""
+  results = {}
+  for cls in (trades.Objective, _NoSharing):
+    keras.utils.set_random_seed(3)
+    net = models.get_model("tiny_cnn", width=4)
+    avg = models.get_model("tiny_cnn", width=4)
+    trainer = _Counting(net, avg, cls(attack_steps=3, batch_stats_attack=batch_stats_attack),
+                        global_batch_size=8)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+    trainer.optimizer.build(net.trainable_variables)
+    x = tf.random.stateless_uniform([8, 32, 32, 3], [4, 5])
+    y = tf.one_hot(tf.range(8) % 10, 10)
+    _Counting.calls = 0
+    for _ in range(2):  # the head starts at zero: step 2 moves every weight
+      logs = trainer.train_step({"image": x, "label": y})
+    results[cls] = (_Counting.calls, [w.numpy() for w in net.weights], float(logs["total"]))
+  shared, separate = results[trades.Objective], results[_NoSharing]
+  assert separate[0] == 2 * (3 + 3)
+  assert shared[0] == (2 * (3 + 2) if batch_stats_attack else separate[0])
+  assert shared[2] == separate[2]
+  for a, b in zip(shared[1], separate[1]):
+    np.testing.assert_array_equal(a, b)
