@@ -8,6 +8,8 @@ os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
 import numpy as np
 import pytest
 
+import rgd  # noqa: F401  before TensorFlow loads: the suite runs TF's CPU kernels as users get them
+
 
 def pytest_configure(config):
   # Tests over the per-engineer time budget (they still run in CI); `-m "not slow"` skips them.

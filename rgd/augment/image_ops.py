@@ -115,9 +115,13 @@ def contrast(images, fraction, sign):
 
 def sharpness(images, fraction, sign):
   """Blend with PIL's SMOOTH filter ([[1,1,1],[1,5,1],[1,1,1]] / 13), borders untouched."""
-  kernel = tf.constant([[1., 1., 1.], [1., 5., 1.], [1., 1., 1.]]) / 13.
-  kernel = tf.tile(kernel[:, :, None, None], [1, 1, 3, 1])
-  smooth = tf.nn.depthwise_conv2d(images, kernel, [1, 1, 1, 1], "VALID")
+  # The 3x3 filter as a sum of shifted slices, not depthwise_conv2d: TF's oneDNN depthwise
+  # kernel (on by default in rgd, rgd/__init__.py) returns the wrong shape for an empty batch,
+  # which apply_per_image produces when no image draws this op.
+  h, w = tf.shape(images)[1], tf.shape(images)[2]
+  smooth = tf.add_n([images[:, i:h - 2 + i, j:w - 2 + j, :] for i in range(3)
+                     for j in range(3) if (i, j) != (1, 1)])
+  smooth = (smooth + 5. * images[:, 1:h - 1, 1:w - 1, :]) / 13.
   interior = tf.pad(tf.ones_like(smooth[..., :1]), [[0, 0], [1, 1], [1, 1], [0, 0]])
   smooth = tf.pad(smooth, [[0, 0], [1, 1], [1, 1], [0, 0]])
   degenerate = tf.where(interior > 0, smooth, images)

@@ -4,11 +4,15 @@
 
 Model FLOPs of one TRADES-K step per example, with F the forward FLOPs of one image (2 x MACs of
 convs and dense layers, rgd.bench.flops):
-  clean target (inference mode)            1 F
   K attack steps: forward + input grad     2 K F   (no weight gradients are needed)
   training pass on [x; x_adv]: fwd + bwd   2 x 3 F (backward = 2 forward)
-so 27 F for TRADES-10, (2K + 4) F for PGD-AT, 3 F for standard training. MFU divides the
-achieved model FLOPs/s by the device peak (--peak_tflops, or a known value for the device).
+  clean target of the attack               1 F, only in Zhang et al.'s BN mode: in DeepMind's
+                                           (the default) it is the clean pass of the loss
+                                           (trades.Objective.shares_clean_pass)
+so 26 F for TRADES-10 (27 F in Zhang's mode, and in the PyTorch step of
+tools/bench_torch_trades.py, which runs the target separately), (2K + 4) F for PGD-AT, 3 F for
+standard training. MFU divides the achieved model FLOPs/s by the device peak (--peak_tflops, or
+a known value for the device).
 """
 import argparse
 import time
@@ -47,12 +51,12 @@ def seconds_per_step(strategy, step, batch_size, warmup, steps):
   return (time.perf_counter() - start) / steps
 
 
-def step_flops_per_example(forward, kind, attack_steps):
+def step_flops_per_example(forward, kind, attack_steps, shared_target=True):
   if kind == "standard":
     return 3 * forward
   if kind == "pgd_at":
     return (2 * attack_steps + 3 + 1) * forward  # attack + a forward/backward on x_adv
-  return (1 + 2 * attack_steps + 6) * forward
+  return (2 * attack_steps + 6 + (0 if shared_target else 1)) * forward
 
 
 def device_peak(precision):
@@ -107,7 +111,8 @@ def main(argv):
   step_s = seconds_per_step(strategy, step, args.batch_size, args.warmup, args.steps)
   img_s = args.batch_size / step_s
   forward = flops.forward_flops(net, (32, 32, 3))
-  per_example = step_flops_per_example(forward, args.objective, args.attack_steps)
+  per_example = step_flops_per_example(forward, args.objective, args.attack_steps,
+                                       objective.shares_clean_pass())
   achieved = per_example * img_s
   peak, device = device_peak(args.precision)
   peak = args.peak_tflops * 1e12 if args.peak_tflops else (peak * 1e12 if peak else None)
