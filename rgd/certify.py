@@ -13,7 +13,6 @@ first --num_train_examples training images). Writes to --output_dir (default DIR
 TensorBoard scalars.
 """
 import io
-import json
 import os
 import sys
 import time
@@ -122,8 +121,7 @@ def report_name(norm, eps):
 
 def write_report(output_dir, report, result):
   name = os.path.join(output_dir, report_name(report["norm"], report["eps"]))
-  text = json.dumps(report, indent=2, sort_keys=True) + "\n"
-  fileio.atomic_write_text(name + ".json", text)
+  fileio.atomic_write_json(name + ".json", report)
   fileio.atomic_write_text(name + ".md", markdown_tables(report))
   plot_distribution(report["radius_distribution"], report["eps"], report["norm"], name + ".png")
   buf = io.BytesIO()

@@ -360,16 +360,23 @@ def parse_gin(files, bindings):
   gin.finalize()
 
 
-def main(argv):
-  del argv
+def parse_gin_or_exit(prog):
+  """The start every gin entry point shares (rgd.train, rgd.train_generator,
+  rgd.train_corruption_net): --model_dir is required, and a bad gin file or binding exits with
+  status 2 and a message that names it instead of a traceback."""
   if not FLAGS.model_dir:
     raise app.UsageError("--model_dir is required")
   try:
     parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
   except ConfigError as e:
     logging.error("%s", e)
-    print(f"rgd.train: {e}", file=sys.stderr)
+    print(f"{prog}: {e}", file=sys.stderr)
     sys.exit(2)
+
+
+def main(argv):
+  del argv
+  parse_gin_or_exit("rgd.train")
   tf.config.set_soft_device_placement(True)
   strategy = strategy_lib.get_strategy(FLAGS.tpu)
   try:

@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from rgd import data
 from rgd.corruptions import networks
-from rgd.train import ConfigError, parse_gin  # also defines the shared flags
+from rgd.train import parse_gin_or_exit  # also defines the shared flags
 
 LOSSES = {"l1": lambda x, y: tf.reduce_mean(tf.abs(x - y)),
           "mse": lambda x, y: tf.reduce_mean(tf.square(x - y))}
@@ -86,13 +86,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  if not FLAGS.model_dir:
-    raise app.UsageError("--model_dir is required")
-  try:
-    parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
-  except ConfigError as e:
-    print(f"rgd.train_corruption_net: {e}", file=sys.stderr)
-    sys.exit(2)
+  parse_gin_or_exit("rgd.train_corruption_net")
   try:
     history = train_corruption_net(FLAGS.model_dir)
   except data.DataError as e:

@@ -23,20 +23,14 @@ import tensorflow as tf
 
 from rgd import checkpointing, data, strategy as strategy_lib
 from rgd.generative import store, training
-from rgd.train import ConfigError, parse_gin  # also defines the shared flags and --tpu
+from rgd.train import parse_gin_or_exit  # also defines the shared flags and --tpu
 
 FLAGS = flags.FLAGS
 
 
 def main(argv):
   del argv
-  if not FLAGS.model_dir:
-    raise app.UsageError("--model_dir is required")
-  try:
-    parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
-  except ConfigError as e:
-    print(f"rgd.train_generator: {e}", file=sys.stderr)
-    sys.exit(2)
+  parse_gin_or_exit("rgd.train_generator")
   tf.config.set_soft_device_placement(True)
   strategy = strategy_lib.get_strategy(FLAGS.tpu)
   try:

@@ -72,10 +72,9 @@ def main(argv):
   result = comp.measure(train, test, generated, extractor, FLAGS.pca_dim, FLAGS.batch_size)
   report = dict(result, **info, dataset=FLAGS.dataset, generated=FLAGS.generated)
   report = {key: (float(v) if isinstance(v, np.floating) else v) for key, v in report.items()}
-  text = json.dumps(report, indent=1)
-  print(text)
+  print(json.dumps(report, indent=1))
   if FLAGS.output:
-    fileio.atomic_write_text(FLAGS.output, text + "\n")
+    fileio.atomic_write_json(FLAGS.output, report)
 
 
 if __name__ == "__main__":

@@ -70,10 +70,9 @@ def main(argv):
     raise SystemExit(f"error: {e}") from None
   value, sizes = fid.fid_of_images(extractor, real, generated, FLAGS.batch_size)
   report = dict(fid=value, **sizes, **info, dataset=FLAGS.dataset, generated=FLAGS.generated)
-  text = json.dumps(report, indent=1)
-  print(text)
+  print(json.dumps(report, indent=1))
   if FLAGS.output:
-    fileio.atomic_write_text(FLAGS.output, text + "\n")
+    fileio.atomic_write_json(FLAGS.output, report)
 
 
 if __name__ == "__main__":

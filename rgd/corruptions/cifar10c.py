@@ -14,7 +14,6 @@ settings, versions), `eval_cifar10c.npz` (per-example correctness [15, 5, N]), a
 `eval_cifar10c.png` and TensorBoard scalars / text / image, all through tf.io.gfile.
 """
 import io
-import json
 import os
 import time
 
@@ -161,8 +160,7 @@ def evaluate_cifar10c(model, output_dir=None, batch_size=500, num_examples=None,
 def write_report(output_dir, report, correct, labels):
   tf.io.gfile.makedirs(output_dir)
   base = os.path.join(output_dir, REPORT_NAME)
-  text = json.dumps(report, indent=2, sort_keys=True) + "\n"
-  fileio.atomic_write_text(base + ".json", text)
+  fileio.atomic_write_json(base + ".json", report)
   buf = io.BytesIO()
   np.savez(buf, correct=correct, label=labels, corruptions=np.array(report["corruptions"]),
            severities=np.array(SEVERITIES), errors=1.0 - correct.mean(axis=2))
