@@ -6,7 +6,7 @@
 Model FLOPs per example, with F the classifier's forward FLOPs and C the corruption network's
 (rgd.corruptions.networks `forward_flops`):
   clean step                       3 F
-  TRADES-10                       27 F      (rgd/bench/train.py)
+  TRADES-10                       26 F      (rgd/bench/train.py)
   AdA-K + clean step on its output K (3 C + 2 F) + C + 3 F
       (each AdA step: corruption forward, classifier forward, classifier input gradient and
       the corruption network's backward to its weights; one final corruption forward; the
@@ -78,7 +78,7 @@ def main(argv):
   k = args.ada_steps
   objectives = {
       "clean": (lambda: trades.Objective(kind="standard"), 3 * f),
-      "trades": (lambda: trades.Objective(kind="trades", attack_steps=10), 27 * f),
+      "trades": (lambda: trades.Objective(kind="trades", attack_steps=10), 26 * f),
       "ada": (lambda: trades.Objective(kind="standard", corruption=stage.CorruptionStage(
           ada=ada.AdA(cnet, params, steps=k, num_groups=args.num_groups or None))),
               k * (3 * c + 2 * f) + c + 3 * f),
