@@ -214,7 +214,7 @@ def trades_step(net, optimizer, x, y_onehot, noise, beta=6.0, weight_decay=5e-4,
   replaces the attack (to compare the update alone: see crosscheck_torch.py); `forward` is
   `net` or a compiled version of it."""
   bugs = net.bugs
-  f = forward or net
+  f = net if forward is None else forward  # a compiled module has no truth value
   attack_bn = "batch" if batch_stats_attack else "eval"
   if x_adv is None:
     x_adv = trades_attack(f, x, noise, attack_bn, steps, eps, step_size, bugs)
