@@ -77,7 +77,7 @@ def summarize(args):
   rows, total = op_type_table(json.loads(data), args.top)
   print(f"{traces[-1]}: {total:.2f} s of op self time (all threads; IDLE = no op running)")
   for name, seconds, share, n in rows:
-    print(f"{name:<36} {seconds:8.3f} s {100 * share:5.1f}%  x{n}")
+    print(f"{name:<36} {seconds:8.3f} s {100 * share:5.1f}%  x{int(n)}")
 
 
 def main(argv):
