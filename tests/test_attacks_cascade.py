@@ -151,3 +151,23 @@ def test_stage_cost_is_proportional_to_the_points_attacked():
   assert cascade_lib.padded_size(3, 16, jit_compile=True) == 4
   assert cascade_lib.padded_size(9, 16, jit_compile=True) == 16
   assert cascade_lib.padded_size(9, 500, jit_compile=False) == 9
+
+
+def test_a_conv_network_never_sees_an_empty_batch():
+  """oneDNN's convolution (on by default, rgd/__init__.py) returns its input unchanged for an
+  empty batch, so a stage with nothing left to attack must not call the network at all. Every
+  point here is misclassified already: the whole AA+MT cascade runs only the clean pass."""
+  from rgd import models  # pylint: disable=g-import-not-at-top
+  net = models.get_model("tiny_cnn", width=4)
+  shapes = []
+
+  def model_fn(x):
+    shapes.append(int(x.shape[0]) if x.shape[0] is not None else None)
+    return net(x, training=False)
+  x = np.random.RandomState(0).uniform(size=(6, 32, 32, 3)).astype(np.float32)
+  wrong = (np.argmax(net(x).numpy(), 1) + 1) % 10
+  res = cascade.run_cascade(cascade.get_suite("aa+mt", "linf", 8 / 255), model_fn, x, wrong,
+                            batch_size=4)
+  assert not res["clean_correct"].any() and not res["robust"].any()
+  assert res["attacked"] == [0, 0, 0]
+  assert 0 not in shapes
