@@ -10,7 +10,8 @@ steps with `tf.profiler.experimental` (part of TF; it writes `plugins/profile/*/
 View the trace with TensorBoard's profile plugin or xprof, or print the table with
 `summarize`. `summarize` reads the newest trace with xprof's `framework_op_stats` converter and
 prints the self time per op type. xprof is not an rgd dependency, and it need not share rgd's
-environment: `summarize` does not import TensorFlow.
+environment: `summarize` does not import TensorFlow, so it reads a local --logdir only (copy
+a gs:// trace down first; `capture` writes through TF and takes any path).
 """
 import argparse
 import collections
@@ -70,7 +71,8 @@ def summarize(args):
     from xprof.convert import raw_to_tool_data  # pylint: disable=g-import-not-at-top
   except ImportError:
     sys.exit("profile_step.py summarize: needs `pip install xprof` (not an rgd dependency)")
-  traces = sorted(glob.glob(os.path.join(args.logdir, "plugins/profile/*/*.xplane.pb")))
+  # Without TensorFlow there is no gfile here: copy a gs:// trace down first.
+  traces = sorted(glob.glob(os.path.join(args.logdir, "plugins/profile/*/*.xplane.pb")))  # local only
   if not traces:
     sys.exit(f"profile_step.py summarize: no *.xplane.pb under {args.logdir}/plugins/profile")
   data, _ = raw_to_tool_data.xspace_to_tool_data([traces[-1]], "framework_op_stats", {})
