@@ -28,8 +28,9 @@ def capture(args):
   import rgd  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import  (before TF)
   import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from rgd import models, strategy as strategy_lib, trades, weight_average  # pylint: disable=g-import-not-at-top
-  from rgd.trainer import RobustTrainer, make_distributed_step  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from rgd import models, strategy as strategy_lib, trades, weight_average
+  from rgd.trainer import RobustTrainer, make_distributed_step
   strategy = strategy_lib.get_strategy()
   with strategy.scope():
     net = models.get_model(args.model, num_classes=10)
@@ -72,7 +73,8 @@ def summarize(args):
   except ImportError:
     sys.exit("profile_step.py summarize: needs `pip install xprof` (not an rgd dependency)")
   # Without TensorFlow there is no gfile here: copy a gs:// trace down first.
-  traces = sorted(glob.glob(os.path.join(args.logdir, "plugins/profile/*/*.xplane.pb")))  # local only
+  pattern = os.path.join(args.logdir, "plugins/profile/*/*.xplane.pb")
+  traces = sorted(glob.glob(pattern))  # local only
   if not traces:
     sys.exit(f"profile_step.py summarize: no *.xplane.pb under {args.logdir}/plugins/profile")
   data, _ = raw_to_tool_data.xspace_to_tool_data([traces[-1]], "framework_op_stats", {})
