@@ -125,7 +125,8 @@ class Objective:
     """Whether TRADES' clean logits can serve as the attack's target too: in DeepMind's BN mode
     the attack and the clean term both run the network with batch statistics on the same images
     and weights, so the target f(x) is the clean pass itself, and one forward pass of the step
-    (1 of about 32 forward-equivalents of TRADES-10) need not run twice."""
+    (1 of the 27 forward-equivalents of TRADES-10) need not run twice. Left out with a
+    corruption stage (seed 003), whose views take their own path through the loss."""
     return (self.kind == "trades" and self.batch_stats_attack and
             self.kl_attack_target == "prediction" and self.corruption is None)
 
