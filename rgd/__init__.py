@@ -1,15 +1,25 @@
 """rgd: adversarially robust image classifiers trained with generated data, in Keras 3.
 
-Modules, one concern each:
-  rgd.models      architectures (normalisation inside the model, logits in float32)
-  rgd.attacks     attack parts (losses, initialisers, projections, step rules) and attacks
-  rgd.data        real data (tfds or npz) as tf.data, generated-data mixing
-  rgd.tfrecord    the TFRecord schema of generated sets
-  rgd.trades      TRADES / PGD-AT / standard training objectives
-  rgd.weight_average  exponential moving average of the weights
-  rgd.schedules   learning-rate schedules
-  rgd.trainer     the Keras model with the custom train_step
-  rgd.train       the training entry point (flags, gin, strategy, loop, checkpoints)
+Rooms by purpose; imports run one way, from the entry points down to the pure parts:
+
+  entry points   train, evaluate, certify, train_generator, train_corruption_net: flags and
+                 `main` only; `cli` holds what they share (common flags, gin start, exits)
+  training/      the loop, the trainer's step, objectives (TRADES, PGD-AT, AugMix's JS term),
+                 validation, weight average, schedules, the skip-step policy
+  evaluation/    attack suites run as cascades, model checks, per-stage resume, reports of
+                 robust accuracy, CIFAR-10-C and certified accuracy
+  datagen/       generated data: sources, labelling, shard writers, Beam, sampling a generator
+                 into records, FID and feature extractors
+  edm/           the EDM generator: U-Net, preconditioning and loss, Heun sampler, training
+  data/          real data as tf.data (tfds, npz), the TFRecord schema, shard checks
+  runtime/       strategy, checkpoints, file I/O through gfile, progress, fault injection
+  corruptions/   AdA, DeepAugment and their corruption networks (seed 003)
+  certified/     certifiable layers, models, certificates and objectives (seed 004)
+  augment/       batch augmentations (CutMix, MixUp, AutoAugment, AugMix, ...)
+  attacks/       attack parts and attacks (PGD, APGD, MultiTargeted, FAB, Square): pure
+  models/        architectures; normalisation inside the model, float32 logits: pure
+  errors         the errors rgd raises on purpose, and their exit statuses
+  bench/         benchmarks behind tools/benchmark.py
 """
 
 import os as _os

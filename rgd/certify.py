@@ -12,140 +12,18 @@ first --num_train_examples training images). Writes to --output_dir (default DIR
 `certify_<norm>_<eps>.json`, `.md` (the tables), `.png` (the radius distribution) and
 TensorBoard scalars.
 """
-import io
 import os
 import sys
-import time
 
 from absl import app, flags
-import gin
-import numpy as np
-import tensorflow as tf
 
-from rgd import data, evaluate, fileio
+from rgd import cli
 from rgd.certified import certificate
-
-DEFAULT_RADII = {"l2": (0.0, 36 / 255, 72 / 255, 108 / 255),
-                 "linf": (0.0, 2 / 255, 8 / 255, 16 / 255)}
-
-
-def generalization_gap(train_correct, test_correct):
-  """Seed 004 Sec. 4.3: train clean accuracy minus test clean accuracy."""
-  return float(np.mean(train_correct)) - float(np.mean(test_correct))
-
-
-def radius_distribution(radius, correct, num_bins=20, max_radius=None):
-  """Rows (r, fraction of all examples that are correct with radius >= r, same for wrong)."""
-  finite = radius[np.isfinite(radius)]
-  top = max_radius or (float(finite.max()) if finite.size and finite.max() > 0 else 1.0)
-  grid = np.linspace(0.0, top, num_bins + 1)
-  n = max(len(radius), 1)
-  return [dict(radius=float(r), correct=float(np.sum(correct & (radius > r))) / n,
-               wrong=float(np.sum(~correct & (radius > r))) / n) for r in grid]
-
-
-def plot_distribution(rows, eps, norm, path):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(5, 3.5))
-  r = [row["radius"] for row in rows]
-  ax.plot(r, [row["correct"] for row in rows], label="correct")
-  ax.plot(r, [row["wrong"] for row in rows], label="misclassified")
-  ax.axvline(eps, color="gray", linestyle=":", label=f"eps = {eps:.4g}")
-  ax.set_xlabel(f"certified {norm} radius r")
-  ax.set_ylabel("fraction of test set with radius > r")
-  ax.legend()
-  fig.tight_layout()
-  buf = io.BytesIO()
-  fig.savefig(buf, format="png", dpi=100)
-  plt.close(fig)
-  fileio.atomic_write_bytes(path, buf.getvalue())
-
-
-def markdown_tables(report):
-  lines = [f"# Certification of {report['settings'].get('model', 'model')}", "",
-           f"clean accuracy {100 * report['clean_accuracy']:.2f}%, certified accuracy at "
-           f"{report['norm']} eps {report['eps']:.6g}: {100 * report['certified_accuracy']:.2f}%",
-           "", "| radius | certified accuracy |", "|---|---|"]
-  lines += [f"| {r['radius']:.6g} | {100 * r['certified_accuracy']:.2f}% |"
-            for r in report["certified_at"]]
-  lines += ["", "Radius distribution (fraction of the test set with certified radius > r):", "",
-            "| r | correct | misclassified |", "|---|---|---|"]
-  lines += [f"| {r['radius']:.4g} | {r['correct']:.4f} | {r['wrong']:.4f} |"
-            for r in report["radius_distribution"]]
-  gap = report.get("generalization_gap")
-  if gap is not None:
-    lines += ["", f"train clean accuracy {100 * report['train_clean_accuracy']:.2f}% "
-              f"({report['num_train_examples']} images), generalization gap "
-              f"{100 * gap:.2f} points (seed 004 Sec. 4.3)"]
-  return "\n".join(lines) + "\n"
-
-
-def certify_model(model, images, labels, eps, radii=None, train_images=None, train_labels=None,
-                  batch_size=256, output_dir=None, settings=None):
-  """Certifies `model` on (images, labels); returns the report dict and writes its files."""
-  start = time.monotonic()
-  result = certificate.certify(model, images, labels, batch_size)
-  info = result["info"]
-  norm = info["norm"]
-  radii = sorted(set([float(r) for r in (radii if radii is not None else DEFAULT_RADII[norm])]
-                     + [float(eps)]))
-  report = dict(
-      norm=norm, eps=float(eps), num_examples=int(len(labels)),
-      clean_accuracy=float(result["correct"].mean()),
-      certified_accuracy=certificate.certified_accuracy(result, eps),
-      certified_at=[dict(radius=r, certified_accuracy=certificate.certified_accuracy(result, r))
-                    for r in radii],
-      radius_distribution=radius_distribution(result["radius"], result["correct"]),
-      median_radius_correct=float(np.median(result["radius"][result["correct"]]))
-      if result["correct"].any() else None,
-      lipschitz={k: v for k, v in info.items() if k not in ("head_kernel",)},
-      rounding_relative=certificate.ROUNDING_RELATIVE["float32"],
-      settings=dict(settings or {}, batch_size=batch_size, gin=gin.config_str()),
-      versions=evaluate._versions())  # pylint: disable=protected-access
-  if train_images is not None:
-    train = certificate.certify(model, train_images, train_labels, batch_size, refresh=False)
-    report.update(train_clean_accuracy=float(train["correct"].mean()),
-                  num_train_examples=int(len(train_labels)),
-                  generalization_gap=generalization_gap(train["correct"], result["correct"]))
-  report["seconds"] = time.monotonic() - start
-  if output_dir:
-    write_report(output_dir, report, result)
-  return report
-
-
-def report_name(norm, eps):
-  return f"certify_{norm}_{eps:.6g}"
-
-
-def write_report(output_dir, report, result):
-  name = os.path.join(output_dir, report_name(report["norm"], report["eps"]))
-  fileio.atomic_write_json(name + ".json", report)
-  fileio.atomic_write_text(name + ".md", markdown_tables(report))
-  plot_distribution(report["radius_distribution"], report["eps"], report["norm"], name + ".png")
-  buf = io.BytesIO()
-  np.savez(buf, radius=result["radius"], predictions=result["predictions"],
-           correct=result["correct"])
-  fileio.atomic_write_bytes(name + ".npz", buf.getvalue())
-  step = report["settings"].get("checkpoint_step") or 0
-  writer = tf.summary.create_file_writer(os.path.join(output_dir, "tensorboard"))
-  with writer.as_default(step=step):
-    prefix = f"certify/{report['norm']}_{report['eps']:.6g}"
-    tf.summary.scalar(f"{prefix}/clean_accuracy", report["clean_accuracy"])
-    tf.summary.scalar(f"{prefix}/certified_accuracy", report["certified_accuracy"])
-    if "generalization_gap" in report:
-      tf.summary.scalar(f"{prefix}/generalization_gap", report["generalization_gap"])
-  writer.close()
-
-
-# ------------------------------------------------------------------------------------------
-# Entry point.
+from rgd.data import datasets
+from rgd.evaluation import certified, target
 
 FLAGS = flags.FLAGS
-# --model_dir, --model, --dataset, --split, --eps, --num_examples, --batch_size, --output_dir
-# are rgd.evaluate's flags (defined when it is imported), with the same meaning; --eps defaults
-# here to the training eps in DIR/model.json.
+cli.define_model_flags()  # --model, --dataset, --split, --eps, --num_examples, --batch_size, ...
 flags.DEFINE_list("radii", None, "Further radii, e.g. 0,36/255,72/255.")
 flags.DEFINE_integer("num_train_examples", 10000, "Training images for the generalisation gap "
                      "(0: skip).")
@@ -154,29 +32,30 @@ flags.DEFINE_integer("num_train_examples", 10000, "Training images for the gener
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  model, path, step = evaluate.load_model(FLAGS.model_dir, FLAGS.model)
+  cli.parse_gin_or_exit("rgd.certify", require_model_dir=False)
+  model, path, step = target.load_model(FLAGS.model_dir, FLAGS.model)
   # Dataset and eps default to what the run was trained on (DIR/model.json), as rgd.evaluate.
-  run = evaluate.run_defaults(FLAGS.model_dir, FLAGS.model)
-  dataset = FLAGS.dataset or run.get("dataset") or evaluate.DEFAULT_TARGET["dataset"]
-  images, labels = data.load_split(dataset, FLAGS.split, data_dir=run.get("data_dir"))
+  run = target.run_defaults(FLAGS.model_dir, FLAGS.model)
+  dataset = FLAGS.dataset or run.get("dataset") or target.DEFAULT_TARGET["dataset"]
+  images, labels = datasets.load_split(dataset, FLAGS.split, data_dir=run.get("data_dir"))
   if FLAGS.num_examples:
     images, labels = images[:FLAGS.num_examples], labels[:FLAGS.num_examples]
   train_images = train_labels = None
   if FLAGS.num_train_examples:
-    train_images, train_labels = data.load_split(dataset, "train_full",
+    train_images, train_labels = datasets.load_split(dataset, "train_full",
                                                  data_dir=run.get("data_dir"))
     train_images = train_images[:FLAGS.num_train_examples]
     train_labels = train_labels[:FLAGS.num_train_examples]
-  eps = evaluate.parse_eps(FLAGS.eps) if FLAGS.eps is not None else run.get("eps")
+  eps = target.parse_eps(FLAGS.eps) if FLAGS.eps is not None else run.get("eps")
   if eps is None:
     norm = certificate.lipschitz_info(certificate.float32_model(model), refresh=False)["norm"]
     eps = 36 / 255 if norm == "l2" else 8 / 255
-  radii = [evaluate.parse_eps(r, "--radii") if r not in ("0", "0.0") else 0.0
+  radii = [target.parse_eps(r, "--radii") if r not in ("0", "0.0") else 0.0
            for r in FLAGS.radii] if FLAGS.radii else None
   output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir or os.path.dirname(path), "eval")
   settings = dict(model=path, checkpoint_step=step, dataset=dataset, split=FLAGS.split,
                   command=" ".join(sys.argv))
-  report = certify_model(model, images, labels, float(eps), radii, train_images, train_labels,
+  report = certified.certify_model(model, images, labels, float(eps), radii, train_images, train_labels,
                          FLAGS.batch_size, output_dir, settings)
   at = ", ".join(f"{r['radius']:.4g}: {100 * r['certified_accuracy']:.2f}%"
                  for r in report["certified_at"])

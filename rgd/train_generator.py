@@ -5,39 +5,37 @@ r"""Trains a class-conditional EDM generator (Karras et al. 2022) on a data set'
         --gin_bindings="DATASET='npz:/tmp/demo/data'"
 
 EDM's optimisation (Adam with lr ramp-up, EMA half-life, batch 512, 200 Mimg for CIFAR-10;
-rgd/generative/training.py cites NVlabs/edm for each) on rgd's strategies: one code path for
+rgd/edm/training.py cites NVlabs/edm for each) on rgd's strategies: one code path for
 CPU, GPUs, TPU (--tpu) and several workers (TF_CONFIG), as rgd.train. Re-running the command
 resumes exactly where the last checkpoint left off; SIGTERM checkpoints and exits. DIR then
 holds:
   checkpoints/                   network, EMA network, Adam state, input iterator, dropout RNG
-  generator.json, generator.npz  the EMA network (rgd.generative.store), written with every
+  generator.json, generator.npz  the EMA network (rgd.edm.store), written with every
                                  checkpoint: what `make_tfrecords.py --generator=edm:DIR` samples
   operative_config.gin, train/   the gin configuration in force; TensorBoard losses and sample
                                  grids (one row per class, from the EMA network)
 """
 import os
-import sys
 
 from absl import app, flags
 import tensorflow as tf
 
-from rgd import checkpointing, data, strategy as strategy_lib
-from rgd.generative import store, training
-from rgd.train import parse_gin_or_exit  # also defines the shared flags and --tpu
+from rgd import cli, errors
+from rgd.runtime import strategy as strategy_lib
+from rgd.edm import store, training
 
 FLAGS = flags.FLAGS
 
 
 def main(argv):
   del argv
-  parse_gin_or_exit("rgd.train_generator")
+  cli.parse_gin_or_exit("rgd.train_generator")
   tf.config.set_soft_device_placement(True)
   strategy = strategy_lib.get_strategy(FLAGS.tpu)
   try:
     history = training.train_generator(FLAGS.model_dir, strategy)
-  except (data.DataError, checkpointing.CheckpointError) as e:
-    print(f"rgd.train_generator: {e}", file=sys.stderr)
-    sys.exit(2)
+  except (errors.DataError, errors.CheckpointError) as e:
+    cli.fail("rgd.train_generator", e, 2)
   if history:
     print(f"EDM loss {history[0]:.4f} -> {history[-1]:.4f}; generator in "
           f"{os.path.join(FLAGS.model_dir, store.CONFIG_FILE)}")

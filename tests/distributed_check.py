@@ -11,8 +11,9 @@ tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConf
 
 import keras  # pylint: disable=g-import-not-at-top
 
-from rgd import strategy as strategy_lib, trades, weight_average  # noqa: E402
-from rgd.trainer import RobustTrainer, make_distributed_step  # noqa: E402
+from rgd.runtime import strategy as strategy_lib  # noqa: E402
+from rgd.training import objectives, weight_average
+from rgd.training.trainer import RobustTrainer, make_distributed_step  # noqa: E402
 
 
 def build():
@@ -30,7 +31,7 @@ def run(strategy, batch, steps=2, stacked=None):
   split over the local replicas."""
   with strategy.scope():
     net, avg = build(), build()
-    trainer = RobustTrainer(net, avg, trades.Objective(kind="trades", attack_steps=3),
+    trainer = RobustTrainer(net, avg, objectives.Objective(kind="trades", attack_steps=3),
                             global_batch_size=8, weight_decay=5e-4, seed=1)
     trainer.compile(optimizer=keras.optimizers.SGD(0.5, momentum=0.9, nesterov=True))
     trainer.optimizer.build(net.trainable_variables)

@@ -3,7 +3,7 @@
   python tests/multi_worker_check.py TASK PORT0,PORT1 MODEL_DIR DATA_DIR GENERATED_PATTERN OUT
 
 Sets TF_CONFIG for 127.0.0.1 (loopback only) before TensorFlow starts, trains gin/debug.gin
-through rgd.train.train_and_evaluate, and writes OUT.npz (final weights) and OUT.json (the real
+through rgd.training.loop.train_and_evaluate, and writes OUT.npz (final weights) and OUT.json (the real
 count in each of this worker's first batches, and the strategy's view of the cluster).
 `RGD_TEST_DIE_AFTER_CHECKPOINT=N` makes this worker exit hard (os._exit, no cleanup) right after
 writing checkpoint N: a worker killed mid-run.
@@ -23,7 +23,10 @@ from absl import logging  # noqa: E402  pylint: disable=g-import-not-at-top
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from rgd import checkpointing, data, strategy as strategy_lib, train  # noqa: E402
+from rgd.runtime import checkpointing, strategy as strategy_lib  # noqa: E402
+from rgd.data import datasets
+from rgd import cli
+from rgd.training import loop
 
 BATCH, STEPS, MIXING = 8, 6, 0.25
 
@@ -48,17 +51,17 @@ def main():
 
   strategy = strategy_lib.get_strategy()
   num_pipelines, pipeline_id = strategy_lib.input_pipeline(strategy)
-  train.parse_gin(["gin/debug.gin"], [
+  cli.parse_gin(["gin/debug.gin"], [
       f"DATASET='npz:{data_dir}'", f"BATCH_SIZE={BATCH}",
       f"train_and_evaluate.num_steps={STEPS}", "train_and_evaluate.num_validation=0",
       "train_and_evaluate.image_summary_every=0", "train_and_evaluate.checkpoint_every=2",
       f"train_and_evaluate.generated_pattern='{generated}'",
       f"train_and_evaluate.mixing_ratio={MIXING}", "get_model.width=4"])
-  train.train_and_evaluate(model_dir, strategy)
+  loop.train_and_evaluate(model_dir, strategy)
 
   # The input this worker fed, rebuilt with the same arguments as rgd.train.
-  images, labels = data.load_split(f"npz:{data_dir}", "train_full", 10, 0)
-  ds = data.make_train_dataset(images, labels, 10, BATCH, strategy.num_replicas_in_sync,
+  images, labels = datasets.load_split(f"npz:{data_dir}", "train_full", 10, 0)
+  ds = datasets.make_train_dataset(images, labels, 10, BATCH, strategy.num_replicas_in_sync,
                                num_pipelines, pipeline_id, generated, MIXING)
   real = [int(tf.reduce_sum(tf.cast(b["is_real"], tf.int32))) for b in ds.take(STEPS)]
   sizes = [int(b["label"].shape[0] * b["label"].shape[1]) for b in ds.take(1)]

@@ -18,7 +18,7 @@ os.environ["TF_CONFIG"] = json.dumps({
 import numpy as np  # noqa: E402  pylint: disable=g-import-not-at-top
 import tensorflow as tf  # noqa: E402
 
-from rgd import strategy as strategy_lib  # noqa: E402
+from rgd.runtime import strategy as strategy_lib  # noqa: E402
 
 import distributed_check  # noqa: E402  (configures 2 logical CPUs; MWMS uses one per worker)
 

@@ -11,7 +11,8 @@ import tensorflow as tf
 cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
-from rgd.generative import sample_job, unet  # noqa: E402  pylint: disable=g-import-not-at-top
+from rgd.datagen import sample_job  # noqa: E402  pylint: disable=g-import-not-at-top
+from rgd.edm import unet
 
 
 def tiny_net():

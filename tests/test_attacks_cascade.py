@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rgd.attacks import cascade, losses
+from rgd.evaluation import cascade
+from rgd.attacks import losses
 from rgd.attacks.apgd import APGD
 from rgd.attacks.multitargeted import MultiTargeted
 
@@ -128,7 +129,7 @@ def test_stage_cost_is_proportional_to_the_points_attacked():
   """Without XLA nothing is padded: a stage over k points evaluates the model on k * const
   rows, whatever the batch size (the padded cascade ran every batch at full size)."""
   import tensorflow as tf
-  from rgd.attacks import cascade as cascade_lib
+  from rgd.evaluation import cascade as cascade_lib
   rng = np.random.RandomState(0)
   weights = rng.normal(size=(8 * 8 * 3, 3)).astype(np.float32)
   rows = tf.Variable(0, dtype=tf.int64)

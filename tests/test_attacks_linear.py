@@ -19,7 +19,8 @@ import pytest
 import tensorflow as tf
 import keras
 
-from rgd.attacks import cascade, losses
+from rgd.evaluation import cascade
+from rgd.attacks import losses
 from rgd.attacks.apgd import APGD, APGDTargeted
 from rgd.attacks.fab import FABTargeted, min_norm_step
 from rgd.attacks.multitargeted import MultiTargeted

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rgd.attacks import cascade, common, initializers, optimizers, pgd, projections
+from rgd.evaluation import cascade
+from rgd.attacks import common, initializers, optimizers, pgd, projections
 from rgd.attacks.apgd import APGD
 from rgd.attacks.square import Square
 

@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 
 from rgd import augment
-from rgd import data
-from rgd import tfrecord
+from rgd.data import datasets
+from rgd.data import tfrecord
 from rgd.augment import image_ops
 from conftest import make_images
 
@@ -33,7 +33,7 @@ def decode(image, size=16):
 
 def random_batch(b=8, size=16, num_classes=10, seed=0):
   x, y = make_images(b, num_classes, size, seed)
-  return {"image": data.to_float(x), "label": data.soft_labels(y, num_classes),
+  return {"image": datasets.to_float(x), "label": datasets.soft_labels(y, num_classes),
           "is_real": tf.constant(np.arange(b) % 2 == 0)}
 
 
@@ -257,7 +257,7 @@ def test_train_dataset_with_batch_augment_has_soft_labels_summing_to_one(tmp_pat
   pattern = str(tmp_path / "gen")
   tfrecord.write_shard(tfrecord.shard_name(pattern, 0, 1),
                        (tfrecord.serialize(x, y) for x, y in zip(gen_x, gen_y)))
-  ds = data.make_train_dataset(images, labels, 10, global_batch_size=16, num_replicas=2,
+  ds = datasets.make_train_dataset(images, labels, 10, global_batch_size=16, num_replicas=2,
                                generated_pattern=pattern + "-*", mixing_ratio=0.5, seed=5,
                                batch_augment_fn=augment.make_batch_augment("cutmix"),
                                generated_shuffle_buffer=8)

@@ -1,4 +1,4 @@
-"""rgd.generated.beam_pipeline (tools/make_tfrecords.py --runner=...): on the same input, the
+"""rgd.datagen.beam_pipeline (tools/make_tfrecords.py --runner=...): on the same input, the
 Beam output holds exactly the single-process path's records, class by class; ties in score are
 broken the same way (lower index first) however the input is cut into chunks; the tool's flags.
 Skipped without Apache Beam (pip install -e ".[beam]")."""
@@ -17,8 +17,9 @@ import keras  # pylint: disable=g-import-not-at-top
 import tensorflow as tf
 
 from conftest import make_images
-from rgd import fileio, tfrecord
-from rgd.generated import beam_pipeline, labeling, pipeline, sources
+from rgd.runtime import fileio
+from rgd.data import tfrecord
+from rgd.datagen import beam_pipeline, labeling, pipeline, sources
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(ROOT, "tools", "make_tfrecords.py")

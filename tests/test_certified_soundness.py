@@ -8,13 +8,14 @@ import tensorflow as tf
 
 from conftest import make_images
 from rgd import attacks
+from rgd.evaluation import cascade
 from rgd.certified import certificate, gloro, layers, models, objective
 
 SIZE = 16     # 16x16 images: LiResNet's stride-2 stem and 4x4/4 neck still apply
 
 
 def _train(net, kind, eps, steps, lr, **kw):
-  """A few steps of the certified objective (the same code path as rgd.trainer)."""
+  """A few steps of the certified objective (the same code path as rgd.training.trainer)."""
   x, y = make_images(64, size=SIZE, seed=1)
   x = tf.constant(x.astype(np.float32) / 255)
   y1h = tf.one_hot(y, 10)
@@ -59,7 +60,7 @@ def _attack_all(norm, eps, model, x, y, strongest=True, steps=20):
     suite += [attacks.APGDTargeted(norm, eps, steps, 1, 3),
               attacks.MultiTargeted(norm, eps, steps, 1, 3)]
   for attack in suite:
-    fn = attacks.compile_attack(attack, model_fn)
+    fn = cascade.compile_attack(attack, model_fn)
     x_adv = fn(tf.constant(x), tf.constant(y, tf.int32), tf.constant([0, 1], tf.int32))
     diff = (x_adv.numpy() - x).reshape(len(x), -1)
     size = np.linalg.norm(diff, axis=1) if norm == "l2" else np.abs(diff).max(axis=1)

@@ -11,7 +11,9 @@ import pytest
 import tensorflow as tf
 
 from conftest import make_images, write_npz_dataset
-from rgd import certify, models, weight_average
+from rgd import models
+from rgd.evaluation import certified
+from rgd.training import weight_average
 from rgd.certified import certificate, layers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -23,7 +25,7 @@ def test_generalization_gap_is_train_minus_test_accuracy(tmp_path):
   net = models.get_model("liresnet-L1W8", num_classes=10, input_shape=(16, 16, 3))
   x_train, y_train = make_images(48, size=16, seed=3)
   x_test, y_test = make_images(32, size=16, seed=4)
-  report = certify.certify_model(net, x_test, y_test, 36 / 255, None, x_train, y_train,
+  report = certified.certify_model(net, x_test, y_test, 36 / 255, None, x_train, y_train,
                                  output_dir=str(tmp_path))
   acc = lambda x, y: np.mean(np.argmax(net(x.astype(np.float32) / 255).numpy(), 1) == y)
   assert report["generalization_gap"] == pytest.approx(acc(x_train, y_train) - acc(x_test, y_test))

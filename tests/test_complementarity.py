@@ -1,9 +1,9 @@
-"""rgd.generated.complementarity: seed 001 Algorithm 1 on feature sets with known answers."""
+"""rgd.datagen.complementarity: seed 001 Algorithm 1 on feature sets with known answers."""
 import numpy as np
 import pytest
 
 from conftest import make_images
-from rgd.generated import complementarity as comp
+from rgd.datagen import complementarity as comp
 from rgd.models import get_model
 
 # 2-d features, so the PCA keeps every direction and distances are unchanged.

@@ -4,8 +4,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rgd import augment, data
-from rgd.corruptions import augmix, networks, stage
+from rgd import augment
+from rgd.data import datasets
+from rgd.augment import augmix
+from rgd.training import objectives
+from rgd.corruptions import networks, stage
 
 
 def _batch(n=8, seed=0, size=32):
@@ -54,7 +57,7 @@ def test_augmix_replayed_by_a_resumed_pipeline():
   images = rng.integers(0, 256, (32, 16, 16, 3)).astype(np.uint8)
   labels = rng.integers(0, 10, 32)
   op = augmix.AugMix(width=2, depth=1)
-  make = lambda: iter(data.make_train_dataset(images, labels, 10, 8, seed=1,
+  make = lambda: iter(datasets.make_train_dataset(images, labels, 10, 8, seed=1,
                                               batch_augment_fn=op))
   it = make()
   next(it)
@@ -73,13 +76,13 @@ def test_jensen_shannon_by_hand():
   m = (p + p + q) / 3
   kl = lambda u: (u * np.log(u / m)).sum()
   expected = (2 * kl(p) + kl(q)) / 3
-  assert augmix.jensen_shannon(a, a, b).numpy()[0] == pytest.approx(expected, rel=1e-5)
-  assert augmix.jensen_shannon(a, a, a).numpy()[0] == pytest.approx(0., abs=1e-6)
+  assert objectives.jensen_shannon(a, a, b).numpy()[0] == pytest.approx(expected, rel=1e-5)
+  assert objectives.jensen_shannon(a, a, a).numpy()[0] == pytest.approx(0., abs=1e-6)
 
 
 def test_training_step_with_ada_and_augmix_jsd():
-  from rgd import trades
-  from rgd.trainer import RobustTrainer
+  from rgd.training import objectives
+  from rgd.training.trainer import RobustTrainer
   from rgd.corruptions import ada
   tf.keras.utils.set_random_seed(0)
   net = tf.keras.Sequential([tf.keras.Input((32, 32, 3)), tf.keras.layers.Conv2D(4, 3),
@@ -89,7 +92,7 @@ def test_training_step_with_ada_and_augmix_jsd():
   params = {k: v + 0.05 for k, v in edsr.init(0).items()}
   corruption = stage.CorruptionStage(ada=ada.AdA(edsr, params, steps=2), augmix=True,
                                      jsd_weight=12.)
-  objective = trades.Objective(kind="standard", corruption=corruption)
+  objective = objectives.Objective(kind="standard", corruption=corruption)
   trainer = RobustTrainer(net, net, objective, 8, weight_decay=1e-4)
   trainer.compile(optimizer=tf.keras.optimizers.SGD(0.1))
   logs = trainer.train_step(_batch(8))
@@ -97,7 +100,7 @@ def test_training_step_with_ada_and_augmix_jsd():
   total, ce, jsd = (float(logs[k]) for k in ("total", "ce", "jsd"))
   assert total == pytest.approx(ce + 12. * jsd, rel=1e-5) and jsd > 0
   with pytest.raises(ValueError, match="kind='standard'"):
-    trades.Objective(kind="trades", corruption=corruption)
+    objectives.Objective(kind="trades", corruption=corruption)
 
 
 def test_keras_augmix_is_not_replayable_which_is_why_rgd_has_its_own():

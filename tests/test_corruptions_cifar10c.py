@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from rgd.corruptions import cifar10c
+from rgd.evaluation import cifar10c
 
 
 def test_mce_arithmetic_by_hand():

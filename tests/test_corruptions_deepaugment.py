@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rgd import data
+from rgd.data import datasets
 from rgd.corruptions import deepaugment, networks
 
 from conftest import make_images
@@ -37,7 +37,7 @@ def test_written_copies_are_read_back_with_labels(tmp_path):
   assert not np.array_equal(expected[:24], expected[24:])  # copies differ
   assert np.abs(expected[:24].astype(int) - images).mean() > 1  # and differ from the input
   np.testing.assert_array_equal(src.take([30, 3]), expected[[30, 3]])  # any order, same bytes
-  ds = data.make_train_dataset(images, labels, 10, 16, seed=0, augment=False,
+  ds = datasets.make_train_dataset(images, labels, 10, 16, seed=0, augment=False,
                                generated_pattern=os.path.join(folder, "deepaugment-*.tfrecord"),
                                mixing_ratio=0.5, generated_label_smoothing=0.0)
   batch = next(iter(ds))

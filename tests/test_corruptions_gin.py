@@ -4,15 +4,18 @@ import gin
 import numpy as np
 import pytest
 
-from rgd import train, trades
-from rgd.corruptions import ada, augmix, networks, stage
+from rgd import cli
+from rgd.training import loop
+from rgd.training import objectives
+from rgd.corruptions import ada, networks, stage
+from rgd.augment import augmix
 
 from conftest import write_npz_dataset
 
 
 def _parse(files, bindings=()):
   gin.clear_config()
-  train.parse_gin(files, list(bindings))
+  cli.parse_gin(files, list(bindings))
 
 
 @pytest.fixture(autouse=True)
@@ -26,7 +29,7 @@ def test_ada_augmix_gin_builds_the_seed_003_pipeline(tmp_path):
   net = networks.EDSR(num_blocks=16, features=64)
   networks.save_params(weights, net.init(0))
   _parse(["gin/preact_resnet50_ada_augmix.gin"], [f"CORRUPTION_WEIGHTS='{weights}'"])
-  objective = trades.Objective()
+  objective = objectives.Objective()
   assert objective.kind == "standard"
   c = objective.corruption
   assert isinstance(c.ada, ada.AdA) and isinstance(c.augmix, augmix.AugMix)
@@ -46,12 +49,12 @@ def test_ada_augmix_gin_builds_the_seed_003_pipeline(tmp_path):
 def test_missing_weights_macro_fails_loudly():
   with pytest.raises(Exception, match="CORRUPTION_WEIGHTS|REQUIRED|required"):
     _parse(["gin/preact_resnet50_ada.gin"])
-    trades.Objective()
+    objectives.Objective()
 
 
 def test_ada_trades_gin_combines_both():
   _parse(["gin/wrn28_10_ada_trades.gin"], ["CORRUPTION_WEIGHTS=None"])  # debug: untrained net
-  objective = trades.Objective()
+  objective = objectives.Objective()
   assert objective.kind == "trades" and isinstance(objective.corruption.ada, ada.AdA)
   assert objective.corruption.augmix is None
 
@@ -68,6 +71,6 @@ def test_training_run_with_ada_and_augmix(tmp_path):
       "train_and_evaluate.log_every=1", "train_and_evaluate.image_summary_every=0",
       "AugMix.width=1", "AugMix.depth=1"])
   import tensorflow as tf
-  logs = train.train_and_evaluate(str(tmp_path / "run"), tf.distribute.get_strategy())
+  logs = loop.train_and_evaluate(str(tmp_path / "run"), tf.distribute.get_strategy())
   assert logs and all(np.isfinite(v) for v in logs.values()), logs
   assert (tmp_path / "run" / "model.keras").exists()

@@ -6,7 +6,7 @@ import gin
 import numpy as np
 import pytest
 
-from rgd import train_corruption_net as tcn
+from rgd.corruptions import training as tcn
 from rgd.corruptions import networks
 
 from conftest import make_images

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rgd import data, tfrecord
+from rgd import errors
+from rgd.data import datasets, tfrecord
 from conftest import make_images
 
 
@@ -21,13 +22,13 @@ def _write_generated(folder, n=40, num_shards=2, label_offset=0, seed=1):
 
 
 def test_npz_splits_hold_out_last_images(npz_dataset):
-  x, y = data.load_split(f"npz:{npz_dataset}", "train", num_validation=16)
-  xv, yv = data.load_split(f"npz:{npz_dataset}", "validation", num_validation=16)
-  xf, yf = data.load_split(f"npz:{npz_dataset}", "train_full")
+  x, y = datasets.load_split(f"npz:{npz_dataset}", "train", num_validation=16)
+  xv, yv = datasets.load_split(f"npz:{npz_dataset}", "validation", num_validation=16)
+  xf, yf = datasets.load_split(f"npz:{npz_dataset}", "train_full")
   assert len(x) == 80 and len(xv) == 16
   np.testing.assert_array_equal(np.concatenate([x, xv]), xf)
   np.testing.assert_array_equal(np.concatenate([y, yv]), yf)
-  xt, _ = data.load_split(f"npz:{npz_dataset}", "test")
+  xt, _ = datasets.load_split(f"npz:{npz_dataset}", "test")
   assert xt.shape == (32, 32, 32, 3) and xt.dtype == np.uint8
 
 
@@ -45,30 +46,30 @@ def test_bad_npz_gives_clear_error_naming_file(tmp_path, change, match):
   if "label_value" in change:
     y[3] = change["label_value"]
   np.savez(path, **{change.get("image_key", "image"): x, "label": y})
-  with pytest.raises(data.DataError, match=match) as e:
-    data.load_npz(path, num_classes=10)
+  with pytest.raises(errors.DataError, match=match) as e:
+    datasets.load_npz(path, num_classes=10)
   assert path in str(e.value)
 
 
 def test_npz_is_read_without_pickle(tmp_path):
   path = str(tmp_path / "train.npz")
   np.savez(path, image=np.array([object()], dtype=object), label=np.zeros(1, np.int64))
-  with pytest.raises(data.DataError, match="without pickle"):
-    data.load_npz(path)
+  with pytest.raises(errors.DataError, match="without pickle"):
+    datasets.load_npz(path)
 
 
 def test_unknown_dataset_and_missing_file(tmp_path):
-  with pytest.raises(data.DataError, match="Unknown dataset 'mnist2'"):
-    data.load_split("mnist2", "train")
-  with pytest.raises(data.DataError, match="train.npz: file not found"):
-    data.load_split(f"npz:{tmp_path}", "train")
+  with pytest.raises(errors.DataError, match="Unknown dataset 'mnist2'"):
+    datasets.load_split("mnist2", "train")
+  with pytest.raises(errors.DataError, match="train.npz: file not found"):
+    datasets.load_split(f"npz:{tmp_path}", "train")
 
 
 def test_tfds_loading_with_mock_data():
   import tensorflow_datasets as tfds
   with tfds.testing.mock_data(num_examples=1100):
-    x, y = data.load_split("cifar10", "train")
-    xv, _ = data.load_split("cifar10", "validation")
+    x, y = datasets.load_split("cifar10", "train")
+    xv, _ = datasets.load_split("cifar10", "validation")
   assert x.shape == (1100 - 1024, 32, 32, 3) and x.dtype == np.uint8
   assert xv.shape[0] == 1024 and y.max() < 10
 
@@ -76,7 +77,7 @@ def test_tfds_loading_with_mock_data():
 def test_pad_crop_flip_is_a_shifted_window_and_same_in_tf_data():
   x = tf.constant(make_images(16)[0])
   seed = tf.constant([3, 4])
-  out = data.pad_crop_flip(x, seed).numpy()
+  out = datasets.pad_crop_flip(x, seed).numpy()
   padded = np.pad(x.numpy(), [(0, 0), (4, 4), (4, 4), (0, 0)])
   for i in range(16):
     found = False
@@ -86,7 +87,7 @@ def test_pad_crop_flip_is_a_shifted_window_and_same_in_tf_data():
         found |= np.array_equal(out[i], window) or np.array_equal(out[i], window[:, ::-1])
     assert found, i
   in_pipeline = next(iter(tf.data.Dataset.from_tensors(x).map(
-      lambda b: data.pad_crop_flip(b, seed))))
+      lambda b: datasets.pad_crop_flip(b, seed))))
   np.testing.assert_array_equal(out, in_pipeline.numpy())
 
 
@@ -98,7 +99,7 @@ def test_mixed_batches_hold_exactly_the_configured_real_count(tmp_path, batch, r
   x, y = make_images(50)
   counts = np.zeros(3, int)
   for pipeline in range(pipelines):
-    ds = data.make_train_dataset(x, y, 10, batch, num_replicas=replicas,
+    ds = datasets.make_train_dataset(x, y, 10, batch, num_replicas=replicas,
                                  num_input_pipelines=pipelines, input_pipeline_id=pipeline,
                                  generated_pattern=pattern, mixing_ratio=ratio,
                                  generated_shuffle_buffer=8)
@@ -116,7 +117,7 @@ def test_mixed_batches_hold_exactly_the_configured_real_count(tmp_path, batch, r
 
 def test_without_generated_data_every_example_is_real_and_in_range():
   x, y = make_images(50)
-  b = next(iter(data.make_train_dataset(x, y, 10, 8, augment=False)))
+  b = next(iter(datasets.make_train_dataset(x, y, 10, 8, augment=False)))
   assert bool(tf.reduce_all(b["is_real"]))
   img = b["image"].numpy()[0]
   # uint8 goes to the device when no batch augmentation needs floats.
@@ -131,7 +132,7 @@ def test_without_generated_data_every_example_is_real_and_in_range():
 def test_iterator_checkpoint_replays_the_same_batches(tmp_path):
   pattern = _write_generated(str(tmp_path / "gen"))
   x, y = make_images(50)
-  it = iter(data.make_train_dataset(x, y, 10, 8, generated_pattern=pattern,
+  it = iter(datasets.make_train_dataset(x, y, 10, 8, generated_pattern=pattern,
                                     generated_shuffle_buffer=16))
   next(it)
   ckpt = tf.train.Checkpoint(iterator=it)
@@ -145,7 +146,7 @@ def test_iterator_checkpoint_replays_the_same_batches(tmp_path):
 
 def test_eval_dataset_pads_with_mask():
   x, y = make_images(10)
-  batches = list(data.make_eval_dataset(x, y, 4))
+  batches = list(datasets.make_eval_dataset(x, y, 4))
   assert len(batches) == 3
   mask = np.concatenate([b["mask"].numpy() for b in batches])
   assert mask.sum() == 10 and not mask[10:].any()
@@ -157,9 +158,9 @@ def test_tfds_without_network_says_how_to_provide_the_data(monkeypatch, tmp_path
   def offline(self, *args, **kwargs):
     raise ConnectionError("Failed to establish a new connection")
   monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
-  monkeypatch.setattr(data, "_network_reachable", lambda: True)  # the probe passed, then...
-  with pytest.raises(data.DataError) as e:
-    data.load_split("cifar10", "train", data_dir=str(tmp_path))
+  monkeypatch.setattr(datasets, "_network_reachable", lambda: True)  # the probe passed, then...
+  with pytest.raises(errors.DataError) as e:
+    datasets.load_split("cifar10", "train", data_dir=str(tmp_path))
   message = str(e.value)
   assert "could not prepare 'cifar10'" in message and "ConnectionError" in message
   assert "train_and_evaluate.data_dir" in message and "npz:DIR" in message
@@ -178,11 +179,11 @@ def test_tfds_offline_fails_fast_without_trying_to_download(monkeypatch, tmp_pat
   with socket.socket() as s:  # a port nobody listens on
     s.bind(("127.0.0.1", 0))
     closed = s.getsockname()
-  monkeypatch.setattr(data, "TFDS_DOWNLOAD_HOST", closed)
-  monkeypatch.setattr(data._network_reachable, "__defaults__", (closed, 5.0))
+  monkeypatch.setattr(datasets, "TFDS_DOWNLOAD_HOST", closed)
+  monkeypatch.setattr(datasets._network_reachable, "__defaults__", (closed, 5.0))
   start = time.time()
-  with pytest.raises(data.DataError, match="no network to download it") as e:
-    data.load_split("cifar10", "train", data_dir=str(tmp_path))
+  with pytest.raises(errors.DataError, match="no network to download it") as e:
+    datasets.load_split("cifar10", "train", data_dir=str(tmp_path))
   assert time.time() - start < 10
   assert "npz:DIR" in str(e.value)
 
@@ -191,8 +192,8 @@ def test_tfds_default_probe_answers_within_its_timeout(monkeypatch, tmp_path):
   """The real probe (whatever this machine's network): an answer, either way, in ~5 s."""
   import time
   start = time.time()
-  reachable = data._network_reachable()
-  assert isinstance(reachable, bool) and time.time() - start < data.NETWORK_PROBE_TIMEOUT_S + 2
+  reachable = datasets._network_reachable()
+  assert isinstance(reachable, bool) and time.time() - start < datasets.NETWORK_PROBE_TIMEOUT_S + 2
 
 
 def test_truncated_npz_is_a_data_error(tmp_path):
@@ -200,5 +201,5 @@ def test_truncated_npz_is_a_data_error(tmp_path):
   np.savez(path, image=np.zeros((64, 32, 32, 3), np.uint8), label=np.zeros(64, np.int64))
   with open(path, "r+b") as f:  # a partial copy
     f.truncate(os.path.getsize(path) // 2)
-  with pytest.raises(data.DataError, match="train.npz: not a valid npz file"):
-    data.load_npz(path)
+  with pytest.raises(errors.DataError, match="train.npz: not a valid npz file"):
+    datasets.load_npz(path)

@@ -9,7 +9,10 @@ import keras
 import numpy as np
 import pytest
 
-from rgd import data, evaluate, models
+from rgd import errors
+from rgd.data import datasets
+from rgd import models
+from rgd.evaluation import adversarial, target
 from rgd.bench import flops
 
 from conftest import write_npz_dataset
@@ -22,7 +25,7 @@ def trained(tmp_path_factory):
   """(model_dir, dataset) with DIR/model.keras trained for one epoch on an 8x8 npz set."""
   root = tmp_path_factory.mktemp("eval")
   folder = write_npz_dataset(str(root / "data"), num_train=64, num_test=24, size=SIZE)
-  images, labels = data.load_split(f"npz:{folder}", "train_full")
+  images, labels = datasets.load_split(f"npz:{folder}", "train_full")
   keras.utils.set_random_seed(0)
   model = models.get_model("tiny_cnn", width=8, input_shape=(SIZE, SIZE, 3))
   model.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(True))
@@ -45,7 +48,7 @@ def test_entry_point_writes_the_report(trained):
   proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = os.path.join(model_dir, "eval")
-  name = evaluate.report_name("aa+mt", "linf", 8 / 255)
+  name = adversarial.report_name("aa+mt", "linf", 8 / 255)
   with open(os.path.join(out, name + ".json")) as f:
     report = json.load(f)
   with np.load(os.path.join(out, name + ".npz"), allow_pickle=False) as f:
@@ -67,7 +70,7 @@ def test_entry_point_writes_the_report(trained):
   assert report["stages"][0]["seconds_per_attacked_point"] == pytest.approx(
       report["stages"][0]["seconds"] / max(report["stages"][0]["attacked"], 1))
   # Adversarial examples: in the ball and the box, misclassified exactly where not robust.
-  images, labels = data.load_split(dataset, "test")
+  images, labels = datasets.load_split(dataset, "test")
   x = images[:12].astype(np.float32) / 255
   np.testing.assert_array_equal(arrays["label"], labels[:12])
   assert np.abs(arrays["x_adv"] - x).max() <= 8 / 255 + 1e-6
@@ -79,11 +82,11 @@ def test_entry_point_writes_the_report(trained):
 
 
 def test_parse_eps():
-  assert evaluate.parse_eps("8/255") == 8 / 255
-  assert evaluate.parse_eps("0.5") == 0.5
+  assert target.parse_eps("8/255") == 8 / 255
+  assert target.parse_eps("0.5") == 0.5
   for bad in ("0", "1.5", "-8/255", "8/0", "eight"):
     with pytest.raises(ValueError, match="--eps"):
-      evaluate.parse_eps(bad)
+      target.parse_eps(bad)
 
 
 def _tiny_inputs(n=4):
@@ -94,11 +97,11 @@ def test_unknown_suite_and_bad_eps():
   model = models.get_model("tiny_cnn", width=4, input_shape=(SIZE, SIZE, 3))
   images, labels = _tiny_inputs()
   with pytest.raises(ValueError, match="Unknown suite 'aa-mt'"):
-    evaluate.evaluate_model(model, images, labels, suite="aa-mt")
+    adversarial.evaluate_model(model, images, labels, suite="aa-mt")
   with pytest.raises(ValueError, match=r"--eps='2' must be in \(0, 1\]"):
-    evaluate.evaluate_model(model, images, labels, suite="pgd40", eps="2")
+    adversarial.evaluate_model(model, images, labels, suite="pgd40", eps="2")
   with pytest.raises(ValueError, match="--norm"):
-    evaluate.evaluate_model(model, images, labels, suite="pgd40", norm="l1")
+    adversarial.evaluate_model(model, images, labels, suite="pgd40", norm="l1")
 
 
 @pytest.mark.parametrize("make_output", [
@@ -111,7 +114,7 @@ def test_model_with_wrong_output_shape(make_output):
   model = keras.Model(inputs, make_output(inputs))
   images, labels = _tiny_inputs()
   with pytest.raises(ValueError, match="bad.keras: the model must return logits of shape"):
-    evaluate.evaluate_model(model, images, labels, suite="pgd40", source="bad.keras")
+    adversarial.evaluate_model(model, images, labels, suite="pgd40", source="bad.keras")
 
 
 def test_empty_dataset(tmp_path):
@@ -119,19 +122,19 @@ def test_empty_dataset(tmp_path):
   os.makedirs(folder)
   np.savez(folder / "test.npz", image=np.zeros((0, SIZE, SIZE, 3), np.uint8),
            label=np.zeros((0,), np.int64))
-  with pytest.raises(data.DataError, match="test.npz: no images"):
-    data.load_split(f"npz:{folder}", "test")
+  with pytest.raises(errors.DataError, match="test.npz: no images"):
+    datasets.load_split(f"npz:{folder}", "test")
   model = models.get_model("tiny_cnn", width=4, input_shape=(SIZE, SIZE, 3))
   with pytest.raises(ValueError, match="the dataset is empty"):
-    evaluate.evaluate_model(model, np.zeros((0, SIZE, SIZE, 3), np.uint8), np.zeros(0),
+    adversarial.evaluate_model(model, np.zeros((0, SIZE, SIZE, 3), np.uint8), np.zeros(0),
                             suite="pgd40")
 
 
 def test_missing_model(tmp_path):
   with pytest.raises(FileNotFoundError, match="--model_dir: no model at"):
-    evaluate.load_model(model_dir=str(tmp_path))
+    target.load_model(model_dir=str(tmp_path))
   with pytest.raises(ValueError, match="exactly one"):
-    evaluate.load_model()
+    target.load_model()
 
 
 def test_forward_flops_of_tiny_cnn_by_hand():

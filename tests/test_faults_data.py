@@ -10,9 +10,9 @@ import pytest
 import tensorflow as tf
 
 from conftest import make_images, write_npz_dataset
-from rgd import shard_check, tfrecord
-from rgd.data import DataError
-from rgd.generated import writer
+from rgd.data import shard_check, tfrecord
+from rgd.errors import DataError
+from rgd.datagen import writer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
@@ -20,7 +20,7 @@ SHAPE = (32, 32, 3)
 
 
 def write_shards(folder, num_shards=3, per_shard=8, size=32, metadata=True):
-  """`num_shards` shards of `per_shard` records (+ metadata.json as rgd.generated.pipeline
+  """`num_shards` shards of `per_shard` records (+ metadata.json as rgd.datagen.pipeline
   writes it); returns the paths."""
   os.makedirs(folder, exist_ok=True)
   images, labels = make_images(num_shards * per_shard, size=size, seed=3)

@@ -11,8 +11,12 @@ import pytest
 import tensorflow as tf
 
 from conftest import make_images
-from rgd import eval_state, evaluate, faults, models
-from rgd.attacks import cascade, checks
+from rgd import errors
+from rgd.evaluation import stage_state
+from rgd import models
+from rgd.evaluation import adversarial
+from rgd.runtime import faults
+from rgd.evaluation import cascade, checks
 
 SIZE = 8
 SUITE = ["aa_mt_suite.apgd_steps=3", "aa_mt_suite.apgd_restarts=1"]
@@ -56,12 +60,12 @@ class Interrupted(Exception):
 
 
 def _evaluate(model, images, labels, out, seed=0):
-  return evaluate.evaluate_model(model, images, labels, "aa+mt", "linf", 8 / 255,
+  return adversarial.evaluate_model(model, images, labels, "aa+mt", "linf", 8 / 255,
                                  batch_size=8, seed=seed, output_dir=str(out), source="m.keras")
 
 
 def _arrays(out):
-  name = evaluate.report_name("aa+mt", "linf", 8 / 255)
+  name = adversarial.report_name("aa+mt", "linf", 8 / 255)
   with np.load(os.path.join(out, name + ".npz"), allow_pickle=False) as f:
     return {k: f[k] for k in f.files}
 
@@ -83,12 +87,12 @@ def test_interrupted_evaluation_resumes_without_rerunning_finished_stages(
   cut = tmp_path / "cut"
   with pytest.raises(Interrupted):
     _evaluate(model, images, labels, cut)
-  state = str(cut / (evaluate.report_name("aa+mt", "linf", 8 / 255) + ".state.npz"))
+  state = str(cut / (adversarial.report_name("aa+mt", "linf", 8 / 255) + ".state.npz"))
   assert os.path.exists(state) and not [f for f in os.listdir(cut) if f.endswith(".json")]
 
   # Other settings: refused before any attack, naming the difference.
   attacked.clear()
-  with pytest.raises(eval_state.StateMismatchError, match="seed: was 0, now 1"):
+  with pytest.raises(errors.StateMismatchError, match="seed: was 0, now 1"):
     _evaluate(model, images, labels, cut, seed=1)
   assert attacked == []
 
@@ -106,7 +110,7 @@ def test_interrupted_evaluation_resumes_without_rerunning_finished_stages(
   assert a.keys() == b.keys()
   for key in a:
     np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-  saved = json.load(open(cut / (evaluate.report_name("aa+mt", "linf", 8 / 255) + ".json")))
+  saved = json.load(open(cut / (adversarial.report_name("aa+mt", "linf", 8 / 255) + ".json")))
   assert saved["restored_stages"] == ["apgd-ce"]
 
 
@@ -126,7 +130,7 @@ def test_nan_logits_fail_before_any_attack(model_and_data, attacked, tmp_path):
   def nan_row_2(x):
     logits = tf.reshape(tf.reduce_mean(x, [1, 2, 3]), [-1, 1]) * tf.ones([1, 10])
     return tf.where(tf.range(tf.shape(x)[0])[:, None] == 2, np.inf, logits)
-  with pytest.raises(checks.NonFiniteLogitsError,
+  with pytest.raises(errors.NonFiniteLogitsError,
                      match=r"m.keras: the model returns NaN/Inf logits for 1 of the 8 first "
                      r"images \(first: index 2\)"):
     _evaluate(Outputs(nan_row_2), images, labels, tmp_path)
@@ -135,7 +139,7 @@ def test_nan_logits_fail_before_any_attack(model_and_data, attacked, tmp_path):
   late = lambda x: tf.where(tf.reduce_mean(x, [1, 2, 3], keepdims=True)[:, :, 0, 0] > -1,
                             tf.ones([1, 10]), 0.0) * np.where(
                                 np.arange(len(images)) == 20, np.nan, 1.0)[:, None]
-  with pytest.raises(checks.NonFiniteLogitsError, match=r"for 1 of 24 clean images \(first: "
+  with pytest.raises(errors.NonFiniteLogitsError, match=r"for 1 of 24 clean images \(first: "
                      "index 20\\)"):
     cascade.run_cascade(cascade.get_suite("pgd40", "linf", 0.03), Outputs(late),
                         images.astype(np.float32) / 255, labels, batch_size=24)
@@ -145,12 +149,12 @@ def test_nan_logits_fail_before_any_attack(model_and_data, attacked, tmp_path):
 def test_probabilities_warn_before_any_attack(model_and_data, small_suite, monkeypatch):
   model, images, labels = model_and_data
   events = []
-  monkeypatch.setattr(evaluate.logging, "warning", lambda msg, *a: events.append(msg % a))
+  monkeypatch.setattr(adversarial.logging, "warning", lambda msg, *a: events.append(msg % a))
   run_cascade = cascade.run_cascade
   monkeypatch.setattr(cascade, "run_cascade",
                       lambda *a, **k: events.append("attacks") or run_cascade(*a, **k))
   probs = Outputs(lambda x: tf.nn.softmax(model(x, training=False)))
-  report = evaluate.evaluate_model(probs, images[:8], labels[:8], "pgd40", "linf", 8 / 255,
+  report = adversarial.evaluate_model(probs, images[:8], labels[:8], "pgd40", "linf", 8 / 255,
                                    batch_size=8)
   assert "look like probabilities" in events[0] and events[1] == "attacks"
   assert any("probabilities" in w for w in report["warnings"])

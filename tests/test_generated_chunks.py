@@ -1,4 +1,4 @@
-"""rgd.generated.chunks: every input format listed and read in chunks through gfile gives the
+"""rgd.datagen.chunks: every input format listed and read in chunks through gfile gives the
 images, labels and indices of sources.open_source (the single-process reader), also from
 `ram://` (which stands for gs:// here), and bad input names the file."""
 import os
@@ -8,9 +8,9 @@ import pytest
 import tensorflow as tf
 
 from conftest import make_images
-from rgd import fileio
-from rgd.generated import chunks, sources
-from rgd.generated.sources import SourceError
+from rgd.runtime import fileio
+from rgd.datagen import chunks, sources
+from rgd.errors import SourceError
 
 
 def _write_inputs(d):

@@ -1,12 +1,12 @@
-"""rgd.generated.gaussian: the fit recovers known means/covariances; samples are clipped and
+"""rgd.datagen.gaussian: the fit recovers known means/covariances; samples are clipped and
 labelled by class."""
 import os
 
 import numpy as np
 import pytest
 
-from rgd.data import DataError
-from rgd.generated import gaussian, sources
+from rgd.errors import DataError
+from rgd.datagen import gaussian, sources
 
 SHAPE = (2, 2, 3)  # D = 12 pixels: small enough for exact covariance checks.
 D = 12

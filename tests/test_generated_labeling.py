@@ -1,10 +1,10 @@
-"""rgd.generated.labeling: exact top-k per class with deterministic ties; the Keras labeller."""
+"""rgd.datagen.labeling: exact top-k per class with deterministic ties; the Keras labeller."""
 import keras
 import numpy as np
 import pytest
 
-from rgd.data import DataError
-from rgd.generated import labeling
+from rgd.errors import DataError
+from rgd.datagen import labeling
 
 
 def _brute_force_top_k(labels, scores, k, num_classes):

@@ -1,4 +1,4 @@
-"""rgd.generated.sources: every input format reads back exactly; bad input names the file."""
+"""rgd.datagen.sources: every input format reads back exactly; bad input names the file."""
 import os
 
 import numpy as np
@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import make_images
-from rgd.generated import sources
+from rgd import errors
+from rgd.datagen import sources
 
 
 @pytest.fixture
@@ -36,7 +37,7 @@ def test_npz_compressed_is_extracted_once(tmp_path, data):
   x, y = data
   path = str(tmp_path / "c.npz")
   np.savez_compressed(path, image=x, label=y)
-  with pytest.raises(sources.SourceError, match="compressed"):
+  with pytest.raises(errors.SourceError, match="compressed"):
     sources.open_source(path)
   cache = str(tmp_path / "cache")
   src = sources.open_source(path, cache_dir=cache)
@@ -113,7 +114,7 @@ def test_bad_npz_names_the_file(tmp_path, data, case, match):
     np.savez(path, image=x[:0])
   else:
     np.savez(path, image=x, label=y.astype(np.float32))
-  with pytest.raises(sources.SourceError, match=match):
+  with pytest.raises(errors.SourceError, match=match):
     src = sources.open_source(path)
     src.read(0, src.num_images)
 
@@ -124,7 +125,7 @@ def test_labels_out_of_range(tmp_path, data):
   np.savez(path, image=x, label=np.where(np.arange(23) == 9, 7, y))
   src = sources.open_source(path)
   src.check_labels(8)
-  with pytest.raises(sources.SourceError, match=r"r\.npz: label 7 of image 9 is out of range "
+  with pytest.raises(errors.SourceError, match=r"r\.npz: label 7 of image 9 is out of range "
                      r"\[0, 4\)"):
     src.check_labels(4)
 
@@ -136,11 +137,11 @@ def test_folder_of_different_sizes_and_unknown_input(tmp_path, data):
   tf.io.write_file(str(d / "a.png"), tf.io.encode_png(x[0]))
   tf.io.write_file(str(d / "b.png"), tf.io.encode_png(np.zeros((4, 4, 3), np.uint8)))
   src = sources.open_source(str(d))
-  with pytest.raises(sources.SourceError, match=r"b\.png: image of shape \(4, 4, 3\), "
+  with pytest.raises(errors.SourceError, match=r"b\.png: image of shape \(4, 4, 3\), "
                      r"expected \(8, 8, 3\)"):
     src.read(0, 2)
   (tmp_path / "empty").mkdir()
-  with pytest.raises(sources.SourceError, match=r"empty: no images \(\.png, \.jpg, \.jpeg\)"):
+  with pytest.raises(errors.SourceError, match=r"empty: no images \(\.png, \.jpg, \.jpeg\)"):
     sources.open_source(str(tmp_path / "empty"))
-  with pytest.raises(sources.SourceError, match="not found"):
+  with pytest.raises(errors.SourceError, match="not found"):
     sources.open_source(str(tmp_path / "nope.npz"))

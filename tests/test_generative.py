@@ -6,18 +6,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rgd.generative import edm, fid, sampler, unet
+from rgd.edm import denoiser, sampler, unet
+from rgd.datagen import fid
 
 
 @pytest.mark.parametrize("sigma", [0.002, 0.5, 1.0, 80.0])
 def test_preconditioning_matches_table1(sigma):
   sd = 0.5
-  c_skip, c_out, c_in, c_noise = [float(v) for v in edm.preconditioning(sigma)]
+  c_skip, c_out, c_in, c_noise = [float(v) for v in denoiser.preconditioning(sigma)]
   assert c_skip == pytest.approx(sd ** 2 / (sigma ** 2 + sd ** 2), rel=1e-6)
   assert c_out == pytest.approx(sigma * sd / math.sqrt(sigma ** 2 + sd ** 2), rel=1e-6)
   assert c_in == pytest.approx(1 / math.sqrt(sigma ** 2 + sd ** 2), rel=1e-6)
   assert c_noise == pytest.approx(math.log(sigma) / 4, rel=1e-6, abs=1e-7)
-  assert float(edm.loss_weight(sigma)) == pytest.approx(1 / c_out ** 2, rel=1e-5)
+  assert float(denoiser.loss_weight(sigma)) == pytest.approx(1 / c_out ** 2, rel=1e-5)
 
 
 def test_time_steps_edm_eq5():
@@ -68,7 +69,7 @@ def _tiny_net(label_dropout=0.0):
 @pytest.mark.slow   # builds and traces a U-Net train step: ~20 s idle, 87 s on the loaded box
 def test_tiny_unet_training_lowers_edm_loss():
   net = _tiny_net()
-  denoise = edm.make_denoiser(net)
+  denoise = denoiser.make_denoiser(net)
   rng = np.random.default_rng(0)
   # Data: three flat colours (one per class) plus small noise, in [-1, 1].
   labels = np.arange(32) % 3
@@ -80,12 +81,12 @@ def test_tiny_unet_training_lowers_edm_loss():
   eval_seed = tf.constant([123, 0], tf.int64)
 
   def loss_at(seed):
-    return float(tf.reduce_mean(edm.edm_loss(denoise, images, onehot, seed, training=False)))
+    return float(tf.reduce_mean(denoiser.edm_loss(denoise, images, onehot, seed, training=False)))
 
   @tf.function
   def step(seed):
     with tf.GradientTape() as tape:
-      loss = tf.reduce_mean(edm.edm_loss(denoise, images, onehot, seed))
+      loss = tf.reduce_mean(denoiser.edm_loss(denoise, images, onehot, seed))
     grads = tape.gradient(loss, net.trainable_variables)
     opt.apply(grads, net.trainable_variables)
     return loss
@@ -103,7 +104,7 @@ def test_sampling_deterministic_and_class_conditioned():
   # Give the label path non-zero weight so that the label matters (the output conv starts at 0).
   for v in net.get_layer("out_conv").weights:
     v.assign(tf.random.stateless_normal(v.shape, [1, 2]) * 0.1)
-  denoise = edm.make_denoiser(net)
+  denoise = denoiser.make_denoiser(net)
   seeds = sampler.image_seeds(3, tf.range(4))
   labels = tf.one_hot([0, 1, 2, 0], 3)
   a = sampler.heun_sample(denoise, seeds, labels, (8, 8, 3), num_steps=4).numpy()
@@ -139,7 +140,7 @@ def test_fid_of_images_mean_colour_shift_closed_form():
   # (no clipping) moves the mean by c/255 per channel and leaves the covariance unchanged, so
   # FID = 3 (c/255)^2 exactly; a set against itself gives 0.
   import keras
-  from rgd.generated import complementarity
+  from rgd.datagen import complementarity
   inputs = keras.Input((4, 4, 3))
   model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(inputs)))
   extractor = complementarity.penultimate_extractor(model)
@@ -167,8 +168,8 @@ def test_churn_is_seeded_per_image_and_changes_the_path():
 def test_fid_reads_pseudo_labelled_records_uniformly(tmp_path):
   # tools/fid.py samples generated records uniformly: a pseudo-labelled set with an empty class
   # (which the class-balanced read of complementarity refuses) gives its first n records.
-  from rgd import tfrecord
-  from rgd.generated import complementarity
+  from rgd.data import tfrecord
+  from rgd.datagen import complementarity
   images = np.arange(10, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
   labels = [0, 0, 2, 0, 2, 0, 0, 2, 0, 0]   # class 1 empty
   tfrecord.write_shard(str(tmp_path / "generated-00000-of-00001.tfrecord"),

@@ -46,7 +46,12 @@ import os, sys
 import numpy as np
 import tensorflow as tf
 sys.path.insert(0, ROOT)
-from rgd import evaluate, fileio, tfrecord, train  # both entry points in one process
+from rgd import cli
+from rgd.data import datasets
+from rgd.evaluation import adversarial, target
+from rgd.training import loop
+from rgd.runtime import fileio
+from rgd.data import tfrecord
 from tests.conftest import make_images
 
 x, y = make_images(96 + 32)
@@ -60,11 +65,11 @@ for i in range(2):
 # The README's TPU/bucket commands, with ram:// for gs:// and the debug config.
 import gin
 gin.add_config_file_search_path(ROOT)  # gin/debug.gin includes 'gin/base.gin'
-train.parse_gin([os.path.join(ROOT, "gin/debug.gin")],
+cli.parse_gin([os.path.join(ROOT, "gin/debug.gin")],
                 ["DATASET='npz:ram://bucket/data'",
                  "train_and_evaluate.generated_pattern='ram://bucket/gen/generated-*.tfrecord'"])
 strategy = tf.distribute.get_strategy()
-train.train_and_evaluate("ram://bucket/run", strategy)
+loop.train_and_evaluate("ram://bucket/run", strategy)
 for name in ("model.keras", "model.json", "last.keras", "operative_config.gin"):
   assert tf.io.gfile.exists("ram://bucket/run/" + name), name
 assert tf.io.gfile.glob("ram://bucket/run/checkpoints/ckpt-*.index")
@@ -72,14 +77,14 @@ assert tf.io.gfile.glob("ram://bucket/run/train/events.out.tfevents.*")
 assert not [n for n in tf.io.gfile.listdir("ram://bucket/run") if n.startswith(".tmp-")]
 
 # rgd.evaluate --model_dir=ram://bucket/run: dataset, norm and eps come from the run.
-run = evaluate.run_defaults("ram://bucket/run")
-dataset, norm, eps, data_dir, origin = evaluate.resolve_target(run)
+run = target.run_defaults("ram://bucket/run")
+dataset, norm, eps, data_dir, origin = target.resolve_target(run)
 assert (dataset, norm, round(eps * 255, 6)) == ("npz:ram://bucket/data", "linf", 8.0), origin
-model, path, step = evaluate.load_model("ram://bucket/run")
-images, labels = train.data.load_split(dataset, "test")
-report = evaluate.evaluate_model(model, images[:16], labels[:16], "pgd40", norm, eps,
+model, path, step = target.load_model("ram://bucket/run")
+images, labels = datasets.load_split(dataset, "test")
+report = adversarial.evaluate_model(model, images[:16], labels[:16], "pgd40", norm, eps,
                                  batch_size=16, output_dir="ram://bucket/run/eval")
-name = evaluate.report_name("pgd40", norm, eps)
+name = adversarial.report_name("pgd40", norm, eps)
 for suffix in (".json", ".npz"):
   assert tf.io.gfile.exists("ram://bucket/run/eval/" + name + suffix), suffix
 print("RAM-OK")
@@ -100,15 +105,16 @@ def test_whole_run_on_ram_filesystem_writes_nothing_locally(tmp_path):
 
 
 def test_evaluate_defaults_follow_the_run(tmp_path):
-  from rgd import evaluate, fileio
+  from rgd.evaluation import target
+  from rgd.runtime import fileio
   run_dir = str(tmp_path / "run")
   fileio.atomic_write_json(os.path.join(run_dir, "model.json"),
                            dict(dataset="cifar100", norm="l2", eps=0.5, objective="trades"))
-  run = evaluate.run_defaults(run_dir)
-  assert evaluate.resolve_target(run)[:3] == ("cifar100", "l2", 0.5)
+  run = target.run_defaults(run_dir)
+  assert target.resolve_target(run)[:3] == ("cifar100", "l2", 0.5)
   # Flags win; a standard run has no threat model, so the default one applies.
-  assert evaluate.resolve_target(run, norm="linf", eps="8/255")[:3] == (
+  assert target.resolve_target(run, norm="linf", eps="8/255")[:3] == (
       "cifar100", "linf", pytest.approx(8 / 255))
-  assert evaluate.resolve_target(dict(dataset="npz:D", objective="standard", norm="linf",
+  assert target.resolve_target(dict(dataset="npz:D", objective="standard", norm="linf",
                                       eps=0.1))[:3] == ("npz:D", "linf", pytest.approx(8 / 255))
-  assert evaluate.resolve_target({})[:3] == ("cifar10", "linf", pytest.approx(8 / 255))
+  assert target.resolve_target({})[:3] == ("cifar10", "linf", pytest.approx(8 / 255))

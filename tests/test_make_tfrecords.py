@@ -1,4 +1,4 @@
-"""tools/make_tfrecords.py and rgd.generated.pipeline: round trip through the training reader,
+"""tools/make_tfrecords.py and rgd.datagen.pipeline: round trip through the training reader,
 top-k filtering, metadata, errors, and an interrupted run finished by a re-run."""
 import glob
 import hashlib
@@ -15,9 +15,9 @@ import pytest
 import tensorflow as tf
 
 from conftest import make_images
-from rgd import data, tfrecord
-from rgd.data import DataError
-from rgd.generated import labeling, pipeline, sources
+from rgd.data import datasets, tfrecord
+from rgd.errors import DataError
+from rgd.datagen import labeling, pipeline, sources
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(ROOT, "tools", "make_tfrecords.py")
@@ -57,9 +57,9 @@ def test_round_trip_through_the_training_reader(tmp_path):
     with open(tmp_path / "out" / shard["name"], "rb") as f:
       assert hashlib.sha256(f.read()).hexdigest() == shard["sha256"]
 
-  # rgd.data's training reader (generated only, no augmentation, unsmoothed labels): with 5
+  # rgd.data.datasets's training reader (generated only, no augmentation, unsmoothed labels): with 5
   # equal shards interleaved 5 at a time, one batch of 30 is exactly one pass over the shards.
-  ds = data.make_train_dataset(x[:1], y[:1], 4, global_batch_size=30,
+  ds = datasets.make_train_dataset(x[:1], y[:1], 4, global_batch_size=30,
                                generated_pattern=meta["pattern"], mixing_ratio=0.0,
                                augment=False, generated_shuffle_buffer=0,
                                generated_label_smoothing=0.0)

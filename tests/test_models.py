@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from rgd import models
-from rgd.trainer import decayed_variables
+from rgd.training.trainer import decayed_variables
 
 
 def _hand_count(depth, width, num_classes=10, bn_offset=True):

@@ -66,7 +66,7 @@ def _weights(out, trainable_only=False):
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-  from rgd import tfrecord  # pylint: disable=g-import-not-at-top
+  from rgd.data import tfrecord  # pylint: disable=g-import-not-at-top
   folder = str(tmp_path_factory.mktemp("mw_data"))
   write_npz_dataset(folder, num_train=64, num_test=16)
   x, y = make_images(64, seed=3)

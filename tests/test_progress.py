@@ -1,7 +1,7 @@
-"""rgd.progress: rate-limited lines with count, rate and ETA."""
+"""rgd.runtime.progress: rate-limited lines with count, rate and ETA."""
 import io
 
-from rgd.progress import Progress, format_duration
+from rgd.runtime.progress import Progress, format_duration
 
 
 class FakeClock:

@@ -1,4 +1,4 @@
-"""Sampling an EDM into pseudo-labelled TFRecords (rgd.generative.sample_job): the same images
+"""Sampling an EDM into pseudo-labelled TFRecords (rgd.datagen.sample_job): the same images
 whatever the number of replicas and workers, the work split, and a killed job that resumes to
 exactly the images of an uninterrupted one."""
 import glob
@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rgd.generated import pipeline
-from rgd.generative import sample_job, store, unet
+from rgd.datagen import pipeline
+from rgd.datagen import sample_job
+from rgd.edm import store, unet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(ROOT, "tools", "make_tfrecords.py")

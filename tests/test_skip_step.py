@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rgd import models, strategy as strategy_lib, trades, weight_average
-from rgd.trainer import RobustTrainer, make_distributed_step
+from rgd import models
+from rgd.runtime import strategy as strategy_lib
+from rgd.training import objectives, weight_average
+from rgd.training.trainer import RobustTrainer, make_distributed_step
 
 
 def _setup(strategy, skip=True):
@@ -16,7 +18,7 @@ def _setup(strategy, skip=True):
     net = models.get_model("tiny_cnn", width=4)
     avg = models.get_model("tiny_cnn", width=4)
     avg.set_weights(net.get_weights())
-    trainer = RobustTrainer(net, avg, trades.Objective(attack_steps=1), global_batch_size=8,
+    trainer = RobustTrainer(net, avg, objectives.Objective(attack_steps=1), global_batch_size=8,
                             skip_nonfinite=skip)
     trainer.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True))
     trainer.optimizer.build(net.trainable_variables)

@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 import keras
 
-from rgd import trades
+from rgd.training import objectives
 from rgd.attacks import losses
 
 
@@ -27,7 +27,7 @@ def test_trades_loss_matches_hand_computation():
   adv = rng.randn(5, 4).astype(np.float32)
   labels = np.eye(4, dtype=np.float32)[[0, 1, 2, 3, 0]]
   labels[4] = [0.25, 0.25, 0.5, 0.0]  # a soft (mixed) target
-  total, ce, kl = trades.trades_loss(clean, adv, labels, beta=6.0)
+  total, ce, kl = objectives.trades_loss(clean, adv, labels, beta=6.0)
   lp, lq = _np_log_softmax(clean.astype(np.float64)), _np_log_softmax(adv.astype(np.float64))
   ce_np = -(labels * lp).sum(1)
   kl_np = (np.exp(lp) * (lp - lq)).sum(1)
@@ -38,7 +38,7 @@ def test_trades_loss_matches_hand_computation():
 
 def test_objective_loss_takes_clean_and_adversarial_logits_from_their_passes():
   model = _tiny_linear_model()
-  obj = trades.Objective(kind="trades", beta=2.0)
+  obj = objectives.Objective(kind="trades", beta=2.0)
   x = tf.random.stateless_uniform([4, 2, 2, 3], [1, 2])
   x_adv = tf.clip_by_value(x + 0.01, 0, 1)
   y = tf.one_hot([0, 1, 2, 0], 3)
@@ -49,7 +49,7 @@ def test_objective_loss_takes_clean_and_adversarial_logits_from_their_passes():
   assert calls == ["clean", "train"]  # the updating pass comes last, on x_adv only
   np.testing.assert_allclose(clean_logits, model(x), rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(adv_logits, model(x_adv), rtol=1e-5, atol=1e-6)
-  total, _, _ = trades.trades_loss(model(x), model(x_adv), y, 2.0)
+  total, _, _ = objectives.trades_loss(model(x), model(x_adv), y, 2.0)
   np.testing.assert_allclose(parts["total"], total, rtol=1e-5)
 
 
@@ -58,7 +58,7 @@ def test_objective_loss_takes_clean_and_adversarial_logits_from_their_passes():
                                                 ("l2", 128 / 255, "sign")])
 def test_inner_maximisation_stays_in_ball_and_raises_kl(norm, eps, optimizer):
   model = _tiny_linear_model(seed=3)
-  obj = trades.Objective(kind="trades", norm=norm, eps=eps, attack_steps=10,
+  obj = objectives.Objective(kind="trades", norm=norm, eps=eps, attack_steps=10,
                          attack_optimizer=optimizer)
   # Include pixels at 0 and 1 so that the box constraint binds.
   x = tf.random.stateless_uniform([16, 2, 2, 3], [4, 5])
@@ -88,7 +88,7 @@ def test_inner_maximisation_stays_in_ball_and_raises_kl(norm, eps, optimizer):
 
 def test_standard_objective_has_no_attack_and_plain_ce():
   model = _tiny_linear_model()
-  obj = trades.Objective(kind="standard")
+  obj = objectives.Objective(kind="standard")
   x = tf.random.stateless_uniform([3, 2, 2, 3], [1, 1])
   y = tf.one_hot([0, 1, 2], 3)
   assert obj.adversarial_examples(model, x, y, tf.constant([0, 0])) is None
@@ -103,7 +103,7 @@ def test_standard_objective_has_no_attack_and_plain_ce():
                                           (dict(kl_attack_target="logits"), "kl_attack_target")])
 def test_objective_rejects_bad_settings(kwargs, match):
   with pytest.raises(ValueError, match=match):
-    trades.Objective(**kwargs)
+    objectives.Objective(**kwargs)
 
 
 def test_kl_attack_can_target_the_soft_label():
@@ -112,10 +112,10 @@ def test_kl_attack_can_target_the_soft_label():
   fn = lambda z: model(z, training=False)
   x = tf.random.stateless_uniform([6, 2, 2, 3], [8, 9])
   y = tf.constant([[0.3, 0.7, 0.0]] * 6)
-  obj = trades.Objective(kl_attack_target="label", attack_steps=10)
+  obj = objectives.Objective(kl_attack_target="label", attack_steps=10)
   x_adv = obj.adversarial_examples(fn, x, y, tf.constant([1, 2]))
   assert np.all(losses.kl_loss(fn(x_adv), y).numpy() >= losses.kl_loss(fn(x), y).numpy() - 1e-6)
-  other = trades.Objective(attack_steps=10).adversarial_examples(fn, x, y, tf.constant([1, 2]))
+  other = objectives.Objective(attack_steps=10).adversarial_examples(fn, x, y, tf.constant([1, 2]))
   assert not np.allclose(x_adv.numpy(), other.numpy())
 
 
@@ -124,7 +124,7 @@ def test_attack_start_follows_the_reference(optimizer, uniform):
   """Adam starts uniformly in the ball (DeepMind's experiment.py, linf_initialize_fn); sign-PGD
   TRADES at 0.001 * N(0, 1) (Zhang et al.)."""
   eps = 8 / 255
-  objective = trades.Objective(eps=eps, attack_optimizer=optimizer)
+  objective = objectives.Objective(eps=eps, attack_optimizer=optimizer)
   x = tf.zeros([64, 8, 8, 3])
   delta = objective.attack.initialize_fn(x, tf.constant([3, 4])).numpy()
   if uniform:

@@ -188,7 +188,7 @@ def _keras_weights(path):
 
 def test_kills_during_checkpoint_write_and_export_resume_to_identical_weights(uninterrupted,
                                                                               tmp_path):
-  """SIGKILL at chosen points (rgd.faults): after ckpt-5's files are written but before the
+  """SIGKILL at chosen points (rgd.runtime.faults): after ckpt-5's files are written but before the
   `checkpoint` state file lists them, then after last.keras is written under its temporary name
   but before the rename. Neither leaves a half-written state or export that is used or
   visible, and the resumed run ends with the uninterrupted run's checkpoint and export."""

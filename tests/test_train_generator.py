@@ -1,4 +1,4 @@
-"""rgd.train_generator (rgd.generative.training): EDM's schedules, a resume that reproduces the
+"""rgd.train_generator (rgd.edm.training): EDM's schedules, a resume that reproduces the
 weights exactly (on a ram:// model directory, i.e. through tf.io.gfile), the exported generator,
 the gin files."""
 import gin
@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import make_images
-from rgd.generative import training as tg
-from rgd.generative import store
+from rgd.edm import training as tg
+from rgd.edm import store
 
 TINY = ["edm_unet.model_channels = 4", "edm_unet.channel_mult = (1,)",
         "edm_unet.num_blocks = 1", "edm_unet.attn_resolutions = ()",

@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rgd import models, strategy as strategy_lib, trades, weight_average
-from rgd.trainer import RobustTrainer, make_distributed_step
+from rgd import models
+from rgd.runtime import strategy as strategy_lib
+from rgd.training import objectives, weight_average
+from rgd.training.trainer import RobustTrainer, make_distributed_step
 
 
 @pytest.mark.parametrize("precision,jit", [("mixed_bfloat16", False), ("float32", True)])
@@ -17,7 +19,7 @@ def test_step_runs_and_updates_with_bf16_and_xla(precision, jit):
     net = models.get_model("tiny_cnn", width=4)
     avg = models.get_model("tiny_cnn", width=4)
     avg.set_weights(net.get_weights())
-    trainer = RobustTrainer(net, avg, trades.Objective(attack_steps=2), global_batch_size=8)
+    trainer = RobustTrainer(net, avg, objectives.Objective(attack_steps=2), global_batch_size=8)
     trainer.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True))
     trainer.optimizer.build(net.trainable_variables)
     ema = weight_average.WeightAverage(net, avg, 0.995)
@@ -50,7 +52,7 @@ def test_only_the_adversarial_pass_updates_bn_statistics(batch_stats_attack):
   keras.utils.set_random_seed(1)
   net = models.get_model("tiny_cnn", width=4)
   avg = models.get_model("tiny_cnn", width=4)
-  obj = trades.Objective(attack_steps=2, batch_stats_attack=batch_stats_attack)
+  obj = objectives.Objective(attack_steps=2, batch_stats_attack=batch_stats_attack)
   trainer = RobustTrainer(net, avg, obj, global_batch_size=8)
   trainer.compile(optimizer=keras.optimizers.SGD(0.1))
   trainer.optimizer.build(net.trainable_variables)
@@ -89,7 +91,7 @@ class _Counting(RobustTrainer):
     return tuple(counted(fn) for fn in super().network_fns())
 
 
-class _NoSharing(trades.Objective):
+class _NoSharing(objectives.Objective):
   def shares_clean_pass(self):
     return False
 
@@ -100,7 +102,7 @@ def test_deepmind_mode_reuses_the_clean_pass_as_attack_target(batch_stats_attack
   TRADES-K step runs K + 2 network passes, not K + 3, and the update is exactly the one with a
   separate target pass. Zhang's mode (eval-mode target, training-mode clean term) keeps both."""
   results = {}
-  for cls in (trades.Objective, _NoSharing):
+  for cls in (objectives.Objective, _NoSharing):
     keras.utils.set_random_seed(3)
     net = models.get_model("tiny_cnn", width=4)
     avg = models.get_model("tiny_cnn", width=4)
@@ -114,7 +116,7 @@ def test_deepmind_mode_reuses_the_clean_pass_as_attack_target(batch_stats_attack
     for _ in range(2):  # the head starts at zero: step 2 moves every weight
       logs = trainer.train_step({"image": x, "label": y})
     results[cls] = (_Counting.calls, [w.numpy() for w in net.weights], float(logs["total"]))
-  shared, separate = results[trades.Objective], results[_NoSharing]
+  shared, separate = results[objectives.Objective], results[_NoSharing]
   assert separate[0] == 2 * (3 + 3)
   assert shared[0] == (2 * (3 + 2) if batch_stats_attack else separate[0])
   assert shared[2] == separate[2]

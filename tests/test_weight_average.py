@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rgd import models, trades, weight_average
-from rgd.trainer import RobustTrainer, decayed_variables
+from rgd import models
+from rgd.training import objectives, weight_average
+from rgd.training.trainer import RobustTrainer, decayed_variables
 
 
 def test_decay_warmup_formula():
@@ -54,7 +55,7 @@ def test_train_step_gradient_includes_coupled_weight_decay():
   keras.utils.set_random_seed(0)
   net = models.get_model("tiny_cnn", width=4)
   avg = models.get_model("tiny_cnn", width=4)
-  obj = trades.Objective(kind="standard")
+  obj = objectives.Objective(kind="standard")
   wd = 0.1
   trainer = RobustTrainer(net, avg, obj, global_batch_size=8, weight_decay=wd)
   trainer.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True))

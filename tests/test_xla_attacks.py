@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rgd import trades
-from rgd.attacks import cascade, losses
+from rgd.training import objectives
+from rgd.evaluation import cascade
+from rgd.attacks import losses
 
 EPS = 8 / 255
 # ~130 s on 2 busy cores (XLA compiles 7 attacks twice): over the 60 s budget, hence slow.
@@ -52,7 +53,7 @@ def test_evaluation_attack_compiles_with_xla(index):
 def test_trades_attack_compiles_with_xla():
   model = _model()
   fn = lambda x: tf.cast(model(x, training=False), tf.float32)
-  obj = trades.Objective(kind="trades", eps=EPS, attack_steps=3)
+  obj = objectives.Objective(kind="trades", eps=EPS, attack_steps=3)
   x = tf.constant(np.random.default_rng(1).random((4, 8, 8, 3)), tf.float32)
   soft = tf.one_hot([0, 1, 2, 3], 10)
   seed = tf.constant([3, 4], tf.int32)

@@ -40,7 +40,7 @@ FLAGS = flags.FLAGS
 
 
 def _extractor():
-  from rgd.generated import complementarity as comp
+  from rgd.datagen import complementarity as comp
   try:
     return comp.choose_extractor(FLAGS.extractor, FLAGS.labeler, FLAGS.inception_weights)
   except ValueError as e:
@@ -52,17 +52,18 @@ def main(argv):
   if not FLAGS.generated:
     raise app.UsageError("--generated is required")
   import numpy as np
-  from rgd import data, fileio
-  from rgd.generated import complementarity as comp
+  from rgd.data import datasets
+  from rgd.runtime import fileio
+  from rgd.datagen import complementarity as comp
   extractor, info = _extractor()
   logging.info("Feature extractor: %s", info["extractor"])
-  k = data.num_classes_of(FLAGS.dataset, FLAGS.num_classes)
+  k = datasets.num_classes_of(FLAGS.dataset, FLAGS.num_classes)
   n = FLAGS.num_samples
-  x_train, y_train = data.load_split(FLAGS.dataset, "train_full")
+  x_train, y_train = datasets.load_split(FLAGS.dataset, "train_full")
   idx = comp.balanced_sample(y_train, n, k, FLAGS.seed)
   train = (x_train[idx], y_train[idx])
   del x_train
-  x_test, y_test = data.load_split(FLAGS.dataset, "test")
+  x_test, y_test = datasets.load_split(FLAGS.dataset, "test")
   idx = comp.balanced_sample(None, min(n, len(x_test)), k, FLAGS.seed + 1, len(x_test))
   test = (x_test[idx], y_test[idx])
   try:

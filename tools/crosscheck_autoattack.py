@@ -32,9 +32,12 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from rgd import evaluate, models, strategy as strategy_lib, trades, weight_average  # noqa: E402
-from rgd.attacks import cascade  # noqa: E402
-from rgd.trainer import RobustTrainer, make_distributed_step  # noqa: E402
+from rgd import models  # noqa: E402
+from rgd.evaluation import target  # noqa: E402
+from rgd.runtime import strategy as strategy_lib
+from rgd.training import objectives, weight_average
+from rgd.evaluation import cascade  # noqa: E402
+from rgd.training.trainer import RobustTrainer, make_distributed_step  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from synthetic_task import synthetic  # noqa: E402
@@ -83,7 +86,7 @@ def train(kind, steps, batch_size=64, seed=0):
   net = models.get_model(name, num_classes=10)
   avg = models.get_model(name, num_classes=10)
   avg.set_weights(net.get_weights())
-  trainer = RobustTrainer(net, avg, trades.Objective(kind=objective, attack_steps=5,
+  trainer = RobustTrainer(net, avg, objectives.Objective(kind=objective, attack_steps=5,
                                                      attack_step_size=4. / 255),
                           global_batch_size=batch_size, seed=seed)
   schedule = keras.optimizers.schedules.CosineDecay(0.1, steps)
@@ -163,7 +166,7 @@ def main(argv):
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--table", help="append the markdown row to this file")
   args = p.parse_args(argv)
-  eps = evaluate.parse_eps(args.eps)
+  eps = target.parse_eps(args.eps)
   if args.train:
     model = train(args.train, args.train_steps)
     tf.io.gfile.makedirs(args.out)
@@ -173,7 +176,7 @@ def main(argv):
   else:
     if not args.model:
       raise SystemExit("crosscheck_autoattack.py: pass --model=FILE.keras or --train=KIND")
-    model, _, _ = evaluate.load_model(model_path=args.model)
+    model, _, _ = target.load_model(model_path=args.model)
     name = os.path.basename(args.model)
   if args.data:
     with tf.io.gfile.GFile(args.data, "rb") as f:

@@ -9,7 +9,7 @@ It builds the Keras model, gives its BN scales/offsets/statistics and head rando
 no check passes because a weight is zero or one), copies it into tools/torch_reference.TorchTwin
 and checks:
   1. logits in inference mode and with batch statistics agree (max abs diff <= --logit_tol);
-  2. `--steps` full TRADES steps of rgd.trainer.RobustTrainer (SGD Nesterov, weight decay on
+  2. `--steps` full TRADES steps of rgd.training.trainer.RobustTrainer (SGD Nesterov, weight decay on
      kernels) against tools/torch_reference.trades_step on the same batch and the same attack
      noise (rgd's stateless start), for both BN modes (Objective.batch_stats_attack True/False):
      adversarial examples, loss, every gradient, every updated weight and BN moving statistic.
@@ -29,8 +29,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import torch  # noqa: E402
 
-from rgd import models, trades  # noqa: E402
-from rgd.trainer import RobustTrainer  # noqa: E402
+from rgd import models  # noqa: E402
+from rgd.training import objectives
+from rgd.training.trainer import RobustTrainer  # noqa: E402
 import torch_reference  # noqa: E402
 
 # Tolerances for float32 on CPU (the two frameworks sum in different orders). Gradients and
@@ -91,7 +92,7 @@ def check_step(net, x, y, batch_stats_attack, steps=2, lr=0.1, weight_decay=5e-4
   keras_net = keras.models.clone_model(net)
   keras_net.set_weights(net.get_weights())
   twin = torch_reference.TorchTwin(keras_net, bugs)
-  objective = trades.Objective(attack_steps=attack_steps, batch_stats_attack=batch_stats_attack)
+  objective = objectives.Objective(attack_steps=attack_steps, batch_stats_attack=batch_stats_attack)
   trainer = RobustTrainer(keras_net, None, objective, global_batch_size=len(x),
                           weight_decay=weight_decay, seed=3)
   trainer.compile(optimizer=keras.optimizers.SGD(lr, momentum=0.9, nesterov=True))

@@ -20,9 +20,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 import gin  # noqa: E402
 
-from rgd import data  # noqa: E402
+from rgd.data import datasets  # noqa: E402
 from rgd.corruptions import deepaugment, networks  # noqa: E402
-import rgd.train_corruption_net  # noqa: E402,F401  (registers the configurable)
+import rgd.corruptions.training  # noqa: E402,F401  (registers the configurable)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("corruption_gin", "gin/edsr.gin", "Gin file of the corruption network.")
@@ -43,7 +43,7 @@ def main(argv):
   kwargs = gin.query_parameter("train_corruption_net.network_kwargs") or {}
   net = networks.get_network(name, **kwargs)
   params = networks.load_params(FLAGS.weights, net)
-  images, labels = data.load_split(FLAGS.dataset, "train")
+  images, labels = datasets.load_split(FLAGS.dataset, "train")
   names = deepaugment.write_deepaugment(FLAGS.output_dir, net, params, images, labels,
                                         FLAGS.num_copies, FLAGS.seed, FLAGS.examples_per_shard)
   print(f"{len(names)} shards, {FLAGS.num_copies} x {len(images)} images -> {FLAGS.output_dir}")

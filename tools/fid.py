@@ -47,18 +47,20 @@ def main(argv):
   del argv
   if not FLAGS.generated:
     raise app.UsageError("--generated is required")
-  from rgd import data, fileio  # pylint: disable=g-import-not-at-top
-  from rgd.generated import complementarity as comp  # pylint: disable=g-import-not-at-top
-  from rgd.generative import fid  # pylint: disable=g-import-not-at-top
+  from rgd.data import datasets  # pylint: disable=g-import-not-at-top
+  from rgd import errors  # pylint: disable=g-import-not-at-top
+  from rgd.runtime import fileio  # pylint: disable=g-import-not-at-top
+  from rgd.datagen import complementarity as comp  # pylint: disable=g-import-not-at-top
+  from rgd.datagen import fid  # pylint: disable=g-import-not-at-top
   try:
     extractor, info = comp.choose_extractor(FLAGS.extractor, FLAGS.labeler,
                                             FLAGS.inception_weights)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   logging.info("Feature extractor: %s", info["extractor"])
-  k = data.num_classes_of(FLAGS.dataset, FLAGS.num_classes)
+  k = datasets.num_classes_of(FLAGS.dataset, FLAGS.num_classes)
   try:
-    x_train, y_train = data.load_split(FLAGS.dataset, "train_full")
+    x_train, y_train = datasets.load_split(FLAGS.dataset, "train_full")
     n_real = min(FLAGS.num_real, len(x_train))
     real = x_train if n_real == len(x_train) else x_train[
         comp.balanced_sample(None, n_real, k, FLAGS.seed, len(x_train))]
@@ -66,7 +68,7 @@ def main(argv):
     # A uniform sample (not class balanced): FID compares the whole distributions.
     generated, _ = comp.read_generated(FLAGS.generated, FLAGS.num_generated, k, FLAGS.seed + 1,
                                        balanced=False)
-  except (ValueError, data.DataError) as e:  # Bad or too small input: one line naming it.
+  except (ValueError, errors.DataError) as e:  # Bad or too small input: one line naming it.
     raise SystemExit(f"error: {e}") from None
   value, sizes = fid.fid_of_images(extractor, real, generated, FLAGS.batch_size)
   report = dict(fid=value, **sizes, **info, dataset=FLAGS.dataset, generated=FLAGS.generated)

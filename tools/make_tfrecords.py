@@ -33,15 +33,15 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from rgd.data import DataError
-from rgd.generated import pipeline
+from rgd.errors import DataError
+from rgd.datagen import pipeline
 
 flags.DEFINE_string("input", None, "Generated images: .npz, .npy file/glob/folder, or a folder "
                     "of PNG/JPEG files.")
 flags.DEFINE_string("generator", None, "Generate the images instead of --input: "
                     "'gaussian' = class-conditional Gaussian fitted on --dataset (seed 001 "
                     "Sec. 3.2); 'edm:DIR' = the EDM trained by rgd.train_generator in DIR "
-                    "(rgd/generative/sample_job.py).")
+                    "(rgd/datagen/sample_job.py).")
 flags.DEFINE_integer("num_images", 1_000_000, "Images to sample for --generator=edm:DIR "
                      "(image i is of class i % K).")
 flags.DEFINE_integer("num_steps", 18, "EDM sampler steps (18: 35 network evaluations).")
@@ -92,11 +92,11 @@ def _input_config(path):
 
 def _gaussian_opener(dataset, split, num_per_class, seed, num_classes):
   def open_source(cache_dir):
-    from rgd import data
-    from rgd import progress
-    from rgd.generated import gaussian, sources
-    images, labels = data.load_split(dataset, split)
-    k = data.num_classes_of(dataset, num_classes)
+    from rgd.data import datasets
+    from rgd.runtime import progress
+    from rgd.datagen import gaussian, sources
+    images, labels = datasets.load_split(dataset, split)
+    k = datasets.num_classes_of(dataset, num_classes)
     logging.info("Fitting a class-conditional Gaussian to %d images of %s", len(images), dataset)
     model = gaussian.ClassConditionalGaussian.fit(images, labels, k)
     del images
@@ -124,7 +124,7 @@ def main(argv):
 def _run(f):
   output_dir, keep = f.output_dir, f.keep_per_class
   if f.generator and f.generator.startswith("edm:"):
-    from rgd.generative import sample_job
+    from rgd.datagen import sample_job
     worker, num_workers = sample_job.worker_split()
     output_dir = sample_job.worker_output_dir(f.output_dir, worker, num_workers)
     keep = sample_job.worker_keep(keep, worker, num_workers)
@@ -140,7 +140,7 @@ def _run(f):
   elif f.generator:
     raise app.UsageError(f"--generator={f.generator}: expected 'gaussian' or 'edm:DIR'")
   else:
-    from rgd.generated import sources
+    from rgd.datagen import sources
     config = {"source": _input_config(f.input)}
 
     def opener(cache_dir):
@@ -149,7 +149,7 @@ def _run(f):
     return _run_beam(f, config)
   labeler = None
   if f.labeler:
-    from rgd.generated import labeling
+    from rgd.datagen import labeling
     labeler = labeling.Labeler.load(f.labeler, from_logits=f.labeler_outputs == "logits")
   meta = pipeline.make_tfrecords(
       output_dir, config, opener, labeler=labeler, keep_per_class=keep or None,
@@ -164,7 +164,7 @@ def _run(f):
 
 def _run_beam(f, config):
   import shlex  # pylint: disable=g-import-not-at-top
-  from rgd.generated import beam_pipeline, labeling  # pylint: disable=g-import-not-at-top
+  from rgd.datagen import beam_pipeline, labeling  # pylint: disable=g-import-not-at-top
   if f.generator:
     raise app.UsageError("--runner needs --input (write --generator's samples first)")
   labeler = f.labeler and labeling.Labeler.load(f.labeler,

@@ -22,8 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from rgd import evaluate  # noqa: E402
-from rgd.attacks import cascade  # noqa: E402
+from rgd.evaluation import target  # noqa: E402
+from rgd.evaluation import cascade  # noqa: E402
 from rgd.attacks.apgd import APGDTargeted  # noqa: E402
 from rgd.attacks.multitargeted import MultiTargeted  # noqa: E402
 
@@ -71,7 +71,7 @@ def main(argv):
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--table", help="append the markdown row to this file")
   args = p.parse_args(argv)
-  model, _, _ = evaluate.load_model(model_path=args.model)
+  model, _, _ = target.load_model(model_path=args.model)
   if args.data:
     with tf.io.gfile.GFile(args.data, "rb") as f:
       arrays = np.load(io.BytesIO(f.read()), allow_pickle=False)
@@ -79,7 +79,7 @@ def main(argv):
   else:
     images, labels = synthetic(args.n, seed=99)
   x = images.astype(np.float32) / 255 if images.dtype == np.uint8 else images.astype(np.float32)
-  r = compare(model, x, labels.astype(np.int64), args.norm, evaluate.parse_eps(args.eps),
+  r = compare(model, x, labels.astype(np.int64), args.norm, target.parse_eps(args.eps),
               args.steps, batch_size=args.batch_size, seed=args.seed)
   name = os.path.basename(args.model)
   print(HEADER + row(name, r))

@@ -29,13 +29,15 @@ def capture(args):
   import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   # pylint: disable=g-import-not-at-top
-  from rgd import models, strategy as strategy_lib, trades, weight_average
-  from rgd.trainer import RobustTrainer, make_distributed_step
+  from rgd import models
+  from rgd.runtime import strategy as strategy_lib
+  from rgd.training import objectives, weight_average
+  from rgd.training.trainer import RobustTrainer, make_distributed_step
   strategy = strategy_lib.get_strategy()
   with strategy.scope():
     net = models.get_model(args.model, num_classes=10)
     avg = models.get_model(args.model, num_classes=10)
-    trainer = RobustTrainer(net, avg, trades.Objective(attack_steps=args.attack_steps),
+    trainer = RobustTrainer(net, avg, objectives.Objective(attack_steps=args.attack_steps),
                             args.batch_size)
     trainer.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True))
     trainer.optimizer.build(net.trainable_variables)

@@ -15,8 +15,8 @@ import numpy as np
 import tensorflow as tf
 
 from rgd import augment
-from rgd import data
-from rgd import fileio
+from rgd.data import datasets
+from rgd.runtime import fileio
 from rgd.augment import visualize
 
 DEFAULT_AUGMENTATIONS = ",".join(augment.AUGMENTATIONS)
@@ -37,10 +37,10 @@ def parse_args(argv):
 
 def augmentation_rows(images, labels, num_classes, names, seed):
   """float32 [len(names) + 2, n, H, W, 3]: originals, pad-crop-flip, then each augmentation."""
-  x = data.to_float(images)
-  batch = {"image": x, "label": data.soft_labels(labels, num_classes),
+  x = datasets.to_float(images)
+  batch = {"image": x, "label": datasets.soft_labels(labels, num_classes),
            "is_real": tf.ones([len(images)], tf.bool)}
-  rows = [x, data.to_float(data.pad_crop_flip(images, tf.constant([seed, 0])))]
+  rows = [x, datasets.to_float(datasets.pad_crop_flip(images, tf.constant([seed, 0])))]
   for i, name in enumerate(names):
     fn = augment.make_batch_augment(name)
     rows.append(x if fn is None else fn(batch, tf.constant([seed, i + 1]))["image"])
@@ -54,12 +54,12 @@ def main(argv=None):
     augment.make_batch_augment(name)  # fails early, naming the bad augmentation
   if args.num_images < 2:
     raise SystemExit("--num_images must be at least 2 (mixing ops need partners)")
-  images, labels = data.load_split(args.dataset, args.split, num_validation=0)
+  images, labels = datasets.load_split(args.dataset, args.split, num_validation=0)
   if len(images) < args.num_images:
     raise SystemExit(f"{args.dataset}/{args.split} has {len(images)} images, fewer than "
                      f"--num_images={args.num_images}")
   pick = np.random.RandomState(args.seed).choice(len(images), args.num_images, replace=False)
-  num_classes = data.num_classes_of(args.dataset)
+  num_classes = datasets.num_classes_of(args.dataset)
   rows = augmentation_rows(images[pick], labels[pick], num_classes, names, args.seed)
   grid = visualize.image_grid(rows, scale=args.scale)
   fileio.atomic_write_bytes(args.output, tf.io.encode_png(grid[0]).numpy())

@@ -13,7 +13,7 @@ frameworks and are reproduced here on purpose:
   * Keras' Normalization divides by max(sqrt(var), 1e-7).
 
 `trades_step` is Zhang et al.'s TRADES (github.com/yaodongyu/TRADES, trades.py `trades_loss`)
-written independently of rgd/trades.py, with the two BatchNorm modes of rgd.trades.Objective:
+written independently of rgd/training/objectives.py, with the two BatchNorm modes of rgd.training.objectives.Objective:
 DeepMind's (attack and clean term with batch statistics, no update; only the adversarial pass
 updates the moving averages) and Zhang et al.'s (`model.eval()` attack; clean and adversarial
 passes both in train mode). `bugs` seeds known mistakes so that a cross-check can show it
@@ -179,7 +179,7 @@ class TorchTwin(torch.nn.Module):
 
   def decayed(self):
     """The weight-decayed parameters: conv and dense kernels and biases, never BN scales or
-    offsets (DeepMind's utils.weight_decay, rgd.trainer.decayed_variables); with the
+    offsets (DeepMind's utils.weight_decay, rgd.training.trainer.decayed_variables); with the
     'wd_on_bn' bug every parameter."""
     return [p for k, p in self.params.items()
             if k.endswith(("kernel", "bias")) or "wd_on_bn" in self.bugs]
@@ -224,7 +224,7 @@ def trades_step(net, optimizer, x, y_onehot, noise, beta=6.0, weight_decay=5e-4,
   ce = -(y_onehot * F.log_softmax(clean, 1)).sum(1)
   kl = kl_div(adv, clean) if "kl_direction" in bugs else kl_div(clean, adv)
   loss = (ce + beta * kl).mean()
-  # Coupled L2 (0.5 * wd * ||w||^2 in the loss), as DeepMind's experiment and rgd.trainer.
+  # Coupled L2 (0.5 * wd * ||w||^2 in the loss), as DeepMind's experiment and rgd.training.trainer.
   loss = loss + 0.5 * weight_decay * sum((p ** 2).sum() for p in net.decayed())
   loss.backward()
   grads = {k: p.grad for k, p in net.params.items()}

@@ -6,10 +6,9 @@ Attacks: `PGD`, `Restarts`. Everything works on images in [0, 1] and float32 log
 """
 from rgd.attacks import initializers, losses, optimizers, projections
 from rgd.attacks.pgd import PGD, Restarts, loss_and_grad, pgd40_adam_margin
-# Evaluation attacks (`attack(model_fn, x, labels, seed) -> x_adv`) and suites run as cascades.
+# Evaluation attacks (`attack(model_fn, x, labels, seed) -> x_adv`); rgd.evaluation runs them as
+# cascades (suites, batching over survivors, reports).
 from rgd.attacks.apgd import APGD, APGDTargeted
 from rgd.attacks.fab import FABTargeted
 from rgd.attacks.multitargeted import MultiTargeted
 from rgd.attacks.square import Square
-from rgd.attacks.cascade import (compile_attack, distribute_attack, get_suite, run_cascade,
-                                 SUITES)

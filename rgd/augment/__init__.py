@@ -1,6 +1,6 @@
 """Data augmentations of Rebuffi et al. 2021 ("seed 000", Sec. 6.2) for TRADES training.
 
-The baseline, pad-4-crop and horizontal flip, always runs in `rgd.data.make_train_dataset`
+The baseline, pad-4-crop and horizontal flip, always runs in `rgd.data.datasets.make_train_dataset`
 (`augment=True`). Everything else runs after it, on each replica batch, through the
 `batch_augment_fn(batch, seed) -> batch` hook of that function: `make_batch_augment(name)`
 returns the hook. A batch is dict(image float32 [b, H, W, 3] in [0, 1], label float32 soft
@@ -16,7 +16,7 @@ is stateless from the int32 [2] seed, so each op gives the same result eagerly a
   'mixup'        MixUp, lam ~ Beta(alpha, alpha)                mixup.MixUp
   'autoaugment'  AutoAugment, CIFAR-10 policy                   policies.AutoAugment
   'randaugment'  RandAugment (N, M)                             policies.RandAugment
-  'augmix'       AugMix, width 3, depth 1-3 (seed 003)          rgd.corruptions.augmix.AugMix
+  'augmix'       AugMix, width 3, depth 1-3 (seed 003)          rgd.augment.augmix.AugMix
 
 Names joined by '+' run in order ('autoaugment+cutout'). Parameters come from `params` or from
 gin bindings of the classes (`CutMix.window_length = 20`), so a gin file only has to set
@@ -26,6 +26,7 @@ With CutMix, MixUp and RICAP the labels become soft mixed targets. In TRADES onl
 cross-entropy term uses them; the inner maximisation of the KL divergence needs no label at all
 (docs/augmentations.md explains why DeepMind's code insists on the KL attack with CutMix).
 """
+from rgd.augment.augmix import AugMix
 from rgd.augment.common import split_seed
 from rgd.augment.mixup import MixUp
 from rgd.augment.patches import CutMix
@@ -38,12 +39,6 @@ from rgd.augment.policies import RandAugment
 
 
 
-def AugMix(**params):  # pylint: disable=invalid-name
-  """rgd.corruptions.augmix.AugMix, imported on use (that module imports this package)."""
-  from rgd.corruptions.augmix import AugMix as augmix  # pylint: disable=g-import-not-at-top
-  return augmix(**params)
-
-
 AUGMENTATIONS = {
     "cutout": Cutout,
     "cutmix": CutMix,
@@ -53,7 +48,7 @@ AUGMENTATIONS = {
     "randaugment": RandAugment,
     "augmix": AugMix,
 }
-BASELINE = ("none", "pad_crop_flip")  # done by rgd.data before the hook
+BASELINE = ("none", "pad_crop_flip")  # done by rgd.data.datasets before the hook
 
 
 def make_batch_augment(name, **params):

@@ -20,12 +20,14 @@ import argparse
 import keras
 import numpy as np
 
-from rgd import models, strategy as strategy_lib, trades, weight_average
+from rgd import models
+from rgd.runtime import strategy as strategy_lib
+from rgd.training import objectives, weight_average
 from rgd.bench import flops
 from rgd.bench import train as bench_train
 from rgd.bench.train import device_peak
 from rgd.corruptions import ada, networks, stage
-from rgd.trainer import RobustTrainer, make_distributed_step
+from rgd.training.trainer import RobustTrainer, make_distributed_step
 
 
 def parse_args(argv):
@@ -77,9 +79,9 @@ def main(argv):
   c = cnet.forward_flops(32)
   k = args.ada_steps
   objectives = {
-      "clean": (lambda: trades.Objective(kind="standard"), 3 * f),
-      "trades": (lambda: trades.Objective(kind="trades", attack_steps=10), 26 * f),
-      "ada": (lambda: trades.Objective(kind="standard", corruption=stage.CorruptionStage(
+      "clean": (lambda: objectives.Objective(kind="standard"), 3 * f),
+      "trades": (lambda: objectives.Objective(kind="trades", attack_steps=10), 26 * f),
+      "ada": (lambda: objectives.Objective(kind="standard", corruption=stage.CorruptionStage(
           ada=ada.AdA(cnet, params, steps=k, num_groups=args.num_groups or None))),
               k * (3 * c + 2 * f) + c + 3 * f),
   }

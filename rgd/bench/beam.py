@@ -6,7 +6,7 @@
 Writes `num_images` random 32x32 images as `num_files` .npy files, saves a tiny Keras labeller
 (one 3x3 conv of 4 channels, global pooling, dense: the pipeline's own cost, not a classifier's),
 then runs the whole job (list, label, keep the top k per class, write shards, metadata.json)
-once in one process (rgd.generated.pipeline) and once per entry of --workers on Beam's
+once in one process (rgd.datagen.pipeline) and once per entry of --workers on Beam's
 DirectRunner with that many worker processes (`--direct_running_mode=multi_processing`).
 images/s = images labelled / wall seconds of the job, start-up included (Beam's start-up is
 ~5-10 s of a run here: compare runs of the same size); images/CPU-s = the same per second of
@@ -63,9 +63,9 @@ def _cpu_seconds():
 
 
 def _time_labeller(name, num_images, batch_size, size):
-  """Labelling alone (rgd.generated.labeling.Labeler) with an rgd model: images/s, GFLOP/s."""
+  """Labelling alone (rgd.datagen.labeling.Labeler) with an rgd model: images/s, GFLOP/s."""
   from rgd import models  # pylint: disable=g-import-not-at-top
-  from rgd.generated import labeling  # pylint: disable=g-import-not-at-top
+  from rgd.datagen import labeling  # pylint: disable=g-import-not-at-top
   model = models.get_model(name, input_shape=(size, size, 3))
   labeler = labeling.Labeler(model)
   batch = min(batch_size, num_images)
@@ -86,7 +86,7 @@ def main(argv):
   args = parse_args(argv)
   # Imported here: `tools/benchmark.py --help` works without apache-beam.
   # pylint: disable=g-import-not-at-top
-  from rgd.generated import beam_pipeline, labeling, pipeline, sources
+  from rgd.datagen import beam_pipeline, labeling, pipeline, sources
   folder = args.dir or tempfile.mkdtemp(prefix="rgd_beam_")  # local only: benchmark scratch
   os.makedirs(folder, exist_ok=True)  # local only: benchmark scratch
   try:

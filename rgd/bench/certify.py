@@ -19,11 +19,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rgd import models, strategy as strategy_lib, trades, weight_average
+from rgd import models
+from rgd.runtime import strategy as strategy_lib
+from rgd.training import objectives, weight_average
 from rgd.bench import train as bench_train
 from rgd.bench.train import device_peak
 from rgd.certified import certificate, layers as L, lipschitz
-from rgd.trainer import RobustTrainer, make_distributed_step
+from rgd.training.trainer import RobustTrainer, make_distributed_step
 
 
 def forward_flops(model):
@@ -61,7 +63,7 @@ def time_step(strategy, model_name, kind, args):
     net = models.get_model(model_name, num_classes=10)
     avg = models.get_model(model_name, num_classes=10)
     eps = 36 / 255 if kind == "gloro" else 8 / 255
-    objective = trades.Objective(kind=kind, norm="l2" if kind == "gloro" else "linf", eps=eps)
+    objective = objectives.Objective(kind=kind, norm="l2" if kind == "gloro" else "linf", eps=eps)
     if objective.certified is not None:
       objective.certified.power_iterations = args.power_iterations
     trainer = RobustTrainer(net, avg, objective, args.batch_size, weight_decay=0.0)

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from rgd import models
-from rgd.attacks import cascade
+from rgd.evaluation import cascade
 from rgd.attacks.apgd import APGD, APGDTargeted
 from rgd.attacks.fab import FABTargeted
 from rgd.attacks.multitargeted import MultiTargeted

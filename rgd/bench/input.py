@@ -1,10 +1,10 @@
-"""Input-pipeline benchmark: images/s of rgd.data.make_train_dataset per augmentation.
+"""Input-pipeline benchmark: images/s of rgd.data.datasets.make_train_dataset per augmentation.
 
   python tools/benchmark.py input                        # synthetic real + temporary TFRecords
   python tools/benchmark.py input --dataset=npz:DIR --generated='/data/ddpm/train-*.tfrecord'
   python tools/benchmark.py input --augmentations=none,cutmix --batch_size=512 --num_batches=20
 
-Without --generated, generated images are written to temporary TFRecord shards (rgd.tfrecord)
+Without --generated, generated images are written to temporary TFRecord shards (rgd.data.tfrecord)
 and deleted afterwards. Each row times `num_batches` global batches after `warmup` batches:
 
   pipeline   the whole make_train_dataset (real + generated, pad-crop-flip, the augmentation)
@@ -24,8 +24,8 @@ import numpy as np
 import tensorflow as tf
 
 from rgd import augment
-from rgd import data
-from rgd import tfrecord
+from rgd.data import datasets
+from rgd.data import tfrecord
 
 
 def parse_args(argv):
@@ -106,8 +106,8 @@ def main(argv):
     images, labels = _synthetic(args.num_synthetic)
     num_classes = 10
   else:
-    images, labels = data.load_split(args.dataset, "train")
-    num_classes = data.num_classes_of(args.dataset)
+    images, labels = datasets.load_split(args.dataset, "train")
+    num_classes = datasets.num_classes_of(args.dataset)
 
   tmp = None
   pattern = args.generated
@@ -116,15 +116,15 @@ def main(argv):
     pattern = write_temporary_records(tmp, args.num_synthetic)
   try:
     def pipeline(batch_augment_fn=None, generated=pattern, pad_crop_flip=True, ratio=None):
-      return data.make_train_dataset(
+      return datasets.make_train_dataset(
           images, labels, num_classes, args.batch_size, num_replicas=args.num_replicas,
           generated_pattern=generated,
           mixing_ratio=args.mixing_ratio if ratio is None else ratio,
           seed=0, augment=pad_crop_flip, batch_augment_fn=batch_augment_fn)
 
     per_replica = args.batch_size // args.num_replicas
-    sample = {"image": data.to_float(images[:per_replica]),
-              "label": data.soft_labels(labels[:per_replica], num_classes),
+    sample = {"image": datasets.to_float(images[:per_replica]),
+              "label": datasets.soft_labels(labels[:per_replica], num_classes),
               "is_real": tf.ones([per_replica], tf.bool)}
     print(f"tf.data on {os.cpu_count()} CPU cores; global batch {args.batch_size} "
           f"({args.num_replicas} replica(s)), real fraction "
@@ -151,7 +151,7 @@ def main(argv):
         rate = time_dataset(pipeline(**kwargs), args.batch_size, args.num_batches, args.warmup,
                             args.repeats)
         print(f"{label:<32}{rate:>16,.0f}", flush=True)
-      crop = lambda b, s: dict(b, image=data.pad_crop_flip(b["image"], s))
+      crop = lambda b, s: dict(b, image=datasets.pad_crop_flip(b["image"], s))
       uint8 = dict(sample, image=tf.constant(images[:per_replica]))
       print(f"{'pad_crop_flip op alone (uint8)':<32}"
             f"{time_op(crop, uint8, args.num_batches, args.warmup, args.repeats):>16,.0f}")

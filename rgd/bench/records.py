@@ -4,8 +4,8 @@
   python tools/benchmark.py records --num_records=50000 --num_shards=16 --batch_size=1024
 
 Writes `num_records` random 32x32 images as TFRecord shards the way tools/make_tfrecords.py does
-(rgd.generated.writer: serialize, atomic shard, checksum), then reads them back with
-rgd.data.make_train_dataset (generated only, mixing_ratio=0) as training would:
+(rgd.datagen.writer: serialize, atomic shard, checksum), then reads them back with
+rgd.data.datasets.make_train_dataset (generated only, mixing_ratio=0) as training would:
 
   write            serialize + write shards (what make_tfrecords does after labelling)
   sha256           checksumming the shards (metadata.json)
@@ -23,8 +23,8 @@ import time
 
 import numpy as np
 
-from rgd import data
-from rgd.generated import writer
+from rgd.data import datasets
+from rgd.datagen import writer
 
 
 def parse_args(argv):
@@ -54,7 +54,7 @@ class _Memory:
 
 def _time_reader(pattern, batch_size, num_batches, warmup, augment):
   x, y = np.zeros((1, 32, 32, 3), np.uint8), np.zeros(1, np.int64)
-  ds = data.make_train_dataset(x, y, 10, batch_size, generated_pattern=pattern,
+  ds = datasets.make_train_dataset(x, y, 10, batch_size, generated_pattern=pattern,
                                mixing_ratio=0.0, augment=augment)
   it = iter(ds)
   for _ in range(warmup):

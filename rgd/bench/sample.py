@@ -1,4 +1,4 @@
-"""EDM sampling benchmark: images/s, MFU and memory of the Heun sampler (rgd.generative).
+"""EDM sampling benchmark: images/s, MFU and memory of the Heun sampler (rgd.edm).
 
   python tools/benchmark.py sample --size=cifar10 --num_steps=18 --batch_per_device=256
   python tools/benchmark.py sample --size=tiny --image_size=16 --num_steps=18 --batch_per_device=16
@@ -8,7 +8,7 @@ Model FLOPs per image: (2 N - 1) F for N Heun steps (N - 1 second-order steps; E
 are 35 network evaluations), F the forward FLOPs of the U-Net on one image (rgd.bench.flops:
 convolutions, dense layers, attention); the preconditioning and the sampler's own arithmetic
 are a few element-wise ops per pixel and are left out. The timed function is exactly what
-`make_tfrecords.py --generator=edm:DIR` runs (rgd.generative.sample_job.Sampler) on every local
+`make_tfrecords.py --generator=edm:DIR` runs (rgd.datagen.sample_job.Sampler) on every local
 device. Memory: the GPU's peak allocation, or the process' peak RSS on a CPU (which includes
 TensorFlow itself, ~1 GB).
 """
@@ -22,7 +22,8 @@ import tensorflow as tf
 
 from rgd.bench import flops
 from rgd.bench.train import device_peak
-from rgd.generative import sample_job, store, unet
+from rgd.datagen import sample_job
+from rgd.edm import store, unet
 
 SIZES = {
     # EDM CIFAR-10 DDPM++ (gin/edm_cifar10.gin).

@@ -8,7 +8,7 @@ convs and dense layers, rgd.bench.flops):
   training pass on [x; x_adv]: fwd + bwd   2 x 3 F (backward = 2 forward)
   clean target of the attack               1 F, only in Zhang et al.'s BN mode: in DeepMind's
                                            (the default) it is the clean pass of the loss
-                                           (trades.Objective.shares_clean_pass)
+                                           (objectives.Objective.shares_clean_pass)
 so 26 F for TRADES-10 (27 F in Zhang's mode, and in the PyTorch step of
 tools/bench_torch_trades.py, which runs the target separately), (2K + 4) F for PGD-AT, 3 F for
 standard training. MFU divides the achieved model FLOPs/s by the device peak (--peak_tflops, or
@@ -20,9 +20,11 @@ import time
 import keras
 import tensorflow as tf
 
-from rgd import models, strategy as strategy_lib, trades, weight_average
+from rgd import models
+from rgd.runtime import strategy as strategy_lib
+from rgd.training import objectives, weight_average
 from rgd.bench import flops
-from rgd.trainer import RobustTrainer, make_distributed_step
+from rgd.training.trainer import RobustTrainer, make_distributed_step
 
 # Dense peak TFLOP/s per device (vendor data sheets), by precision.
 KNOWN_PEAKS = {
@@ -36,7 +38,7 @@ KNOWN_PEAKS = {
 
 
 def seconds_per_step(strategy, step, batch_size, warmup, steps):
-  """Mean wall time of `step` (rgd.trainer.make_distributed_step) on a fixed random CIFAR-sized
+  """Mean wall time of `step` (rgd.training.trainer.make_distributed_step) on a fixed random CIFAR-sized
   batch, after `warmup` untimed steps; shared by the train, certify and ada benchmarks."""
   r = strategy_lib.local_replicas(strategy)
   batch = {"image": tf.random.stateless_uniform([r, batch_size // r, 32, 32, 3], [0, 0]),
@@ -77,7 +79,7 @@ def parse_args(argv):
   p.add_argument("--batch_size", type=int, default=128, help="global batch")
   p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
   p.add_argument("--jit", action="store_true", help="XLA-compile the replica step")
-  p.add_argument("--objective", default="trades", choices=list(trades.OBJECTIVES))
+  p.add_argument("--objective", default="trades", choices=list(objectives.OBJECTIVES))
   p.add_argument("--attack_steps", type=int, default=10)
   p.add_argument("--bn", default="fused", choices=["fused", "keras"],
                  help="BatchNorm layer (rgd/models/fused_bn.py; 'keras' = rgd <= 0.2)")
@@ -101,7 +103,7 @@ def main(argv):
     kw["fused_bn"] = args.bn == "fused"
     net = models.get_model(args.model, **kw)
     avg = models.get_model(args.model, **kw)
-    objective = trades.Objective(kind=args.objective, attack_steps=args.attack_steps)
+    objective = objectives.Objective(kind=args.objective, attack_steps=args.attack_steps)
     trainer = RobustTrainer(net, avg, objective, args.batch_size,
                             skip_nonfinite=args.nan_policy == "skip_step")
     trainer.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True))

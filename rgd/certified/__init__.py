@@ -6,7 +6,7 @@
   models       liresnet (GloroNet), linf_dist_net, sortnet
   gloro        GloRo: product bound, K_ij, y_bot, losses, eps schedule
   linf_dist    p annealing, mixture loss
-  objective    CertifiedObjective: the 'gloro' / 'linf_dist' kinds of rgd.trades.Objective
+  objective    CertifiedObjective: the 'gloro' / 'linf_dist' kinds of rgd.training.objectives.Objective
   certificate  sound certification (float32, rounding margin, ties never certify)
   validation   certified accuracy of the averaged model during training (rgd.train)
 

@@ -1,9 +1,9 @@
-"""The certified training objectives, as a part of rgd.trades.Objective (kinds 'gloro' and
+"""The certified training objectives, as a part of rgd.training.objectives.Objective (kinds 'gloro' and
 'linf_dist'): the trainer, data mixing, EMA, checkpoints and export are the adversarial ones.
 
 `CertifiedObjective.bind(network, step, total_steps)` gives it the online network (its Lipschitz
 layers) and the optimizer's step variable (the eps / p / lambda schedules). `loss` returns what
-rgd.trainer.RobustTrainer.train_step expects: per-example parts, the clean logits and the
+rgd.training.trainer.RobustTrainer.train_step expects: per-example parts, the clean logits and the
 "adversarial" logits, here the worst-case logits ([y, y_bot] for GloRo), so that the trainer's
 `adv_accuracy` is the training-time verified accuracy (with the power-iteration bound and the
 training eps; not a certificate).

@@ -19,7 +19,7 @@ average) and the activation distortions per image; rgd draws both once per group
 `images_per_draw` = 20 consecutive images, so that a group runs as one batch.
 
 Everything is keyed by (seed, copy, group): a copy is reproducible, and an interrupted write
-resumes (rgd.generated.writer).
+resumes (rgd.datagen.writer).
 """
 import json
 import os
@@ -27,8 +27,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from rgd import fileio
-from rgd.generated import writer
+from rgd.runtime import fileio
+from rgd.datagen import writer
 
 WEIGHT_OPTIONS = (0, 1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 14, 15)
 LAPLACIAN = np.array([[0, 1, 0], [1, -4., 1], [0, 1, 0]], np.float32)
@@ -119,7 +119,7 @@ def activation_distortions(rng, num_blocks):
 
 
 class DeepAugmentSource:
-  """A `rgd.generated.sources`-style source: index i is copy i // N of image i % N, distorted."""
+  """A `rgd.datagen.sources`-style source: index i is copy i // N of image i % N, distorted."""
 
   def __init__(self, network, params, images, num_copies=1, seed=0, images_per_draw=20):
     self.network, self.params, self.images = network, params, np.asarray(images)
@@ -158,7 +158,7 @@ class DeepAugmentSource:
 
 def write_deepaugment(folder, network, params, images, labels, num_copies=1, seed=0,
                       examples_per_shard=10_000, images_per_draw=20):
-  """Writes the processed copies as TFRecord shards `deepaugment-*` (rgd.tfrecord schema,
+  """Writes the processed copies as TFRecord shards `deepaugment-*` (rgd.data.tfrecord schema,
   original labels) plus metadata.json into `folder`; re-running skips finished shards.
   The plan keeps index order, so each shard processes whole groups."""
   source = DeepAugmentSource(network, params, images, num_copies, seed, images_per_draw)

@@ -163,7 +163,7 @@ def get_network(name, **kwargs):
 def save_params(path, params):
   """Weights as an npz (written through tf.io.gfile, atomically)."""
   import io  # pylint: disable=g-import-not-at-top
-  from rgd import fileio  # pylint: disable=g-import-not-at-top
+  from rgd.runtime import fileio  # pylint: disable=g-import-not-at-top
   buf = io.BytesIO()
   np.savez(buf, **{k: np.asarray(v) for k, v in params.items()})
   fileio.atomic_write_bytes(path, buf.getvalue())

@@ -1,10 +1,10 @@
 """The corruption stage of the training step (seed 003 App. A "Combining data augmentation
 methods"): (DeepAugment data) -> pad-crop-flip -> AdA -> AugMix.
 
-DeepAugment data and pad-crop-flip come from the input pipeline (rgd.data). AdA needs the
+DeepAugment data and pad-crop-flip come from the input pipeline (rgd.data.datasets). AdA needs the
 classifier, so it runs in the training step; AugMix must come after it, so with AdA it runs in
 the step too (without AdA, AugMix can run in the input pipeline: AUGMENTATION='augmix').
-`CorruptionStage` is an option of `rgd.trades.Objective` (`Objective.corruption`): the AdA
+`CorruptionStage` is an option of `rgd.training.objectives.Objective` (`Objective.corruption`): the AdA
 images *replace* the clean ones, as in the seed's saddle-point problem (Eq. 3), and every
 following term (CE, or TRADES' clean and adversarial terms) sees them.
 
@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from rgd.corruptions import ada as ada_lib
 from rgd.corruptions import networks
-from rgd.corruptions.augmix import AugMix
+from rgd.augment.augmix import AugMix
 
 
 @gin.configurable

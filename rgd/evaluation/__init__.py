@@ -1,0 +1,16 @@
+"""Evaluation: suites of attacks run as cascades, corruption benchmarks, certificates, reports.
+
+  cascade      attack suites (aa+mt, autoattack, pgd40) run as cascades over the survivors
+  checks       checks of a model before any attack (AutoAttack's checks.py)
+  stage_state  per-stage resume of a long evaluation
+  target       which model and threat model an evaluation reads (model.json defaults)
+  adversarial  robust accuracy under a suite, and its report (rgd.evaluate)
+  cifar10c     CIFAR-10-C errors and mCE (seed 003), and its report (rgd.evaluate)
+  certified    certified accuracy and radii, and its report (rgd.certify)
+
+Attacks themselves are pure parts in rgd.attacks; this package drives them.
+"""
+from rgd.evaluation import cascade
+
+# Every suite `rgd.evaluate --suite` runs, and its kind.
+SUITES = {**{name: "attacks" for name in cascade.SUITES}, "cifar10c": "corruptions"}
