@@ -31,7 +31,7 @@ def run(strategy, batch, steps=2, stacked=None):
   split over the local replicas."""
   with strategy.scope():
     net, avg = build(), build()
-    trainer = RobustTrainer(net, avg, objectives.Objective(kind="trades", attack_steps=3),
+    trainer = RobustTrainer(net, objectives.Objective(kind="trades", attack_steps=3),
                             global_batch_size=8, weight_decay=5e-4, seed=1)
     trainer.compile(optimizer=keras.optimizers.SGD(0.5, momentum=0.9, nesterov=True))
     trainer.optimizer.build(net.trainable_variables)

@@ -93,7 +93,7 @@ def test_training_step_with_ada_and_augmix_jsd():
   corruption = stage.CorruptionStage(ada=ada.AdA(edsr, params, steps=2), augmix=True,
                                      jsd_weight=12.)
   objective = objectives.Objective(kind="standard", corruption=corruption)
-  trainer = RobustTrainer(net, net, objective, 8, weight_decay=1e-4)
+  trainer = RobustTrainer(net, objective, 8, weight_decay=1e-4)
   trainer.compile(optimizer=tf.keras.optimizers.SGD(0.1))
   logs = trainer.train_step(_batch(8))
   assert set(logs) >= {"total", "ce", "jsd"}

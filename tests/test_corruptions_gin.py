@@ -1,5 +1,7 @@
 """The seed-003 gin files build what their headers say, and a training run with AdA + AugMix
 runs end to end (tiny model, 2 steps) through the real entry point's function."""
+import os
+
 import gin
 import numpy as np
 import pytest
@@ -69,8 +71,28 @@ def test_training_run_with_ada_and_augmix(tmp_path):
       "get_model.name='tiny_cnn'", "get_model.width=4", "BATCH_SIZE=8",
       "train_and_evaluate.num_steps=2", "train_and_evaluate.num_validation=0",
       "train_and_evaluate.log_every=1", "train_and_evaluate.image_summary_every=0",
-      "AugMix.width=1", "AugMix.depth=1"])
+      "AugMix.width=1", "AugMix.depth=1", "CorruptionStage.jsd_weight=12.",
+      "get_model.head_init='pytorch'"])
   import tensorflow as tf
   logs = loop.train_and_evaluate(str(tmp_path / "run"), tf.distribute.get_strategy())
   assert logs and all(np.isfinite(v) for v in logs.values()), logs
   assert (tmp_path / "run" / "model.keras").exists()
+  # Every loss part the objective returns reaches TensorBoard: AugMix's Jensen-Shannon term
+  # (weight 12) among them; with a random (not zero) head the three views disagree.
+  logged = _scalars(str(tmp_path / "run" / "train"))
+  assert set(logged["jsd"]) == {1, 2}, logged.keys()
+  assert min(logged["jsd"].values()) > 1e-6, logged["jsd"]
+  assert logged["loss"][2] == pytest.approx(logged["ce"][2] + 12.0 * logged["jsd"][2], rel=1e-5)
+
+
+def _scalars(folder):
+  """{tag: {step: value}} of the TensorBoard scalars under `folder`."""
+  import glob  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  out = {}
+  for f in glob.glob(os.path.join(folder, "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(f):
+      for v in event.summary.value:
+        if v.metadata.plugin_data.plugin_name == "scalars":
+          out.setdefault(v.tag, {})[event.step] = float(tf.make_ndarray(v.tensor))
+  return out

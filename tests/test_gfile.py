@@ -52,7 +52,8 @@ from rgd.evaluation import adversarial, target
 from rgd.training import loop
 from rgd.runtime import fileio
 from rgd.data import tfrecord
-from tests.conftest import make_images
+sys.path.insert(0, os.path.join(ROOT, "tests"))  # robustbench installs a top-level `tests` package
+from conftest import make_images
 
 x, y = make_images(96 + 32)
 fileio.save_npz("ram://bucket/data/train.npz", image=x[:96], label=y[:96])

@@ -1,4 +1,4 @@
-"""Architectures match RECIPES.md "Model" and DeepMind's JAX model zoo."""
+"""Architectures match docs/recipes.md "Model" and DeepMind's JAX model zoo."""
 import keras
 import numpy as np
 import pytest

@@ -19,7 +19,7 @@ def test_step_runs_and_updates_with_bf16_and_xla(precision, jit):
     net = models.get_model("tiny_cnn", width=4)
     avg = models.get_model("tiny_cnn", width=4)
     avg.set_weights(net.get_weights())
-    trainer = RobustTrainer(net, avg, objectives.Objective(attack_steps=2), global_batch_size=8)
+    trainer = RobustTrainer(net, objectives.Objective(attack_steps=2), global_batch_size=8)
     trainer.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True))
     trainer.optimizer.build(net.trainable_variables)
     ema = weight_average.WeightAverage(net, avg, 0.995)
@@ -53,7 +53,7 @@ def test_only_the_adversarial_pass_updates_bn_statistics(batch_stats_attack):
   net = models.get_model("tiny_cnn", width=4)
   avg = models.get_model("tiny_cnn", width=4)
   obj = objectives.Objective(attack_steps=2, batch_stats_attack=batch_stats_attack)
-  trainer = RobustTrainer(net, avg, obj, global_batch_size=8)
+  trainer = RobustTrainer(net, obj, global_batch_size=8)
   trainer.compile(optimizer=keras.optimizers.SGD(0.1))
   trainer.optimizer.build(net.trainable_variables)
   x = tf.random.stateless_uniform([8, 32, 32, 3], [2, 3])
@@ -106,7 +106,7 @@ def test_deepmind_mode_reuses_the_clean_pass_as_attack_target(batch_stats_attack
     keras.utils.set_random_seed(3)
     net = models.get_model("tiny_cnn", width=4)
     avg = models.get_model("tiny_cnn", width=4)
-    trainer = _Counting(net, avg, cls(attack_steps=3, batch_stats_attack=batch_stats_attack),
+    trainer = _Counting(net, cls(attack_steps=3, batch_stats_attack=batch_stats_attack),
                         global_batch_size=8)
     trainer.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
     trainer.optimizer.build(net.trainable_variables)

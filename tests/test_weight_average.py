@@ -57,7 +57,7 @@ def test_train_step_gradient_includes_coupled_weight_decay():
   avg = models.get_model("tiny_cnn", width=4)
   obj = objectives.Objective(kind="standard")
   wd = 0.1
-  trainer = RobustTrainer(net, avg, obj, global_batch_size=8, weight_decay=wd)
+  trainer = RobustTrainer(net, obj, global_batch_size=8, weight_decay=wd)
   trainer.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True))
   trainer.optimizer.build(net.trainable_variables)
   x = tf.random.stateless_uniform([8, 32, 32, 3], [0, 1])

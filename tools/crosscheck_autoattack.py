@@ -86,7 +86,7 @@ def train(kind, steps, batch_size=64, seed=0):
   net = models.get_model(name, num_classes=10)
   avg = models.get_model(name, num_classes=10)
   avg.set_weights(net.get_weights())
-  trainer = RobustTrainer(net, avg, objectives.Objective(kind=objective, attack_steps=5,
+  trainer = RobustTrainer(net, objectives.Objective(kind=objective, attack_steps=5,
                                                      attack_step_size=4. / 255),
                           global_batch_size=batch_size, seed=seed)
   schedule = keras.optimizers.schedules.CosineDecay(0.1, steps)

@@ -93,7 +93,7 @@ def check_step(net, x, y, batch_stats_attack, steps=2, lr=0.1, weight_decay=5e-4
   keras_net.set_weights(net.get_weights())
   twin = torch_reference.TorchTwin(keras_net, bugs)
   objective = objectives.Objective(attack_steps=attack_steps, batch_stats_attack=batch_stats_attack)
-  trainer = RobustTrainer(keras_net, None, objective, global_batch_size=len(x),
+  trainer = RobustTrainer(keras_net, objective, global_batch_size=len(x),
                           weight_decay=weight_decay, seed=3)
   trainer.compile(optimizer=keras.optimizers.SGD(lr, momentum=0.9, nesterov=True))
   trainer.optimizer.build(keras_net.trainable_variables)

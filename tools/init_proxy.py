@@ -49,7 +49,7 @@ def synthetic_task(n, noise, seed=1234):
 def final_loss(conv_init, seed, images, labels):
   keras.utils.set_random_seed(seed)
   net = models.get_model(FLAGS.model, conv_init=conv_init)
-  trainer = RobustTrainer(net, None, objectives.Objective(kind="standard"), FLAGS.batch_size,
+  trainer = RobustTrainer(net, objectives.Objective(kind="standard"), FLAGS.batch_size,
                           weight_decay=5e-4, seed=seed)
   trainer.compile(optimizer=keras.optimizers.SGD(FLAGS.learning_rate, momentum=0.9,
                                                  nesterov=True))

@@ -37,7 +37,7 @@ def capture(args):
   with strategy.scope():
     net = models.get_model(args.model, num_classes=10)
     avg = models.get_model(args.model, num_classes=10)
-    trainer = RobustTrainer(net, avg, objectives.Objective(attack_steps=args.attack_steps),
+    trainer = RobustTrainer(net, objectives.Objective(attack_steps=args.attack_steps),
                             args.batch_size)
     trainer.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True))
     trainer.optimizer.build(net.trainable_variables)

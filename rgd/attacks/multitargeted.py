@@ -22,7 +22,7 @@ target*: `restarts_per_target=True` gives that reading (90 runs of 200 steps). S
 docs/evaluation.md for MT against APGD-T with the same budget.
  The step rule is the sign step (Linf) or the L2-normalised gradient (L2); the step
 size is piecewise constant and drops at 50% and 75% of the steps, as DeepMind's validation
-PGD (RECIPES.md "Validation"); `step_sizes` is in units of eps and can be changed through gin.
+PGD (docs/recipes.md "Validation"); `step_sizes` is in units of eps and can be changed through gin.
 """
 import tensorflow as tf
 

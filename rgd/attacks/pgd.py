@@ -117,7 +117,7 @@ class Restarts:
 
 
 def pgd40_adam_margin(norm="linf", eps=8. / 255):
-  """The validation attack of DeepMind's JAX experiment (RECIPES.md "Validation"): 40 steps of
+  """The validation attack of DeepMind's JAX experiment (docs/recipes.md "Validation"): 40 steps of
   Adam on the margin loss, lr 0.1 dropped x0.1 at steps 20 and 30, uniform random start.
 
   The last rate is 1e-4, not 1e-3: experiment.py builds it as

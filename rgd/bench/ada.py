@@ -51,7 +51,7 @@ def parse_args(argv):
 
 def _time_step(strategy, args, objective, net, avg):
   with strategy.scope():
-    trainer = RobustTrainer(net, avg, objective, args.batch_size, weight_decay=1e-4)
+    trainer = RobustTrainer(net, objective, args.batch_size, weight_decay=1e-4)
     trainer.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True))
     trainer.optimizer.build(net.trainable_variables)
     ema = weight_average.WeightAverage(net, avg, 0.0)

@@ -66,7 +66,7 @@ def time_step(strategy, model_name, kind, args):
     objective = objectives.Objective(kind=kind, norm="l2" if kind == "gloro" else "linf", eps=eps)
     if objective.certified is not None:
       objective.certified.power_iterations = args.power_iterations
-    trainer = RobustTrainer(net, avg, objective, args.batch_size, weight_decay=0.0)
+    trainer = RobustTrainer(net, objective, args.batch_size, weight_decay=0.0)
     trainer.compile(optimizer=keras.optimizers.Adam(1e-4))
     trainer.optimizer.build(net.trainable_variables)
     objective.bind(net, trainer.optimizer.iterations, 1000)

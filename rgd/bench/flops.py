@@ -1,6 +1,6 @@
 """Analytic forward FLOPs of a Keras model, per example, by walking its layers.
 
-    forward_flops(get_model("wrn-28-10"), (32, 32, 3))   # ~1.05e10 (5.25 GMAC, RECIPES.md)
+    forward_flops(get_model("wrn-28-10"), (32, 32, 3))   # ~1.05e10 (5.25 GMAC, docs/recipes.md)
 
 FLOPs are 2 x multiply-accumulates of the convolutions (Conv1D/2D/3D, depthwise and separable),
 dense layers and multi-head self-attention (projections and the two S x S products), the

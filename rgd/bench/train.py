@@ -104,7 +104,7 @@ def main(argv):
     net = models.get_model(args.model, **kw)
     avg = models.get_model(args.model, **kw)
     objective = objectives.Objective(kind=args.objective, attack_steps=args.attack_steps)
-    trainer = RobustTrainer(net, avg, objective, args.batch_size,
+    trainer = RobustTrainer(net, objective, args.batch_size,
                             skip_nonfinite=args.nan_policy == "skip_step")
     trainer.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True))
     trainer.optimizer.build(net.trainable_variables)

@@ -3,13 +3,13 @@
 A data set is named by one string (gin macro `DATASET`):
   * a tfds name: `cifar10`, `cifar100`, `svhn_cropped`;
   * `npz:DIR`: DIR holds `train.npz` and `test.npz`, each with `image` uint8 [N, H, W, 3] and
-    `label` int [N] (the layout generated sets use, RECIPES.md "Generated data").
+    `label` int [N] (the layout generated sets use, docs/recipes.md "Generated data").
 
 Images reach the model as float32 in [0, 1] (the training pipeline hands over uint8 when no
 batch augmentation needs floats; the step converts); labels as float32 soft targets [b, K] (one-hot
 for real data, smoothed for generated data) so that label smoothing and CutMix-style mixing share
 one code path. The last `num_validation` (1024) training images are held out as the validation
-set (the seed protocol, RECIPES.md "Validation").
+set (the seed protocol, docs/recipes.md "Validation").
 """
 import io
 import os
@@ -20,13 +20,14 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
+from rgd.runtime import seeds
 from rgd.errors import DataError
 from rgd.runtime import fileio
 from rgd.data import tfrecord
 
 TFDS_NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "svhn_cropped": 10}
-NUM_VALIDATION = 1024  # RECIPES.md "Validation": 1024 held-out training images.
-# Generated labels become 0.9 * onehot + 0.01 for 10 classes (RECIPES.md "TRADES training").
+NUM_VALIDATION = 1024  # docs/recipes.md "Validation": 1024 held-out training images.
+# Generated labels become 0.9 * onehot + 0.01 for 10 classes (docs/recipes.md "TRADES training").
 GENERATED_LABEL_SMOOTHING = 0.1
 PAD = 4  # Pad-4-crop (He et al. 2016; all seeds).
 
@@ -177,13 +178,13 @@ def pad_crop_flip(images, seed, pad=PAD):
   """
   b = tf.shape(images)[0]
   h, w = images.shape[1], images.shape[2]
-  seeds = tf.random.experimental.stateless_split(seed, 3)
+  keys = tf.random.experimental.stateless_split(seed, 3)
   padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
-  dy = tf.random.stateless_uniform([b], seeds[0], 0, 2 * pad + 1, dtype=tf.int32)
-  dx = tf.random.stateless_uniform([b], seeds[1], 0, 2 * pad + 1, dtype=tf.int32)
+  dy = tf.random.stateless_uniform([b], keys[0], 0, 2 * pad + 1, dtype=tf.int32)
+  dx = tf.random.stateless_uniform([b], keys[1], 0, 2 * pad + 1, dtype=tf.int32)
   rows = dy[:, None] + tf.range(h)[None]
   cols = dx[:, None] + tf.range(w)[None]
-  flip = tf.random.stateless_uniform([b], seeds[2]) < 0.5
+  flip = tf.random.stateless_uniform([b], keys[2]) < 0.5
   cols = tf.where(flip[:, None], tf.reverse(cols, [1]), cols)
   out = tf.gather(padded, rows, axis=1, batch_dims=1)
   return tf.gather(out, cols, axis=2, batch_dims=1)
@@ -259,7 +260,7 @@ def make_train_dataset(images, labels, num_classes, global_batch_size, num_repli
     # Shuffle indices, not images: the shuffle buffer (saved in the iterator checkpoint) then
     # holds int64s instead of the whole training set.
     idx = tf.data.Dataset.range(n).shard(num_input_pipelines, input_pipeline_id)
-    idx = idx.shuffle(n // num_input_pipelines + 1, seed=seed,
+    idx = idx.shuffle(n // num_input_pipelines + 1, seed=seeds.shuffle_seed(seed, "real_order"),
                       reshuffle_each_iteration=True).repeat()
     real = idx.batch(real_worker, drop_remainder=True).map(
         lambda i: (tf.gather(images_t, i),
@@ -267,7 +268,8 @@ def make_train_dataset(images, labels, num_classes, global_batch_size, num_repli
                    tf.ones_like(i, tf.bool)))
     parts.append(real)
   if gen_worker:
-    gen = tfrecord.read_examples(generated_pattern, generated_shuffle_buffer, seed + 7,
+    gen = tfrecord.read_examples(generated_pattern, generated_shuffle_buffer,
+                                 seeds.shuffle_seed(seed, "generated_shards"),
                                  num_input_pipelines, input_pipeline_id)
     gen = gen.batch(gen_worker, drop_remainder=True).map(tfrecord.parse_batch)
     # Generated images must have the real images' shape (they share batches); ensure_shape
@@ -284,7 +286,7 @@ def make_train_dataset(images, labels, num_classes, global_batch_size, num_repli
     image, label, is_real = batch
     index = tf.cast(index, tf.int32)
     if augment:
-      image = pad_crop_flip(image, tf.stack([seed, index]))
+      image = pad_crop_flip(image, seeds.key(seed, "crop", index))
     if batch_augment_fn is not None:
       image = to_float(image)
     replicas = _split_for_replicas((image, label, is_real), real_worker, local_replicas,
@@ -293,7 +295,7 @@ def make_train_dataset(images, labels, num_classes, global_batch_size, num_repli
     for r, (image, label, is_real) in enumerate(replicas):
       b = {"image": image, "label": label, "is_real": is_real}
       if batch_augment_fn is not None:
-        b = batch_augment_fn(b, tf.stack([seed + 1 + r, index]))
+        b = batch_augment_fn(b, seeds.key(seed, "augment", index, sub=r))
       out.append(b)
     return tf.nest.map_structure(lambda *t: tf.stack(t), *out)
 

@@ -18,8 +18,9 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from rgd.errors import DataError
+from rgd import models
 from rgd.datagen import writer
+from rgd.errors import DataError
 
 
 class Labeler:
@@ -43,7 +44,6 @@ class Labeler:
 
   @classmethod
   def load(cls, path, from_logits=True):
-    from rgd import models  # pylint: disable=g-import-not-at-top
     try:
       model = models.load(path)
     except (ValueError, OSError) as e:

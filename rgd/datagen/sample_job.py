@@ -29,9 +29,10 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from rgd.runtime import strategy as strategy_lib
 from rgd.data.datasets import split_counts
+from rgd.datagen import sources
 from rgd.edm import denoiser, sampler, store
+from rgd.runtime import progress as progress_lib, strategy as strategy_lib
 
 CHUNK_PREFIX = "chunk-"
 
@@ -176,8 +177,6 @@ def make_opener(generator_dir, num_images, seed=0, chunk_size=10_000, batch_per_
                            worker=worker, num_workers=num_workers, **sampler_kwargs)}
 
   def open_source(cache_dir):
-    from rgd.runtime import progress as progress_lib  # pylint: disable=g-import-not-at-top
-    from rgd.datagen import sources  # pylint: disable=g-import-not-at-top
     strategy = local_strategy()
     with strategy.scope():
       network, _ = store.load(generator_dir)

@@ -2,7 +2,7 @@
 
 Formats (`open_source(path)` picks one):
   * `.npz` with `image` uint8 [N, H, W, 3] and optional `label` int [N] (the layout of
-    DeepMind's and DM-Improves-AT's published sets, RECIPES.md "Generated data"). `np.load` of an
+    DeepMind's and DM-Improves-AT's published sets, docs/recipes.md "Generated data"). `np.load` of an
     .npz reads a whole member, so the `image` member is read with `numpy.lib.format` instead:
     a member written by `np.savez` is stored uncompressed inside the zip and is memory-mapped
     where it lies; a member written by `np.savez_compressed` is first extracted once, streamed,

@@ -74,7 +74,7 @@ class WithLoss:
 @gin.configurable(denylist=["norm", "eps"])
 def aa_mt_suite(norm, eps, apgd_restarts=5, apgd_steps=100, mt_restarts=10, mt_steps=200,
                 mt_targets=9, mt_restarts_per_target=False):
-  """AA+MT (seed 001 App. A "Evaluation"; RECIPES.md "Evaluation"). `mt_restarts_per_target`:
+  """AA+MT (seed 001 App. A "Evaluation"; docs/recipes.md "Evaluation"). `mt_restarts_per_target`:
   see MultiTargeted (10 runs in total by default, 10 per target as DeepMind's IBP code)."""
   return [APGD(norm, eps, "ce", apgd_steps, apgd_restarts),
           APGD(norm, eps, "dlr", apgd_steps, apgd_restarts),

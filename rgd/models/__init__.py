@@ -18,7 +18,7 @@ from rgd.models.resnet import preact_resnet, resnet18
 from rgd.models.small import tiny_cnn
 from rgd.models.wide_resnet import wide_resnet
 
-# Per-channel statistics (RECIPES.md "Model").
+# Per-channel statistics (docs/recipes.md "Model").
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2471, 0.2435, 0.2616)
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)

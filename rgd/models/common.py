@@ -3,7 +3,7 @@
 `Layers` fixes how every conv, BatchNorm and the logits layer are built, so that one object
 chooses the initialisation for a whole network. Its defaults follow DeepMind's released JAX
 model zoo (deepmind-research `adversarial_robustness/jax/model_zoo.py`, read line by line;
-RECIPES.md "Model"):
+docs/recipes.md "Model"):
 
 - conv kernels: Haiku's `hk.Conv2D` default, `TruncatedNormal(stddev=1/sqrt(fan_in))`, cut at
   2 std *without* variance correction, so the sample std is 0.88/sqrt(fan_in). Keras'
@@ -21,7 +21,7 @@ import keras
 from rgd.models.fused_bn import FusedBatchNormalization
 
 # BatchNorm decay 0.99 (PyTorch momentum 0.01) and Haiku's epsilon, as in DeepMind's JAX code
-# (RECIPES.md "Model").
+# (docs/recipes.md "Model").
 BN_MOMENTUM = 0.99
 BN_EPSILON = 1e-5
 

@@ -1,5 +1,5 @@
 """Pre-activation Wide-ResNet with Swish (Gowal et al. 2020; used by Rebuffi et al. 2021 and
-Gowal et al. 2021, App. A). See shared RECIPES.md "Model".
+Gowal et al. 2021, App. A). See docs/recipes.md "Model".
 
 WRN-d-w: depth = 6n + 4, three groups of n blocks of widths 16w, 32w, 64w, strides 1, 2, 2.
 Block: BN -> Swish -> conv3x3 -> BN -> Swish -> conv3x3 (+ shortcut). The first block of a group

@@ -5,6 +5,8 @@ restores the newest checkpoint, then runs the distributed step, logs to TensorBo
 the weight-averaged model, exports the best and last of it and checkpoints, until the step
 budget is spent or SIGTERM asks it to stop.
 """
+
+import collections
 import math
 import os
 import time
@@ -15,29 +17,23 @@ import keras
 import tensorflow as tf
 
 from rgd import augment as augment_lib, models
-from rgd.attacks import losses, pgd
 from rgd.augment import visualize
 from rgd.data import datasets, shard_check
-from rgd.errors import NonFiniteError
-from rgd.runtime import checkpointing, fileio, strategy as strategy_lib
+from rgd.runtime import checkpointing, fileio, seeds, strategy as strategy_lib
 from rgd.runtime.progress import format_duration
-from rgd.training import certified_validation, objectives, schedules, weight_average
+from rgd.training import nan_policy as nan_policy_lib
+from rgd.training import objectives, optimizers, schedules, validation, weight_average
 from rgd.training.trainer import RobustTrainer, make_distributed_step
 
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 
-
-@gin.configurable(denylist=["schedule"])
-def _make_optimizer(schedule, name="sgd", clipnorm=None):
-  # SGD with Nesterov momentum 0.9 (RECIPES.md "TRADES training"); weight decay is added to the
-  # loss by the trainer, on kernels only. 'adam': the certified recipes (rgd/certified; LiResNet
-  # and l_inf-dist Net train with Adam, LiResNet with gradient clipping at norm 3).
-  if name == "adam":
-    return keras.optimizers.Adam(learning_rate=schedule, clipnorm=clipnorm)
-  if name != "sgd":
-    raise ValueError(f"_make_optimizer.name={name!r}: expected 'sgd' or 'adam'")
-  return keras.optimizers.SGD(learning_rate=schedule, momentum=0.9, nesterov=True,
-                              clipnorm=clipnorm)
+# The training input: the iterator, the real images it draws from, and the run's length.
+Input = collections.namedtuple(
+    "Input", "iterator images labels num_classes total_steps steps_per_epoch num_pipelines "
+    "pipeline_id")
+# Everything that is trained, averaged or checkpointed, built in the strategy's scope.
+TrainState = collections.namedtuple(
+    "TrainState", "network avg_network optimizer schedule objective trainer ema best_score")
 
 
 @gin.configurable(denylist=["model_dir", "strategy"])
@@ -45,12 +41,12 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
                        batch_size=1024, num_epochs=400, epoch_size=50_000, num_steps=None,
                        generated_pattern=None, mixing_ratio=0.3, augment=True,
                        batch_augmentation=None, weight_decay=5e-4, ema_decay=0.995,
-                       num_validation=datasets.NUM_VALIDATION, eval_every=1000, eval_batch_size=256,
-                       checkpoint_every=500, keep_checkpoints=3, log_every=50,
-                       image_summary_every=1000, precision="float32", jit_compile=False,
-                       seed=0, data_dir=None,
+                       num_validation=datasets.NUM_VALIDATION, eval_every=1000,
+                       eval_batch_size=256, checkpoint_every=500, keep_checkpoints=3,
+                       log_every=50, image_summary_every=1000, precision="float32",
+                       jit_compile=False, seed=0, data_dir=None,
                        generated_label_smoothing=datasets.GENERATED_LABEL_SMOOTHING,
-                       nan_policy="stop"):
+                       nan_policy="stop", max_consecutive_skips=100):
   """Trains and returns the final logs (dict of floats).
 
   Lengths are in CIFAR-10-equivalent epochs of `epoch_size` examples (seed 001 counts 400 of
@@ -59,145 +55,85 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
   round(mixing_ratio * batch_size) real examples (seed 001: 0.3), their labels smoothed by
   `generated_label_smoothing` (0 for DeepAugment copies, whose labels are the real ones).
   `data_dir` is tfds' data directory (default ~/tensorflow_datasets).
-  `nan_policy`: on a step with a non-finite loss or gradient, 'stop' (exit status 3, nothing of
-  that state saved) or 'skip_step' (that update is not applied; rgd.training.skip_step).
+  `nan_policy` ('stop' or 'skip_step') and `max_consecutive_skips`: rgd.training.nan_policy.
+  `seed`: the initial weights and every random stream of the run (rgd.runtime.seeds).
   """
-  if nan_policy not in ("stop", "skip_step"):
-    raise ValueError(f"train_and_evaluate.nan_policy={nan_policy!r}: expected 'stop' or "
-                     "'skip_step'")
+  policy = nan_policy_lib.NanPolicy(nan_policy, max_consecutive_skips)
   if precision not in PRECISIONS:
     raise ValueError(f"Unknown precision {precision!r}; expected one of {sorted(PRECISIONS)}")
   keras.mixed_precision.set_global_policy(PRECISIONS[precision])
   # Seeds Python, numpy and TF: the initial weights are a function of `seed`. Everything random
-  # later (augmentation, attack starts) uses stateless ops keyed by the step.
+  # later uses stateless ops keyed by rgd.runtime.seeds.
   keras.utils.set_random_seed(seed)
   chief = strategy_lib.is_chief(strategy)
   fileio.makedirs(model_dir)
   if chief:  # an export killed before its rename left a `.tmp-*` file
     fileio.remove_stale_temporaries(model_dir)
 
-  # Data.
-  num_classes = datasets.num_classes_of(dataset, num_classes)
-  train_split = "train" if num_validation else "train_full"
-  images, labels = datasets.load_split(dataset, train_split, num_classes, num_validation, data_dir)
-  num_pipelines, pipeline_id = strategy_lib.input_pipeline(strategy)
-  if generated_pattern:  # missing, empty, truncated or mis-shaped shards: DataError now
-    shard_check.check_generated_shards(generated_pattern, images.shape[1:])
-  batch_augment_fn = None
-  if batch_augmentation:
-    batch_augment_fn = augment_lib.make_batch_augment(batch_augmentation)
-  train_ds = datasets.make_train_dataset(
-      images, labels, num_classes, batch_size, num_replicas=strategy.num_replicas_in_sync,
-      num_input_pipelines=num_pipelines, input_pipeline_id=pipeline_id,
-      generated_pattern=generated_pattern, mixing_ratio=mixing_ratio, seed=seed,
-      augment=augment, batch_augment_fn=batch_augment_fn,
-      generated_label_smoothing=generated_label_smoothing)
-  iterator = iter(train_ds)
-  total_steps = int(num_steps or math.ceil(num_epochs * (epoch_size or len(images)) / batch_size))
-  steps_per_epoch = (epoch_size or len(images)) / batch_size
+  inputs = create_input(strategy, dataset, num_classes, batch_size, num_epochs, epoch_size,
+                        num_steps, generated_pattern, mixing_ratio, augment, batch_augmentation,
+                        num_validation, seed, data_dir, generated_label_smoothing)
   logging.info("Training %d steps at global batch %d (%d per replica) on %d replica(s) of %s, "
-               "precision %s; %d real training images%s. Model directory %s.", total_steps,
-               batch_size, batch_size // strategy.num_replicas_in_sync,
-               strategy.num_replicas_in_sync, type(strategy).__name__, precision, len(images),
-               f", generated data {generated_pattern} (mixing ratio {mixing_ratio})"
-               if generated_pattern else "", model_dir)
-
-  # Models, optimizer, objective: created in the strategy's scope (Model Garden pattern).
-  objective = objectives.Objective()
-  with strategy.scope():
-    network = models.get_model(num_classes=num_classes, input_shape=images.shape[1:])
-    avg_network = models.get_model(num_classes=num_classes, input_shape=images.shape[1:])
-    avg_network.set_weights(network.get_weights())
-    schedule = schedules.learning_rate_schedule(batch_size, total_steps, steps_per_epoch)
-    optimizer = _make_optimizer(schedule)
-    optimizer.build(network.trainable_variables)
-    trainer = RobustTrainer(network, avg_network, objective, batch_size, weight_decay, seed,
-                            skip_nonfinite=nan_policy == "skip_step")
-    trainer.compile(optimizer=optimizer)
-    objective.bind(network, optimizer.iterations, total_steps)
-    ema = weight_average.WeightAverage(network, avg_network, ema_decay)
-    # Validation score of model.keras: robust accuracy, or clean accuracy without an attack.
-    best_score = tf.Variable(-1.0, trainable=False, name="best_validation_score")
-
+               "precision %s; %d real training images%s. Model directory %s.",
+               inputs.total_steps, batch_size, batch_size // strategy.num_replicas_in_sync,
+               strategy.num_replicas_in_sync, type(strategy).__name__, precision,
+               len(inputs.images), f", generated data {generated_pattern} (mixing ratio "
+               f"{mixing_ratio})" if generated_pattern else "", model_dir)
+  state = create_train_state(strategy, inputs, batch_size, weight_decay, ema_decay, seed,
+                             policy)
   manager = checkpointing.TrainingCheckpoints(
-      strategy, os.path.join(model_dir, "checkpoints"), keep_checkpoints, iterator,
-      dict(network=network, avg_network=avg_network, optimizer=optimizer,
-           best_score=best_score), separate_input_state=num_pipelines > 1)
+      strategy, os.path.join(model_dir, "checkpoints"), keep_checkpoints, inputs.iterator,
+      dict(network=state.network, avg_network=state.avg_network, optimizer=state.optimizer,
+           best_score=state.best_score, **policy.checkpoint_objects()),
+      separate_input_state=inputs.num_pipelines > 1)
   if manager.restore():
     logging.info("Resumed from %s at step %d.", manager.latest_checkpoint,
-                 int(optimizer.iterations.numpy()))
-
-  distributed_step = make_distributed_step(strategy, trainer, ema, jit_compile)
-  # What the exports were trained for: rgd.evaluate --model_dir defaults to it.
-  run_info = dict(dataset=dataset, num_classes=num_classes, objective=objective.kind,
-                  norm=objective.norm, eps=objective.eps, data_dir=data_dir)
-
-  validation = None
+                 int(state.optimizer.iterations.numpy()))
+  distributed_step = make_distributed_step(strategy, state.trainer, state.ema, jit_compile)
+  validator = None
   if num_validation and eval_every:
-    val_images, val_labels = datasets.load_split(dataset, "validation", num_classes, num_validation,
-                                             data_dir)
-    if objective.certified is not None:  # certified accuracy instead of PGD-40 (seed 004)
-      validation = certified_validation.make_validator(avg_network, objective.eps, val_images, val_labels,
-                                     eval_batch_size)
-    else:
-      validation = _make_validator(strategy, avg_network, objective, val_images, val_labels,
-                                   eval_batch_size, seed)
+    val_images, val_labels = datasets.load_split(dataset, "validation", inputs.num_classes,
+                                                 num_validation, data_dir)
+    validator = validation.make_validator(strategy, state.avg_network, state.objective,
+                                          val_images, val_labels, eval_batch_size, seed)
+  # What the exports were trained for: rgd.evaluate --model_dir defaults to it.
+  run_info = dict(dataset=dataset, num_classes=inputs.num_classes, objective=state.objective.kind,
+                  norm=state.objective.norm, eps=state.objective.eps, data_dir=data_dir)
 
   writers = {}
   if chief:
     writers = {k: tf.summary.create_file_writer(os.path.join(model_dir, k))
                for k in ("train", "validation")}
   preempt = checkpointing.PreemptionFlag()
-  step = int(optimizer.iterations.numpy())
+  step = int(state.optimizer.iterations.numpy())
   sums, t0, step0, start = {}, time.time(), step, time.time()
   logs = {}
   try:
-    while step < total_steps:
-      try:
-        element = next(iterator)
-      except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-        if generated_pattern:  # a corrupt or mis-shaped record: name its shard
-          shard_check.raise_for_read_error(e, generated_pattern, images.shape[1:],
-                                           num_pipelines, pipeline_id)
-        raise
-      batch = strategy_lib.distribute_stacked(strategy, element)
-      out = {k: float(v) for k, v in distributed_step(batch).items()}
+    while step < inputs.total_steps:
+      batch = _next_batch(strategy, inputs, generated_pattern)
+      fetched = {k: float(v) for k, v in distributed_step(batch).items()}
       step += 1
-      if nan_policy == "skip_step":
-        out["skipped_steps"] = out.pop("skipped")
-        if out["skipped_steps"]:
-          logging.warning("step %d: non-finite loss or gradients; update skipped "
-                          "(nan_policy='skip_step').", step)
-          out = {"skipped_steps": 1.0}  # its NaN loss stays out of the logged means
-      _check_finite(out, step, manager)
+      out = policy.after_step(fetched, step, manager.latest_checkpoint)
+      if not out:
+        logging.warning("step %d: non-finite loss or gradients; update skipped "
+                        "(nan_policy='skip_step', %d in a row).", step, policy.consecutive)
       for k, v in out.items():
-        sums[k] = sums.get(k, 0.0) + v
+        if k not in _NOT_SUMMED or k == "count":
+          sums[k] = sums.get(k, 0.0) + v
       if step == step0 + 1 and chief:
         _write_operative_config(model_dir, writers["train"], step)
-      if step % log_every == 0 or step == total_steps:
-        logs = _log_train(sums, step, total_steps, t0, step0, start, float(schedule(step - 1)),
+      if step % log_every == 0 or step == inputs.total_steps:
+        logs = _log_train(sums, fetched, step, inputs.total_steps, t0, step0, start,
+                          float(state.schedule(step - 1)),
+                          policy.skipped_total if policy.trainer_skips else None,
                           writers.get("train"))
         sums, t0, step0 = {}, time.time(), step
-      if validation and (step % eval_every == 0 or step == total_steps):
-        clean, robust = validation(step)
-        robust_name = getattr(validation, "robust_name", "robust_pgd40")
-        logging.info("step %d validation: clean %.4f, %s %.4f", step, clean, robust_name, robust)
-        if "validation" in writers:
-          with writers["validation"].as_default(step=step):
-            tf.summary.scalar("accuracy/clean", clean)
-            tf.summary.scalar(f"accuracy/{robust_name}", robust)
-        logs.update(val_clean_accuracy=clean, val_robust_accuracy=robust)
-        # The best checkpoint is the most robust one; without an attack, the most accurate.
-        score = robust if objective.kind != "standard" else clean
-        if score > float(best_score.numpy()):
-          best_score.assign(score)
-          if chief:
-            _export(model_dir, "model", avg_network, step,
-                    dict(run_info, clean_accuracy=clean, robust_accuracy=robust))
+      if validator and (step % eval_every == 0 or step == inputs.total_steps):
+        logs.update(_validate(validator, state, step, writers, chief, model_dir, run_info))
       if chief and image_summary_every and step % image_summary_every == 0:
-        _image_summary(writers["train"], network, objective, images[:8], labels[:8], step,
-                       seed)
-      if step % checkpoint_every == 0 or step == total_steps or preempt.requested:
+        _image_summary(writers["train"], state.network, state.objective, inputs.images[:8],
+                       inputs.labels[:8], step, seed)
+      if step % checkpoint_every == 0 or step == inputs.total_steps or preempt.requested:
         manager.save(checkpoint_number=step)
       if preempt.requested:
         logging.warning("Checkpointed at step %d after SIGTERM; exiting.", step)
@@ -208,23 +144,92 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
       w.flush()
 
   if chief:
-    _export(model_dir, "last", avg_network, step, run_info)
-    if not validation:
-      _export(model_dir, "model", avg_network, step, run_info)
+    _export(model_dir, "last", state.avg_network, step, run_info)
+    if not validator:
+      _export(model_dir, "model", state.avg_network, step, run_info)
   return logs
 
 
-def _check_finite(out, step, manager):
-  """Stops at the first step whose loss parts or gradients are not finite, before this state
-  can be checkpointed or exported (the values are the ones fetched for logging anyway)."""
-  bad = [k for k, v in out.items() if not math.isfinite(v)]
-  if out.get("nonfinite_gradients"):
-    bad.append("gradients")
-  if bad:
-    raise NonFiniteError(
-        f"step {step}: non-finite {', '.join(bad)}; stopped without checkpointing or exporting "
-        f"this state. Last good checkpoint: {manager.latest_checkpoint or 'none'} (re-running "
-        "resumes from it; lower the learning rate or check the data first).")
+def create_input(strategy, dataset, num_classes, batch_size, num_epochs, epoch_size, num_steps,
+                 generated_pattern, mixing_ratio, augment, batch_augmentation, num_validation,
+                 seed, data_dir, generated_label_smoothing):
+  """The training input of this worker (rgd.data.datasets), after checking the generated
+  shards: missing, empty, truncated or mis-shaped shards are a DataError now, not mid-run."""
+  num_classes = datasets.num_classes_of(dataset, num_classes)
+  train_split = "train" if num_validation else "train_full"
+  images, labels = datasets.load_split(dataset, train_split, num_classes, num_validation,
+                                       data_dir)
+  num_pipelines, pipeline_id = strategy_lib.input_pipeline(strategy)
+  if generated_pattern:
+    shard_check.check_generated_shards(generated_pattern, images.shape[1:])
+  batch_augment_fn = (augment_lib.make_batch_augment(batch_augmentation)
+                      if batch_augmentation else None)
+  train_ds = datasets.make_train_dataset(
+      images, labels, num_classes, batch_size, num_replicas=strategy.num_replicas_in_sync,
+      num_input_pipelines=num_pipelines, input_pipeline_id=pipeline_id,
+      generated_pattern=generated_pattern, mixing_ratio=mixing_ratio, seed=seed,
+      augment=augment, batch_augment_fn=batch_augment_fn,
+      generated_label_smoothing=generated_label_smoothing)
+  total_steps = int(num_steps or math.ceil(num_epochs * (epoch_size or len(images)) /
+                                           batch_size))
+  steps_per_epoch = (epoch_size or len(images)) / batch_size
+  return Input(iter(train_ds), images, labels, num_classes, total_steps, steps_per_epoch,
+               num_pipelines, pipeline_id)
+
+
+def create_train_state(strategy, inputs, batch_size, weight_decay, ema_decay, seed, policy):
+  """Models, optimizer, objective, trainer and weight average, created in the strategy's scope
+  (Model Garden's pattern); the objective is gin's `Objective`."""
+  objective = objectives.Objective()
+  shape = inputs.images.shape[1:]
+  with strategy.scope():
+    network = models.get_model(num_classes=inputs.num_classes, input_shape=shape)
+    avg_network = models.get_model(num_classes=inputs.num_classes, input_shape=shape)
+    avg_network.set_weights(network.get_weights())
+    schedule = schedules.learning_rate_schedule(batch_size, inputs.total_steps,
+                                                inputs.steps_per_epoch)
+    optimizer = optimizers.make_optimizer(schedule)
+    optimizer.build(network.trainable_variables)
+    trainer = RobustTrainer(network, objective, batch_size, weight_decay, seed,
+                            skip_nonfinite=policy.trainer_skips)
+    trainer.compile(optimizer=optimizer)
+    objective.bind(network, optimizer.iterations, inputs.total_steps)
+    ema = weight_average.WeightAverage(network, avg_network, ema_decay)
+    # Validation score of model.keras: robust accuracy, or clean accuracy without an attack.
+    best_score = tf.Variable(-1.0, trainable=False, name="best_validation_score")
+    policy.checkpoint_objects()  # its variable, in the scope
+  return TrainState(network, avg_network, optimizer, schedule, objective, trainer, ema,
+                    best_score)
+
+
+def _next_batch(strategy, inputs, generated_pattern):
+  try:
+    element = next(inputs.iterator)
+  except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+    if generated_pattern:  # a corrupt or mis-shaped record: name its shard
+      shard_check.raise_for_read_error(e, generated_pattern, inputs.images.shape[1:],
+                                       inputs.num_pipelines, inputs.pipeline_id)
+    raise
+  return strategy_lib.distribute_stacked(strategy, element)
+
+
+def _validate(validator, state, step, writers, chief, model_dir, run_info):
+  """Validates the averaged model; exports it as model.keras when it is the best so far (the
+  most robust; without an attack, the most accurate)."""
+  clean, robust = validator(step)
+  logging.info("step %d validation: clean %.4f, %s %.4f", step, clean, validator.robust_name,
+               robust)
+  if "validation" in writers:
+    with writers["validation"].as_default(step=step):
+      tf.summary.scalar("accuracy/clean", clean)
+      tf.summary.scalar(f"accuracy/{validator.robust_name}", robust)
+  score = robust if state.objective.kind != "standard" else clean
+  if score > float(state.best_score.numpy()):
+    state.best_score.assign(score)
+    if chief:
+      _export(model_dir, "model", state.avg_network, step,
+              dict(run_info, clean_accuracy=clean, robust_accuracy=robust))
+  return dict(val_clean_accuracy=clean, val_robust_accuracy=robust)
 
 
 def _export(model_dir, name, model, step, info):
@@ -241,20 +246,28 @@ def _write_operative_config(model_dir, writer, step):
     tf.summary.text("operative_config", "```\n" + config + "\n```")
 
 
-def _log_train(sums, step, total_steps, t0, step0, start, lr, writer):
+# Per-step values the trainer returns that are not per-example sums.
+_NOT_SUMMED = ("count", "ema_decay")
+
+
+def _log_train(sums, last, step, total_steps, t0, step0, start, lr, skipped_total, writer):
+  """Means over the interval's examples of every loss part the objective returned (so a new
+  part, e.g. AugMix's `jsd`, reaches TensorBoard without touching this loop), accuracies, the
+  learning rate, the last EMA decay, img/s and, under 'skip_step', the cumulative count of
+  skipped steps."""
   n = max(sums.get("count", 1.0), 1.0)
   elapsed = time.time() - t0
   img_per_s = n / max(elapsed, 1e-9)
-  logs = {"loss": sums.get("total", 0.0) / n, "ce": sums.get("ce", 0.0) / n,
-          "learning_rate": lr, "images_per_second": img_per_s}
-  for k in ("kl", "hinge"):
-    if k in sums:
-      logs[k] = sums[k] / n
-  if "skipped_steps" in sums:  # nan_policy='skip_step': how many of this interval's steps
-    logs["skipped_steps"] = sums["skipped_steps"]
-  for k in ("clean_correct", "adv_correct"):
-    if k in sums:
-      logs[k.replace("correct", "accuracy")] = sums[k] / n
+  logs = {"loss": sums.get("total", 0.0) / n}
+  for k, v in sorted(sums.items()):
+    if k in _NOT_SUMMED or k == "total":
+      continue
+    logs[k.replace("_correct", "_accuracy")] = v / n
+  logs.update(learning_rate=lr, images_per_second=img_per_s)
+  if "ema_decay" in last:
+    logs["ema_decay"] = last["ema_decay"]
+  if skipped_total is not None:
+    logs["skipped_steps"] = float(skipped_total)
   rate = (step - step0) / max(elapsed, 1e-9)
   eta = (total_steps - step) / max(rate, 1e-9)
   logging.info("step %d/%d (%.1f%%) %s | %.0f img/s | elapsed %s | ETA %s", step, total_steps,
@@ -268,44 +281,6 @@ def _log_train(sums, step, total_steps, t0, step0, start, lr, writer):
   return logs
 
 
-def _make_validator(strategy, avg_network, objective, images, labels, batch_size, seed):
-  """PGD-40 (Adam, margin loss; RECIPES.md "Validation") and clean accuracy of the averaged
-  model on the held-out images."""
-  batch_size = min(batch_size, int(math.ceil(len(images) / strategy.num_replicas_in_sync)) *
-                   strategy.num_replicas_in_sync)
-  batch_size -= batch_size % strategy.num_replicas_in_sync
-  dataset = datasets.make_eval_dataset(images, labels, batch_size)
-  attack = pgd.pgd40_adam_margin(objective.norm, objective.eps if objective.kind != "standard"
-                                 else 8. / 255)
-  model_fn = lambda x: avg_network(x, training=False)
-
-  def replica_fn(batch, index):
-    ctx = tf.distribute.get_replica_context()
-    x, y, mask = batch["image"], batch["label"], tf.cast(batch["mask"], tf.float32)
-    clean_ok = tf.logical_not(losses.misclassified(model_fn(x), y))
-    x_adv = attack(model_fn, losses.margin_loss, x, y,
-                   tf.stack([seed + tf.cast(ctx.replica_id_in_sync_group, tf.int32), index]))
-    adv_ok = tf.logical_not(losses.misclassified(model_fn(x_adv), y))
-    return (tf.reduce_sum(tf.cast(clean_ok, tf.float32) * mask),
-            tf.reduce_sum(tf.cast(tf.logical_and(clean_ok, adv_ok), tf.float32) * mask))
-
-  @tf.function
-  def eval_step(batch, index):
-    out = strategy.run(replica_fn, args=(batch, index))
-    return [strategy.reduce(tf.distribute.ReduceOp.SUM, o, axis=None) for o in out]
-
-  def run(step):
-    clean = robust = 0.0
-    for i, batch in enumerate(dataset):
-      stacked = strategy_lib.stack_for_replicas(strategy, batch)
-      c, r = eval_step(strategy_lib.distribute_stacked(strategy, stacked),
-                       tf.constant(i, tf.int32))
-      clean += float(c)
-      robust += float(r)
-    return clean / len(images), robust / len(images)
-  return run
-
-
 def _image_summary(writer, network, objective, images, labels, step, seed):
   """Clean vs adversarial training inputs (and their amplified difference) in TensorBoard."""
   if objective.attack is None:
@@ -313,7 +288,7 @@ def _image_summary(writer, network, objective, images, labels, step, seed):
   x = datasets.to_float(images)
   labels = tf.one_hot(labels, network.output_shape[-1])
   x_adv = objective.adversarial_examples(lambda z: network(z, training=False), x, labels,
-                                         tf.constant([seed, step], tf.int32))
+                                         seeds.key(seed, "image_summary", step))
   diff = tf.clip_by_value(0.5 + 10.0 * (x_adv - x), 0.0, 1.0)
   with writer.as_default(step=step):
     grid = visualize.image_grid(tf.stack([x, x_adv, diff]))  # rows: clean, adversarial, diff

@@ -1,6 +1,6 @@
 """Training objectives: TRADES (Zhang et al. 2019), PGD-AT (Madry et al. 2018), standard CE.
 
-TRADES, as in seed 001 App. A and DeepMind's JAX experiment (RECIPES.md "TRADES training"):
+TRADES, as in seed 001 App. A and DeepMind's JAX experiment (docs/recipes.md "TRADES training"):
 
     L = CE(f(x), y) + beta * KL(f(x) || f(x_adv)),    beta = 6,
     x_adv = argmax_{x' in B(x, eps) n [0,1]^d} KL(f(x) || f(x')).

@@ -1,4 +1,4 @@
-"""Learning-rate schedules (RECIPES.md "TRADES training").
+"""Learning-rate schedules (docs/recipes.md "TRADES training").
 
 Peak LR follows linear scaling: base_learning_rate * batch / 256 (0.1 per 256: 0.4 at batch
 1024). 'cosine': linear warm-up for `warmup_steps`, then cosine decay to 0 (seeds 000/001).

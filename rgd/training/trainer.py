@@ -9,7 +9,8 @@ update.
 import keras
 import tensorflow as tf
 
-from rgd.training import skip_step
+from rgd.runtime import seeds
+from rgd.training import nan_policy
 from rgd.attacks import losses
 from rgd.data.datasets import to_float
 from rgd.models.common import batchnorm_statistics
@@ -23,23 +24,23 @@ def decayed_variables(model):
 
 
 class RobustTrainer(keras.Model):
-  """Holds the network, its weight average and the objective; `train_step` is the step.
+  """Holds the network and the objective; `train_step` is the step (the weight average is
+  updated after it, by `make_distributed_step`).
 
   Metrics come back from `train_step` as per-replica *sums* (loss parts, correct counts, the
   example count); the loop reduces them over replicas and divides, which is exact for any
   number of replicas.
   """
 
-  def __init__(self, network, avg_network, objective, global_batch_size, weight_decay=5e-4,
+  def __init__(self, network, objective, global_batch_size, weight_decay=5e-4,
                seed=0, skip_nonfinite=False, **kwargs):
     super().__init__(**kwargs)
     self.network = network
-    self.avg_network = avg_network
     self.objective = objective
     self.global_batch_size = int(global_batch_size)
     self.weight_decay = float(weight_decay)
     self.seed = int(seed)
-    self.skip_nonfinite = bool(skip_nonfinite)  # nan_policy='skip_step' (rgd.training.skip_step)
+    self.skip_nonfinite = bool(skip_nonfinite)  # NanPolicy.trainer_skips (rgd.training.nan_policy)
 
   def call(self, images, training=False):
     return self.network(images, training=training)
@@ -58,8 +59,7 @@ class RobustTrainer(keras.Model):
     noise and the update does not depend on how many replicas share the batch."""
     ctx = tf.distribute.get_replica_context()
     replica = tf.cast(ctx.replica_id_in_sync_group if ctx is not None else 0, tf.int32)
-    seed = tf.stack([tf.constant(self.seed, tf.int32),
-                     tf.cast(self.optimizer.iterations, tf.int32)])
+    seed = seeds.key(self.seed, "attack", self.optimizer.iterations)
     num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
     return seed, (replica * batch_size, num_replicas * batch_size)
 
@@ -112,9 +112,9 @@ class RobustTrainer(keras.Model):
     grads = tape.gradient(loss, variables)
     logs = {}
     if self.skip_nonfinite:
-      ok = skip_step.agreed(skip_step.all_finite(loss, grads))
-      skip_step.apply_if(ok, self.optimizer, grads, variables)
-      skip_step.keep_if_skipped(ok, bn_stats, bn_saved)
+      ok = nan_policy.agreed(nan_policy.all_finite(loss, grads))
+      nan_policy.apply_if(ok, self.optimizer, grads, variables)
+      nan_policy.keep_if_skipped(ok, bn_stats, bn_saved)
       # Summed over replicas by the loop: 1 for a skipped step.
       logs["skipped"] = (1.0 - tf.cast(ok, tf.float32)) / tf.cast(num_replicas, tf.float32)
     else:

@@ -1,0 +1,78 @@
+"""Validation of the weight-averaged model on the held-out images, for the training loop.
+
+`make_validator` returns `run(step) -> (clean accuracy, robust accuracy)` with `run.robust_name`
+naming the second number in TensorBoard:
+  * PGD-40 (Adam, margin loss) as DeepMind's experiment validates, for the attack objectives;
+  * certified accuracy at the training eps for the certified objectives (seed 004). The averaged
+    model's power iterates are not averaged (they are not weights): before certifying, its
+    iterates are run to convergence (`refresh=True`, so that model.keras is exported with
+    converged iterates), and the certificate itself uses the certified SVD/FFT bounds
+    (rgd.certified.certificate), which do not depend on iterates at all.
+"""
+import math
+
+import tensorflow as tf
+
+from rgd.attacks import losses, pgd
+from rgd.certified import certificate
+from rgd.data import datasets
+from rgd.runtime import seeds, strategy as strategy_lib
+
+
+def make_validator(strategy, avg_network, objective, images, labels, batch_size, seed):
+  """The validator for `objective`'s kind (module docstring)."""
+  if objective.certified is not None:
+    return make_certified_validator(avg_network, objective.eps, images, labels, batch_size)
+  return make_pgd40_validator(strategy, avg_network, objective, images, labels, batch_size,
+                              seed)
+
+
+def make_certified_validator(avg_network, eps, images, labels, batch_size=256):
+  """Clean and certified accuracy at `eps` (seed 004's validation)."""
+
+  def run(step):
+    del step
+    result = certificate.certify(avg_network, images, labels, batch_size, refresh=True)
+    return float(result["correct"].mean()), certificate.certified_accuracy(result, eps)
+  run.robust_name = "certified"
+  return run
+
+
+def make_pgd40_validator(strategy, avg_network, objective, images, labels, batch_size, seed):
+  """PGD-40 (Adam, margin loss; DeepMind's experiment.py `_eval_batch`, docs/recipes.md
+  "Validation") and clean accuracy of the averaged model on the held-out images."""
+  batch_size = min(batch_size, int(math.ceil(len(images) / strategy.num_replicas_in_sync)) *
+                   strategy.num_replicas_in_sync)
+  batch_size -= batch_size % strategy.num_replicas_in_sync
+  dataset = datasets.make_eval_dataset(images, labels, batch_size)
+  attack = pgd.pgd40_adam_margin(objective.norm, objective.eps if objective.kind != "standard"
+                                 else 8. / 255)
+  model_fn = lambda x: avg_network(x, training=False)
+
+  def replica_fn(batch, index):
+    ctx = tf.distribute.get_replica_context()
+    x, y, mask = batch["image"], batch["label"], tf.cast(batch["mask"], tf.float32)
+    clean_ok = tf.logical_not(losses.misclassified(model_fn(x), y))
+    key = seeds.key(seed, "validation", index, sub=ctx.replica_id_in_sync_group)
+    x_adv = attack(model_fn, losses.margin_loss, x, y, key)
+    adv_ok = tf.logical_not(losses.misclassified(model_fn(x_adv), y))
+    return (tf.reduce_sum(tf.cast(clean_ok, tf.float32) * mask),
+            tf.reduce_sum(tf.cast(tf.logical_and(clean_ok, adv_ok), tf.float32) * mask))
+
+  @tf.function
+  def eval_step(batch, index):
+    out = strategy.run(replica_fn, args=(batch, index))
+    return [strategy.reduce(tf.distribute.ReduceOp.SUM, o, axis=None) for o in out]
+
+  def run(step):
+    del step
+    clean = robust = 0.0
+    for i, batch in enumerate(dataset):
+      stacked = strategy_lib.stack_for_replicas(strategy, batch)
+      c, r = eval_step(strategy_lib.distribute_stacked(strategy, stacked),
+                       tf.constant(i, tf.int32))
+      clean += float(c)
+      robust += float(r)
+    return clean / len(images), robust / len(images)
+  run.robust_name = "robust_pgd40"
+  return run

@@ -1,0 +1,97 @@
+"""The house rules of the code base (issue 20), read from the source without importing it.
+
+* Imports run one way: no module imports an entry point, and the pure parts (`rgd/attacks/`,
+  `rgd/models/`) import no orchestration (training, evaluation, generated-data tools), no
+  runtime plumbing and no entry point.
+* Nothing in the repository points at a file outside it (`../shared`, RECIPES.md): a user who
+  clones rgd must be able to follow every reference.
+* `rgd/__init__.py`'s module index names every package and module of the tree.
+"""
+import ast
+import os
+import re
+import subprocess
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENTRY_POINTS = {"rgd.train", "rgd.evaluate", "rgd.certify", "rgd.train_generator",
+                "rgd.train_corruption_net"}
+# What a pure part may not import (any depth below these names).
+NOT_FOR_PARTS = ("rgd.training", "rgd.evaluation", "rgd.datagen", "rgd.runtime", "rgd.cli",
+                 "rgd.bench") + tuple(sorted(ENTRY_POINTS))
+
+
+def _modules():
+  for folder, _, files in os.walk(os.path.join(ROOT, "rgd")):
+    for f in files:
+      if f.endswith(".py"):
+        path = os.path.join(folder, f)
+        name = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".")
+        yield name.removesuffix(".__init__"), path
+
+
+def rgd_imports(path):
+  """Every rgd module a file imports, at any depth of the file (functions included)."""
+  found = set()
+  for node in ast.walk(ast.parse(open(path).read(), path)):
+    if isinstance(node, ast.Import):
+      found |= {a.name for a in node.names if a.name.split(".")[0] == "rgd"}
+    elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "rgd":
+      found |= {f"{node.module}.{a.name}" for a in node.names} | {node.module}
+  return found
+
+
+def _under(name, prefixes):
+  return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def test_no_module_imports_an_entry_point():
+  offenders = [(m, i) for m, path in _modules() for i in rgd_imports(path)
+               if _under(i, ENTRY_POINTS) and i != m]
+  assert not offenders, offenders
+
+
+@pytest.mark.parametrize("package", ["rgd.attacks", "rgd.models"])
+def test_pure_parts_import_no_orchestration_or_runtime(package):
+  offenders = [(m, i) for m, path in _modules() if _under(m, [package])
+               for i in rgd_imports(path) if _under(i, NOT_FOR_PARTS)]
+  assert not offenders, offenders
+
+
+def test_the_rules_catch_a_seeded_violation(tmp_path):
+  bad = tmp_path / "cascade.py"
+  bad.write_text("def f():\n  from rgd.evaluation import cascade\n  import rgd.train\n")
+  found = rgd_imports(str(bad))
+  assert _under("rgd.evaluation.cascade", NOT_FOR_PARTS) and "rgd.evaluation.cascade" in found
+  assert "rgd.train" in found and _under("rgd.train", ENTRY_POINTS)
+
+
+def test_nothing_points_outside_the_repository():
+  files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout.split()
+  pattern = re.compile(r"\.\./shared|RECIPES\.md")
+  me = os.path.relpath(__file__, ROOT)
+  offenders = []
+  for f in files:
+    if f == me or f.startswith("tests/fixtures/") or not os.path.isfile(os.path.join(ROOT, f)):
+      continue
+    try:
+      text = open(os.path.join(ROOT, f), encoding="utf-8").read()
+    except UnicodeDecodeError:
+      continue
+    offenders += [f"{f}:{n}" for n, line in enumerate(text.splitlines(), 1)
+                  if pattern.search(line)]
+  assert not offenders, offenders
+
+
+def test_module_index_names_every_package():
+  import rgd  # pylint: disable=g-import-not-at-top
+  index = rgd.__doc__
+  packages = sorted(d for d in os.listdir(os.path.join(ROOT, "rgd"))
+                    if os.path.isfile(os.path.join(ROOT, "rgd", d, "__init__.py")))
+  modules = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "rgd"))
+                   if f.endswith(".py") and f != "__init__.py")
+  missing = [p for p in packages if f"{p}/" not in index]
+  missing += [m for m in modules if not re.search(rf"\b{m}\b", index)]
+  assert not missing, missing
