@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from conftest import make_images
 from rgd.runtime import fileio
-from rgd.datagen import chunks, sources
+from rgd.datagen import chunks, formats, sources
 from rgd.errors import SourceError
 
 
@@ -92,3 +92,43 @@ def test_bad_input_names_the_file(tmp_path):
     chunks.list_input(str(tmp_path / "w.npy")).chunks(2)[1].read()
   with pytest.raises(SourceError, match="nothing.npy: not found"):
     chunks.list_input(str(tmp_path / "nothing.npy"))
+
+
+def test_both_readers_resolve_layouts_through_one_format_layer(tmp_path):
+  """sources (os) and chunks (gfile) share rgd.datagen.formats.resolve: the same layout for each
+  input form, and the same refusals."""
+  import glob as glob_lib  # pylint: disable=g-import-not-at-top
+  x = np.zeros((2, 4, 4, 3), np.uint8)
+  (tmp_path / "pair").mkdir()
+  np.save(tmp_path / "pair" / "image.npy", x)
+  np.save(tmp_path / "pair" / "label.npy", np.arange(2))
+  (tmp_path / "many").mkdir()
+  for i in (1, 0):
+    np.save(tmp_path / "many" / f"{i}.npy", x)
+  for i in (1, 0):
+    np.savez(tmp_path / f"s{i}.npz", image=x)
+  on_os = lambda p: formats.resolve(p, os.path.exists, os.path.isdir, glob_lib.glob,
+                                    os.path.join)
+  on_gfile = lambda p: formats.resolve(p, fileio.gfile.exists, fileio.gfile.isdir,
+                                       fileio.gfile.glob, fileio.join)
+  pair, many = str(tmp_path / "pair"), str(tmp_path / "many")
+  expected = {
+      pair: formats.Layout("npy", (f"{pair}/image.npy",), f"{pair}/label.npy"),
+      many: formats.Layout("npy", (f"{many}/0.npy", f"{many}/1.npy")),
+      str(tmp_path / "s*.npz"): formats.Layout("npz", (str(tmp_path / "s0.npz"),
+                                                       str(tmp_path / "s1.npz"))),
+      str(tmp_path / "s1.npz"): formats.Layout("npz", (str(tmp_path / "s1.npz"),)),
+  }
+  for path, layout in expected.items():
+    assert on_os(path) == layout == on_gfile(path), path
+  for bad, message in ((str(tmp_path / "*"), "a glob must match .npy files only or .npz"),
+                       (str(tmp_path / "nothing.npz"), "nothing.npz: not found"),
+                       (str(tmp_path / "s1.npz") + "x", "unknown format")):
+    for resolve in (on_os, on_gfile):
+      with pytest.raises(SourceError, match=message):
+        resolve(bad if not bad.endswith("x") else _touch(bad))
+
+
+def _touch(path):
+  open(path, "w").close()
+  return path

@@ -51,7 +51,6 @@ def test_only_the_adversarial_pass_updates_bn_statistics(batch_stats_attack):
   statistics. Zhang et al.'s mode: the clean pass and then the adversarial pass update them."""
   keras.utils.set_random_seed(1)
   net = models.get_model("tiny_cnn", width=4)
-  avg = models.get_model("tiny_cnn", width=4)
   obj = objectives.Objective(attack_steps=2, batch_stats_attack=batch_stats_attack)
   trainer = RobustTrainer(net, obj, global_batch_size=8)
   trainer.compile(optimizer=keras.optimizers.SGD(0.1))
@@ -105,7 +104,6 @@ def test_deepmind_mode_reuses_the_clean_pass_as_attack_target(batch_stats_attack
   for cls in (objectives.Objective, _NoSharing):
     keras.utils.set_random_seed(3)
     net = models.get_model("tiny_cnn", width=4)
-    avg = models.get_model("tiny_cnn", width=4)
     trainer = _Counting(net, cls(attack_steps=3, batch_stats_attack=batch_stats_attack),
                         global_batch_size=8)
     trainer.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))

@@ -54,7 +54,6 @@ def test_train_step_gradient_includes_coupled_weight_decay():
   lr * (1 + momentum) * grad; grad of BN parameters has no decay term, kernels have wd * w."""
   keras.utils.set_random_seed(0)
   net = models.get_model("tiny_cnn", width=4)
-  avg = models.get_model("tiny_cnn", width=4)
   obj = objectives.Objective(kind="standard")
   wd = 0.1
   trainer = RobustTrainer(net, obj, global_batch_size=8, weight_decay=wd)

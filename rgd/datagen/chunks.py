@@ -6,7 +6,8 @@ once, cuts it into chunks of consecutive images, and lets each worker read only 
 bytes, directly from wherever they are (`gs://`, local, `ram://`): a seek and one read per file
 a chunk touches for `.npy` files and `np.savez` members, one read per file for PNG/JPEG.
 
-The inputs, their checks and their order are those of `sources.open_source`, so an image's id
+The inputs, their checks and their order are those of `sources.open_source` (both resolve
+paths and check headers through rgd.datagen.formats), so an image's id
 here is its index there (the single-process path's tie-break key, labeling.rank_order):
   * `.npz`: member `image` (and `label`). A member written by `np.savez_compressed` cannot be
     read at an offset: it is extracted once, streamed, to `extract_dir` (any gfile path);
@@ -19,13 +20,13 @@ which `sources.open_source` refuses.
 import dataclasses
 import io
 import posixpath
-import struct
 import zipfile
 
 import numpy as np
+import tensorflow as tf
 
 from rgd.runtime import fileio
-from rgd.datagen import sources
+from rgd.datagen import formats
 from rgd.errors import SourceError
 
 gfile = fileio.gfile
@@ -62,7 +63,6 @@ class Files:
   image_shape: tuple
 
   def read(self):
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     out = np.empty((len(self.paths),) + tuple(self.image_shape), np.uint8)
     for j, name in enumerate(self.paths):
       try:
@@ -99,7 +99,7 @@ class Chunk:
       raw = p.images.read()
       where = p.images.where if isinstance(p.images, Rows) else p.images.paths[0]
       rows = np.arange(p.first, p.first + len(raw))
-      images.append(sources._to_uint8(raw, where, rows))  # pylint: disable=protected-access
+      images.append(formats.to_uint8(raw, where, rows))
       if p.labels is None:
         labels.append(None)
       else:
@@ -163,29 +163,22 @@ def _npy_header(f, where):
   start = f.tell()
   head = io.BytesIO(f.read(_HEADER_BYTES))
   try:
-    shape, fortran, dtype = sources._read_npy_header(  # pylint: disable=protected-access
-        head, where)
+    shape, fortran, dtype = formats.read_npy_header(head, where)
   except ValueError as e:
     raise SourceError(f"{where}: not a .npy array ({e})") from e
-  if fortran:
-    raise SourceError(f"{where}: Fortran-ordered arrays are not supported; save with "
-                      "np.ascontiguousarray(images)")
+  formats.check_c_order(fortran, where)
   return tuple(shape), dtype, start + head.tell()
 
 
 def _image_rows(path, where, shape, dtype, offset):
   if len(shape) == 3:  # One image per file, as sources.open_npy.
     shape = (1,) + shape
-  sources._check_image_array(dtype, shape, where)  # pylint: disable=protected-access
+  formats.check_image_array(dtype, shape, where)
   return shape, lambda lo, hi: Rows(path, where, offset, shape[1:], dtype.str, lo, hi)
 
 
 def _label_rows(path, where, shape, dtype, offset, num_images):
-  if not np.issubdtype(dtype, np.integer):
-    raise SourceError(f"{where}: labels must be integers, got {dtype}")
-  if shape != (num_images,):
-    raise SourceError(f"{where}: labels must have shape [{num_images}] to match the images, "
-                      f"got {shape}")
+  formats.check_label_header(dtype, shape, num_images, where)
   return lambda lo, hi: Rows(path, where, offset, (), dtype.str, lo, hi)
 
 
@@ -201,15 +194,6 @@ def _npy_part(path, label_path=None):
   return _Part(shape[0], lambda lo, hi: Piece(images(lo, hi), labels and labels(lo, hi), lo))
 
 
-def _member_offset(f, info):
-  """Byte offset of a stored zip member's data: after its local header (whose name and extra
-  fields may differ in length from the central directory's)."""
-  f.seek(info.header_offset)
-  header = f.read(30)
-  if header[:4] != b"PK\x03\x04":
-    raise SourceError(f"corrupt zip (bad local header of {info.filename})")
-  name_len, extra_len = struct.unpack("<HH", header[26:30])
-  return info.header_offset + 30 + name_len + extra_len
 
 
 def _npz_part(path, extract_dir, image_key="image", label_key="label"):
@@ -222,7 +206,7 @@ def _npz_part(path, extract_dir, image_key="image", label_key="label"):
       where = f"{path}['{image_key}']"
       info = zf.getinfo(image_key + ".npy")
       if info.compress_type == zipfile.ZIP_STORED:
-        base = _member_offset(f, info)
+        base = formats.member_offset(f, info, path)
         f.seek(base)
         shape, dtype, offset = _npy_header(f, where)
         image_path = path
@@ -238,7 +222,7 @@ def _npz_part(path, extract_dir, image_key="image", label_key="label"):
         lwhere = f"{path}['{label_key}']"
         linfo = zf.getinfo(label_key + ".npy")
         if linfo.compress_type == zipfile.ZIP_STORED:
-          f.seek(_member_offset(f, linfo))
+          f.seek(formats.member_offset(f, linfo, path))
           lshape, ldtype, loffset = _npy_header(f, lwhere)
           labels = _label_rows(path, lwhere, lshape, ldtype, loffset, shape[0])
         else:  # 8 bytes an image: small enough to carry in the chunks.
@@ -263,7 +247,7 @@ def _extract(zf, info, path, extract_dir, where):
   if not gfile.exists(target):
     with fileio.atomic_path(target) as tmp, zf.open(info) as m, gfile.GFile(tmp, "wb") as out:
       while True:
-        block = m.read(sources._COPY_CHUNK)  # pylint: disable=protected-access
+        block = m.read(formats.COPY_CHUNK)
         if not block:
           break
         out.write(block)
@@ -273,13 +257,12 @@ def _extract(zf, info, path, extract_dir, where):
 def _folder_part(root):
   names = sorted(posixpath.relpath(fileio.join(d, n), root)
                  for d, _, files in gfile.walk(root) for n in files
-                 if n.lower().endswith(sources.IMAGE_EXTENSIONS))
+                 if n.lower().endswith(formats.IMAGE_EXTENSIONS))
   if not names:
     raise SourceError(f"{root}: no images (.png, .jpg, .jpeg) found")
   paths = [fileio.join(root, n) for n in names]
   parents = [posixpath.dirname(n) for n in names]
   labels = [int(p) for p in parents] if all(p.isdigit() for p in parents) else None
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   try:
     first = tf.io.decode_image(fileio.read_bytes(paths[0]), channels=3,
                                expand_animations=False).shape
@@ -297,36 +280,16 @@ def list_input(path, extract_dir=None):
   Reads only headers (and, for image folders, the first image); `extract_dir` receives the
   compressed .npz members it has to extract."""
   path = str(path)
-  if any(c in path for c in "*?["):
-    files = sorted(gfile.glob(path))
-    if not files:
-      raise SourceError(f"{path}: no files match")
-    if all(f.endswith(".npy") for f in files):
-      parts, kind = [_npy_part(f) for f in files], "npy"
-    elif all(f.endswith(".npz") for f in files):
-      parts, kind = [_npz_part(f, extract_dir) for f in files], "npz"
-    else:
-      raise SourceError(f"{path}: a glob must match .npy files only or .npz files only")
-  elif not gfile.exists(path):
-    raise SourceError(f"{path}: not found")
-  elif gfile.isdir(path):
-    image_npy, label_npy = fileio.join(path, "image.npy"), fileio.join(path, "label.npy")
-    npys = sorted(gfile.glob(fileio.join(path, "*.npy")))
-    if gfile.exists(image_npy):
-      parts = [_npy_part(image_npy, label_npy if gfile.exists(label_npy) else None)]
-      kind = "npy"
-    elif npys:
-      parts, kind = [_npy_part(f) for f in npys], "npy"
-    else:
-      part, _ = _folder_part(path)
-      parts, kind = [part], "image_folder"
-  elif path.endswith(".npz"):
-    parts, kind = [_npz_part(path, extract_dir)], "npz"
-  elif path.endswith(".npy"):
-    parts, kind = [_npy_part(path)], "npy"
+  layout = formats.resolve(path, gfile.exists, gfile.isdir, gfile.glob, fileio.join)
+  kind = layout.kind
+  if kind == "npy":
+    label_files = [layout.label_file] + [None] * (len(layout.files) - 1)
+    parts = [_npy_part(f, label) for f, label in zip(layout.files, label_files)]
+  elif kind == "npz":
+    parts = [_npz_part(f, extract_dir) for f in layout.files]
   else:
-    raise SourceError(f"{path}: unknown format; expected an .npz, .npy file(s) or a folder of "
-                      "PNG/JPEG images")
+    part, _ = _folder_part(path)
+    parts = [part]
   empty = [p.piece(0, 0) for p in parts]
   shapes = {tuple(e.images.row_shape) if isinstance(e.images, Rows) else
             tuple(e.images.image_shape) for e in empty}

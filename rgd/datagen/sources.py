@@ -21,59 +21,23 @@ missing keys, no images, labels that are not integers in range.
 """
 import glob
 import os
-import struct
 import tempfile
 import zipfile
 
 import numpy as np
+import tensorflow as tf
 
+from rgd.datagen import formats
 from rgd.errors import SourceError
 from rgd.runtime import fileio
 
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
-_COPY_CHUNK = 64 << 20  # Bytes per read when extracting a compressed .npz member.
 
 
-def _check_image_array(dtype, shape, where):
-  """Checks dtype and shape from a header, before any pixel is read."""
-  dtype = np.dtype(dtype)
-  if dtype.hasobject:
-    raise SourceError(f"{where}: holds Python objects (dtype {dtype}); images must be uint8 "
-                      "[N, H, W, 3] (files are read with allow_pickle=False)")
-  if np.issubdtype(dtype, np.floating):
-    raise SourceError(f"{where}: images are {dtype}; expected uint8 in [0, 255]. Convert float "
-                      "images in [0, 1] with np.round(x * 255).astype(np.uint8)")
-  if not (np.issubdtype(dtype, np.integer) or dtype == np.bool_):
-    raise SourceError(f"{where}: images are {dtype}; expected uint8 in [0, 255]")
-  if len(shape) != 4 or shape[-1] != 3:
-    raise SourceError(f"{where}: images must have shape [N, H, W, 3], got {tuple(shape)}")
 
 
-def _to_uint8(images, where, indices):
-  """Integer images in [0, 255] -> uint8; anything else is an error naming the first bad
-  image (by its index in the file, from `indices`)."""
-  if images.dtype == np.uint8:
-    return np.asarray(images)
-  images = np.asarray(images)
-  bad = np.flatnonzero(((images < 0) | (images > 255)).reshape(len(images), -1).any(axis=1))
-  if bad.size:
-    i = int(bad[0])
-    raise SourceError(f"{where}: image {int(indices[i])} has values in [{images[i].min()}, "
-                      f"{images[i].max()}]; expected [0, 255] (uint8)")
-  return images.astype(np.uint8)
 
 
-def _check_labels(labels, num_images, where):
-  labels = np.asarray(labels)
-  if not np.issubdtype(labels.dtype, np.integer):
-    raise SourceError(f"{where}: labels must be integers, got {labels.dtype}")
-  if labels.shape != (num_images,):
-    raise SourceError(f"{where}: labels must have shape [{num_images}] to match the images, "
-                      f"got {labels.shape}")
-  if num_images and labels.min() < 0:
-    raise SourceError(f"{where}: label {int(labels.min())} is negative")
-  return labels.astype(np.int64)
 
 
 class Source:
@@ -90,7 +54,7 @@ class Source:
     self.image_shape = tuple(int(s) for s in image_shape)
     if self.num_images == 0:
       raise SourceError(f"{path}: no images")
-    self.labels = None if labels is None else _check_labels(labels, self.num_images, path)
+    self.labels = None if labels is None else formats.check_labels(labels, self.num_images, path)
 
   def check_labels(self, num_classes):
     """Raises if a given label is outside [0, num_classes)."""
@@ -136,7 +100,7 @@ class ArraySource(Source):
 
   def __init__(self, path, arrays, names, labels=None):
     for a, name in zip(arrays, names):
-      _check_image_array(a.dtype, a.shape, name)
+      formats.check_image_array(a.dtype, a.shape, name)
     shapes = {tuple(a.shape[1:]) for a in arrays}
     if len(shapes) > 1:
       raise SourceError(f"{path}: files hold images of different shapes "
@@ -153,7 +117,7 @@ class ArraySource(Source):
     random rows is most of the file."""
     a = self._arrays[f]
     if not (isinstance(a, np.memmap) and a.flags.c_contiguous and a.filename):
-      return _to_uint8(a[local], self._names[f], local)
+      return formats.to_uint8(a[local], self._names[f], local)
     row = int(np.prod(a.shape[1:])) * a.dtype.itemsize
     out = bytearray(len(local) * row)
     breaks = np.flatnonzero(np.diff(local) != 1) + 1
@@ -172,7 +136,7 @@ class ArraySource(Source):
     finally:
       os.close(fd)
     rows = np.frombuffer(out, a.dtype).reshape((len(local),) + a.shape[1:])
-    return _to_uint8(rows, self._names[f], local)
+    return formats.to_uint8(rows, self._names[f], local)
 
   def _read(self, start, stop):
     parts = []
@@ -197,25 +161,8 @@ class ArraySource(Source):
 # .npz: the `image` member, memory-mapped inside the zip or extracted once.
 
 
-def _read_npy_header(fp, where):
-  version = np.lib.format.read_magic(fp)
-  if version == (1, 0):
-    return np.lib.format.read_array_header_1_0(fp)
-  if version == (2, 0):
-    return np.lib.format.read_array_header_2_0(fp)
-  raise SourceError(f"{where}: unsupported .npy format version {version}")
 
 
-def _local_data_offset(path, info):
-  """Byte offset of a zip member's data: after its local header, whose name and extra fields
-  may differ in length from the central directory's."""
-  with open(path, "rb") as f:  # local only
-    f.seek(info.header_offset)
-    header = f.read(30)
-  signature, name_len, extra_len = header[:4], *struct.unpack("<HH", header[26:30])
-  if signature != b"PK\x03\x04":
-    raise SourceError(f"{path}: corrupt zip (bad local header of {info.filename})")
-  return info.header_offset + 30 + name_len + extra_len
 
 
 def _npz_image_array(path, key, cache_dir):
@@ -224,16 +171,15 @@ def _npz_image_array(path, key, cache_dir):
   with zipfile.ZipFile(path) as zf:
     info = zf.getinfo(key + ".npy")
     with zf.open(info) as member:
-      shape, fortran_order, dtype = _read_npy_header(member, where)
+      shape, fortran_order, dtype = formats.read_npy_header(member, where)
       header_len = member.tell()
-    _check_image_array(dtype, shape, where)
+    formats.check_image_array(dtype, shape, where)
     if shape[0] == 0:
       raise SourceError(f"{where}: no images")
-    if fortran_order:
-      raise SourceError(f"{where}: Fortran-ordered arrays are not supported; save with "
-                        "np.ascontiguousarray(images)")
+    formats.check_c_order(fortran_order, where)
     if info.compress_type == zipfile.ZIP_STORED:
-      offset = _local_data_offset(path, info) + header_len
+      with open(path, "rb") as f:  # local only
+        offset = formats.member_offset(f, info, path) + header_len
       return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=tuple(shape))
     # Compressed member (np.savez_compressed): extract once, streaming, then memory-map.
     if cache_dir is None:
@@ -247,7 +193,7 @@ def _npz_image_array(path, key, cache_dir):
       tmp = cached + ".tmp"
       with zf.open(info) as member, open(tmp, "wb") as out:  # local only
         while True:
-          chunk = member.read(_COPY_CHUNK)
+          chunk = member.read(formats.COPY_CHUNK)
           if not chunk:
             break
           out.write(chunk)
@@ -310,7 +256,7 @@ class ImageFolderSource(Source):
     files = sorted(
         os.path.relpath(os.path.join(root, f), path)
         for root, _, names in os.walk(path) for f in names  # local only
-        if f.lower().endswith(IMAGE_EXTENSIONS))
+        if f.lower().endswith(formats.IMAGE_EXTENSIONS))
     if not files:
       raise SourceError(f"{path}: no images (.png, .jpg, .jpeg) found")
     self._files = [os.path.join(path, f) for f in files]
@@ -322,7 +268,6 @@ class ImageFolderSource(Source):
     super().__init__(path, len(files), first.shape, labels)
 
   def _decode(self, i):
-    import tensorflow as tf  # Only folders of encoded images need TensorFlow here.
     name = self._files[i]
     try:
       with open(name, "rb") as f:  # local only
@@ -376,29 +321,16 @@ def stage_locally(path, cache_dir=None):
 
 
 def open_source(path, cache_dir=None):
-  """Opens `path` as a source of generated images (see the module docstring for formats);
-  remote paths are first copied to `cache_dir` (`stage_locally`)."""
+  """Opens `path` as a source of generated images (formats: rgd.datagen.formats); remote paths
+  are first copied to `cache_dir` (`stage_locally`)."""
   path = stage_locally(path, cache_dir)
-  if any(c in path for c in "*?["):
-    files = sorted(glob.glob(path))  # local only
-    if not files:
-      raise SourceError(f"{path}: no files match")
-    if not all(f.endswith(".npy") for f in files):
-      raise SourceError(f"{path}: a glob must match .npy files only")
-    return open_npy(files, name=path)
-  if not os.path.exists(path):  # local only
-    raise SourceError(f"{path}: not found")
-  if os.path.isdir(path):  # local only
-    image_npy, label_npy = os.path.join(path, "image.npy"), os.path.join(path, "label.npy")
-    if os.path.isfile(image_npy):  # local only
-      return open_npy([image_npy], label_npy if os.path.isfile(label_npy) else None, name=path)  # local only
-    npys = sorted(glob.glob(os.path.join(path, "*.npy")))  # local only
-    if npys:
-      return open_npy(npys, name=path)
+  layout = formats.resolve(path, os.path.exists, os.path.isdir, glob.glob,  # local only
+                           os.path.join)
+  if layout.kind == "npy":
+    return open_npy(list(layout.files), layout.label_file, name=path)
+  if layout.kind == "image_folder":
     return ImageFolderSource(path)
-  if path.endswith(".npz"):
-    return open_npz(path, cache_dir)
-  if path.endswith(".npy"):
-    return open_npy([path], name=path)
-  raise SourceError(f"{path}: unknown format; expected an .npz, .npy file(s) or a folder of "
-                    "PNG/JPEG images")
+  if len(layout.files) > 1:
+    raise SourceError(f"{path}: a glob of .npz files is read by the distributed pipeline only "
+                      "(tools/make_tfrecords.py --runner); give one .npz here")
+  return open_npz(layout.files[0], cache_dir)
