@@ -129,20 +129,33 @@ def test_run_that_is_nan_at_every_step_exits_3(tmp_path):
   assert not os.path.exists(os.path.join(model_dir, "last.keras"))
 
 
-def test_training_loop_counts_skipped_steps_in_tensorboard(tmp_path):
-  """The entry point with a diverging learning rate and nan_policy='skip_step': it finishes,
-  warns once per skipped step, logs the cumulative count as `skipped_steps`, and exports
-  finite weights."""
+def test_training_loop_counts_skipped_steps_in_tensorboard(tmp_path, monkeypatch):
+  """The training loop (in process) with a diverging learning rate and nan_policy='skip_step':
+  it finishes, warns once per skipped step, logs the cumulative count as `skipped_steps`, and
+  exports finite weights."""
   import glob  # pylint: disable=g-import-not-at-top
   import os  # pylint: disable=g-import-not-at-top
-  result, model_dir = _run(tmp_path, [
-      "learning_rate_schedule.base_learning_rate=1e12",
-      "train_and_evaluate.nan_policy='skip_step'", "train_and_evaluate.num_steps=4",
-      "train_and_evaluate.eval_every=0", "train_and_evaluate.image_summary_every=0",
-      "train_and_evaluate.log_every=1", "Objective.attack_steps=1"])
-  assert result.returncode == 0, result.stderr[-3000:]
-  warned = [int(line.split("step ")[1].split(":")[0]) for line in result.stderr.splitlines()
-            if "update skipped (nan_policy='skip_step'" in line]
+  import gin  # pylint: disable=g-import-not-at-top
+  from conftest import write_npz_dataset  # pylint: disable=g-import-not-at-top
+  from rgd import cli  # pylint: disable=g-import-not-at-top
+  from rgd.training import loop  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  data_dir = write_npz_dataset(str(tmp_path / "data"))
+  model_dir = str(tmp_path / "run")
+  warned = []
+  monkeypatch.setattr(loop.logging, "warning",
+                      lambda msg, *a: warned.append(a[0]) if "update skipped" in msg else None)
+  monkeypatch.chdir(root)
+  gin.clear_config()
+  try:
+    cli.parse_gin(["gin/debug.gin"], [
+        f"DATASET='npz:{data_dir}'", "learning_rate_schedule.base_learning_rate=1e12",
+        "train_and_evaluate.nan_policy='skip_step'", "train_and_evaluate.num_steps=4",
+        "train_and_evaluate.eval_every=0", "train_and_evaluate.image_summary_every=0",
+        "train_and_evaluate.log_every=1", "Objective.attack_steps=1"])
+    loop.train_and_evaluate(model_dir, tf.distribute.get_strategy())
+  finally:
+    gin.clear_config()
   assert warned, "lr 1e12 should diverge within 4 steps"
   logged = {}
   for f in glob.glob(os.path.join(model_dir, "train", "events.out.tfevents.*")):
