@@ -69,7 +69,7 @@ def test_guard_line_searches_a_destroying_corruption_and_keeps_mild_ones():
 
 
 def _tiny_setup():
-  net = networks.EDSR(num_blocks=1, features=4)
+  net = networks.EDSRCifar(num_blocks=1, features=4)
   params = net.init(0)
   rng = np.random.default_rng(3)
   params = {k: v + 0.05 * rng.standard_normal(v.shape).astype(np.float32)

@@ -14,7 +14,7 @@ from conftest import make_images
 
 @pytest.mark.parametrize("option", deepaugment.WEIGHT_OPTIONS)
 def test_each_weight_distortion_changes_the_network(option, monkeypatch):
-  net = networks.EDSR(num_blocks=2, features=4)
+  net = networks.EDSRCifar(num_blocks=2, features=4)
   params = {k: v + 0.1 for k, v in net.init(0).items()}
   monkeypatch.setattr(deepaugment, "WEIGHT_OPTIONS", (option,))
   changed = deepaugment.distort_weights(params, net.residual_blocks(),
@@ -26,7 +26,7 @@ def test_each_weight_distortion_changes_the_network(option, monkeypatch):
 
 def test_written_copies_are_read_back_with_labels(tmp_path):
   images, labels = make_images(24, size=16)
-  net = networks.EDSR(num_blocks=6, features=4)
+  net = networks.EDSRCifar(num_blocks=6, features=4)
   params = {k: v + 0.02 for k, v in net.init(0).items()}
   folder = str(tmp_path / "da")
   names = deepaugment.write_deepaugment(folder, net, params, images, labels, num_copies=2,

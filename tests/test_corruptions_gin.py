@@ -26,7 +26,7 @@ def _clear_gin():
 
 def test_ada_augmix_gin_builds_the_seed_003_pipeline(tmp_path):
   weights = str(tmp_path / "edsr.npz")
-  net = networks.EDSR(num_blocks=16, features=64)
+  net = networks.EDSRCifar(num_blocks=16, features=64)
   networks.save_params(weights, net.init(0))
   _parse(["gin/preact_resnet50_ada_augmix.gin"], [f"CORRUPTION_WEIGHTS='{weights}'"])
   objective = objectives.Objective()
@@ -62,7 +62,7 @@ def test_ada_trades_gin_combines_both():
 def test_training_run_with_ada_and_augmix(tmp_path):
   folder = write_npz_dataset(str(tmp_path / "data"), num_train=48, num_test=8, size=32)
   weights = str(tmp_path / "edsr.npz")
-  networks.save_params(weights, {k: v + 0.01 for k, v in networks.EDSR(1, 4).init(0).items()})
+  networks.save_params(weights, {k: v + 0.01 for k, v in networks.EDSRCifar(1, 4).init(0).items()})
   _parse(["gin/preact_resnet50_ada_augmix.gin"], [
       f"CORRUPTION_WEIGHTS='{weights}'", f"DATASET='npz:{folder}'",
       "make_ada.network_kwargs={'num_blocks': 1, 'features': 4}", "make_ada.steps=2",

@@ -24,7 +24,7 @@ from rgd.augment.augmix import AugMix
 
 
 @gin.configurable
-def make_ada(network="edsr", weights_path=None, network_kwargs=None, nu=ada_lib.NU,
+def make_ada(network="edsr_cifar", weights_path=None, network_kwargs=None, nu=ada_lib.NU,
              steps=ada_lib.STEPS, num_groups=None, ssim_threshold=0.3, seed=0):
   """AdA with corruption network `network` and its trained weights (`weights_path`, an npz
   from rgd.train_corruption_net or converted from DeepAugment's checkpoints). Without weights,

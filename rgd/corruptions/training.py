@@ -18,7 +18,7 @@ LOSSES = {"l1": lambda x, y: tf.reduce_mean(tf.abs(x - y)),
 
 
 @gin.configurable(denylist=["model_dir"])
-def train_corruption_net(model_dir, network="edsr", network_kwargs=None, dataset=gin.REQUIRED,
+def train_corruption_net(model_dir, network="edsr_cifar", network_kwargs=None, dataset=gin.REQUIRED,
                          batch_size=64, num_steps=20_000, learning_rate=1e-4, loss="l1",
                          checkpoint_every=1000, log_every=100, seed=0, data_dir=None,
                          images=None):
