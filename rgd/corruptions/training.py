@@ -1,5 +1,6 @@
-"""Training a corruption network (EDSR or CAE) to reconstruct its input: the c_phi of AdA
-(seed 003), for `python -m rgd.train_corruption_net`. The weights go to MODEL_DIR/weights.npz,
+"""Training rgd's own corruption networks ('edsr_cifar', 'cae_cifar') to reconstruct their input:
+the c_phi of AdA (seed 003) without the published weights, for `python -m
+rgd.train_corruption_net`. The weights go to MODEL_DIR/weights.npz,
 the file `make_ada.weights_path` and DeepAugment read; MODEL_DIR/checkpoints resumes a run."""
 import os
 import time
