@@ -215,3 +215,19 @@ def test_a_pickled_object_is_refused_without_being_unpickled(tmp_path):
   assert proc.returncode == 2, proc.stderr[-2000:]
   assert "evil.pt" in proc.stderr and "weights_only" in proc.stderr
   assert not marker.exists() and not (tmp_path / "out.npz").exists()
+
+
+def test_published_sizes_have_the_reference_parameter_counts():
+  count = lambda net: sum(v.size for v in net.init(0).values())
+  conv = lambda k, cin, cout: k * k * cin * cout + cout
+  # EDSR-baseline x4 (EDSR-PyTorch edsr.py, r16f64x4; ~1.5M in Lim et al. 2017 Table 1): head,
+  # 16 x 2 block convs and body conv, two upsampler convs 64 -> 256, tail; MeanShift is fixed.
+  assert count(networks.EDSRBaselineX4()) == (conv(3, 3, 64) + 33 * conv(3, 64, 64)
+                                              + 2 * conv(3, 64, 256) + conv(3, 64, 3)) == 1517571
+  # cae_32x32x32_zero_pad_bin.py: 5x5 convs 3->64->128, 3 residual blocks of two 3x3 128->128
+  # convs on each side, 5x5 128->32, 3x3 32->64, ConvT 2x2 64->128, 3x3 128->32, ConvT 2x2
+  # 32->256, 3x3 256->16, 3x3 16->3.
+  assert count(networks.DeepAugmentCAE()) == (
+      conv(5, 3, 64) + conv(5, 64, 128) + 12 * conv(3, 128, 128) + conv(5, 128, 32)
+      + conv(3, 32, 64) + conv(2, 64, 128) + conv(3, 128, 32) + conv(2, 32, 256)
+      + conv(3, 256, 16) + conv(3, 16, 3))
