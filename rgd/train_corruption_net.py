@@ -1,11 +1,13 @@
-r"""Trains a corruption network (EDSR or CAE) to reconstruct its input: the c_phi of AdA.
+r"""Trains rgd's own corruption networks ('edsr_cifar', 'cae_cifar') to reconstruct their input:
+the c_phi of AdA when the published networks' weights are not at hand.
 
     python -m rgd.train_corruption_net --gin_file=gin/edsr.gin --model_dir=/runs/edsr
     python -m rgd.train_corruption_net --gin_file=gin/cae.gin --model_dir=/runs/cae
 
-Seed 003 (like DeepAugment) started from *pretrained* EDSR (super-resolution, DIV2K) and CAE
-(image compression) checkpoints, which cannot be downloaded here; this entry point gives a
-network that reproduces CIFAR images instead (docs/corruptions.md). The weights go to
+Seed 003 (like DeepAugment) started from the *published* EDSR-baseline x4 (super-resolution,
+DIV2K) and CAE (image compression) checkpoints; tools/convert_corruption_net.py converts them
+('edsr_baseline_x4', 'deepaugment_cae'). This entry point gives a network that reproduces
+CIFAR images instead, another corruption distribution (docs/corruptions.md). The weights go to
 MODEL_DIR/weights.npz (through tf.io.gfile), the file `make_ada.weights_path` and DeepAugment
 read. Running the command again resumes from MODEL_DIR/checkpoints (weights, Adam state, input
 iterator), like rgd.train.

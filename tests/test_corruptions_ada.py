@@ -69,7 +69,7 @@ def test_guard_line_searches_a_destroying_corruption_and_keeps_mild_ones():
 
 
 def _tiny_setup():
-  net = networks.EDSR(num_blocks=1, features=4)
+  net = networks.EDSRCifar(num_blocks=1, features=4)
   params = net.init(0)
   rng = np.random.default_rng(3)
   params = {k: v + 0.05 * rng.standard_normal(v.shape).astype(np.float32)
@@ -123,3 +123,19 @@ def test_ada_raises_the_loss_more_than_a_random_perturbation_of_the_same_radius(
   assert beta["head/kernel"].shape[0] == 2
   out = attack(fn, x, y, [5, 6]).numpy()
   assert out.min() >= 0 and out.max() <= 1
+
+
+@pytest.mark.parametrize("net", [networks.EDSRBaselineX4(num_blocks=1, features=4),
+                                 networks.DeepAugmentCAE(widths=(4, 6, 3, 4, 3, 5, 2))],
+                         ids=["edsr_baseline_x4", "deepaugment_cae"])
+def test_ada_runs_the_published_networks_replayably(net):
+  x = _images(4, 0, 16)
+  params = {k: v + 0.02 for k, v in net.init(0).items()}
+  w = tf.constant(np.random.default_rng(0).standard_normal((16 * 16 * 3, 10)), tf.float32)
+  classifier = lambda im: tf.reshape(im, [tf.shape(im)[0], -1]) @ w
+  attack = ada.AdA(net, params, steps=2, ssim_threshold=None)
+  labels = tf.constant([0, 1, 2, 3])
+  out = attack(classifier, x, labels, tf.constant([1, 2])).numpy()
+  assert out.shape == x.shape and np.isfinite(out).all()
+  np.testing.assert_array_equal(attack(classifier, x, labels, tf.constant([1, 2])).numpy(), out)
+  assert not np.array_equal(attack(classifier, x, labels, tf.constant([5, 6])).numpy(), out)

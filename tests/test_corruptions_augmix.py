@@ -88,7 +88,7 @@ def test_training_step_with_ada_and_augmix_jsd():
   net = tf.keras.Sequential([tf.keras.Input((32, 32, 3)), tf.keras.layers.Conv2D(4, 3),
                              tf.keras.layers.BatchNormalization(), tf.keras.layers.ReLU(),
                              tf.keras.layers.GlobalAveragePooling2D(), tf.keras.layers.Dense(10)])
-  edsr = networks.EDSR(num_blocks=1, features=4)
+  edsr = networks.EDSRCifar(num_blocks=1, features=4)
   params = {k: v + 0.05 for k, v in edsr.init(0).items()}
   corruption = stage.CorruptionStage(ada=ada.AdA(edsr, params, steps=2), augmix=True,
                                      jsd_weight=12.)

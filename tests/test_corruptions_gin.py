@@ -28,13 +28,15 @@ def _clear_gin():
 
 def test_ada_augmix_gin_builds_the_seed_003_pipeline(tmp_path):
   weights = str(tmp_path / "edsr.npz")
-  net = networks.EDSR(num_blocks=16, features=64)
+  net = networks.EDSRBaselineX4(num_blocks=16, features=64)
   networks.save_params(weights, net.init(0))
   _parse(["gin/preact_resnet50_ada_augmix.gin"], [f"CORRUPTION_WEIGHTS='{weights}'"])
   objective = objectives.Objective()
   assert objective.kind == "standard"
   c = objective.corruption
   assert isinstance(c.ada, ada.AdA) and isinstance(c.augmix, augmix.AugMix)
+  # The published network by default (seed 003 Sec. 2: DeepAugment's EDSR), x4 and back.
+  assert isinstance(c.ada.network, networks.EDSRBaselineX4) and c.ada.network.downsample
   assert c.jsd_weight == 0 and c.ada.steps == 10 and c.ada.num_groups is None
   assert c.ada.ssim_threshold == 0.3
   assert c.ada.radii["head/kernel"] == pytest.approx(
@@ -46,6 +48,20 @@ def test_ada_augmix_gin_builds_the_seed_003_pipeline(tmp_path):
   assert gin.query_parameter("learning_rate_schedule.warmup_epochs") == 5
   assert gin.query_parameter("get_model.name") == "preact_resnet50"
   assert stage.deepaugment_mixing_ratio(10) == pytest.approx(1 / 11)
+
+
+def test_rgd_own_network_by_macro_and_old_names_refused(tmp_path):
+  weights = str(tmp_path / "edsr_cifar.npz")
+  networks.save_params(weights, networks.EDSRCifar(num_blocks=16, features=64).init(0))
+  _parse(["gin/preact_resnet50_ada.gin"], [f"CORRUPTION_WEIGHTS='{weights}'",
+                                           "CORRUPTION_NETWORK='edsr_cifar'"])
+  assert isinstance(objectives.Objective().corruption.ada.network, networks.EDSRCifar)
+  # The published network's gin with rgd's weights: the mismatch names the file.
+  _parse(["gin/preact_resnet50_ada.gin"], [f"CORRUPTION_WEIGHTS='{weights}'"])
+  with pytest.raises(Exception, match="edsr_cifar.npz"):
+    objectives.Objective()
+  with pytest.raises(ValueError, match="'edsr' is now 'edsr_cifar'"):
+    networks.get_network("edsr")
 
 
 def test_missing_weights_macro_fails_loudly():
@@ -64,7 +80,8 @@ def test_ada_trades_gin_combines_both():
 def test_training_run_with_ada_and_augmix(tmp_path):
   folder = write_npz_dataset(str(tmp_path / "data"), num_train=48, num_test=8, size=32)
   weights = str(tmp_path / "edsr.npz")
-  networks.save_params(weights, {k: v + 0.01 for k, v in networks.EDSR(1, 4).init(0).items()})
+  networks.save_params(weights, {k: v + 0.01 for k, v in
+                                 networks.EDSRBaselineX4(1, 4).init(0).items()})
   _parse(["gin/preact_resnet50_ada_augmix.gin"], [
       f"CORRUPTION_WEIGHTS='{weights}'", f"DATASET='npz:{folder}'",
       "make_ada.network_kwargs={'num_blocks': 1, 'features': 4}", "make_ada.steps=2",

@@ -13,9 +13,9 @@ from conftest import make_images
 
 
 @pytest.mark.parametrize("network,kwargs,loss,lr,factor", [
-    ("edsr", {"num_blocks": 1, "features": 8}, "l1", 3e-3, 0.7),
+    ("edsr_cifar", {"num_blocks": 1, "features": 8}, "l1", 3e-3, 0.7),
     # The rounded 2x2x8 code limits what 40 steps can do: a smaller but clear drop.
-    ("cae", {"features": (8, 8), "num_blocks": 1, "code_channels": 8}, "mse", 3e-3, 0.85)])
+    ("cae_cifar", {"features": (8, 8), "num_blocks": 1, "code_channels": 8}, "mse", 3e-3, 0.85)])
 def test_reconstruction_loss_goes_down(tmp_path, network, kwargs, loss, lr, factor):
   images, _ = make_images(32, size=16)
   history = tcn.train_corruption_net(str(tmp_path), network, kwargs, None, batch_size=16,
@@ -35,10 +35,10 @@ def test_reconstruction_loss_goes_down(tmp_path, network, kwargs, loss, lr, fact
 
 
 def test_load_params_names_a_mismatch(tmp_path):
-  net = networks.EDSR(num_blocks=1, features=4)
+  net = networks.EDSRCifar(num_blocks=1, features=4)
   networks.save_params(str(tmp_path / "w.npz"), net.init(0))
   with pytest.raises(ValueError, match="w.npz"):
-    networks.load_params(str(tmp_path / "w.npz"), networks.EDSR(num_blocks=2, features=4))
+    networks.load_params(str(tmp_path / "w.npz"), networks.EDSRCifar(num_blocks=2, features=4))
   with pytest.raises(FileNotFoundError, match="nope.npz"):
     networks.load_params(str(tmp_path / "nope.npz"), net)
 
@@ -54,7 +54,7 @@ def test_gin_files_build_the_networks(path):
     gin.clear_config()
   params = networks.get_network(name, **kwargs).init(0)
   n = sum(v.size for v in params.values())
-  if name == "edsr":  # EDSR-baseline: head 3->64, 33 convs 64->64, tail 64->3 (3x3, biases)
+  if name == "edsr_cifar":  # EDSR-baseline: head 3->64, 33 convs 64->64, tail 64->3 (3x3, biases)
     assert n == (27 * 64 + 64) + 33 * (9 * 64 * 64 + 64) + (9 * 64 * 3 + 3)
   else:  # CAE: 5x5 convs 3->64->128->96, 2 x 3 residual blocks of two 128->128 convs, decoder
     assert n == (75 * 64 + 64) + (25 * 64 * 128 + 128) + (25 * 128 * 96 + 96) + 12 * (

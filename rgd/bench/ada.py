@@ -34,7 +34,8 @@ def parse_args(argv):
   p = argparse.ArgumentParser(prog="benchmark.py ada", description=__doc__.split("\n")[0])
   p.add_argument("--model", default="preact_resnet50")
   p.add_argument("--width", type=int, default=None, help="tiny_cnn width")
-  p.add_argument("--network", default="edsr", choices=sorted(networks.NETWORKS))
+  p.add_argument("--network", default="edsr_cifar",
+                 choices=["edsr_cifar", "edsr_baseline_x4", "cae_cifar"])
   p.add_argument("--num_blocks", type=int, default=16, help="EDSR residual blocks")
   p.add_argument("--features", type=int, default=64, help="EDSR features")
   p.add_argument("--num_groups", type=int, default=0, help="0: one perturbation per example")
@@ -70,10 +71,11 @@ def main(argv):
     net = models.get_model(args.model, **kw)
     avg = models.get_model(args.model, **kw)
   f = flops.forward_flops(net, (32, 32, 3))
-  if args.network == "edsr":
-    cnet = networks.EDSR(args.num_blocks, args.features)
+  if args.network.startswith("edsr"):
+    cnet = networks.get_network(args.network, num_blocks=args.num_blocks,
+                                features=args.features)
   else:
-    cnet = networks.CAE()
+    cnet = networks.CAECifar()
   params = {k: v + 0.01 * np.random.default_rng(0).standard_normal(v.shape).astype(np.float32)
             for k, v in cnet.init(0).items()}  # non-zero biases: every block has a radius
   c = cnet.forward_flops(32)

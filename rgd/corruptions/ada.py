@@ -75,15 +75,24 @@ class AdA:
     self.step_size = step_fraction * float(np.median(list(self.radii.values())))
     self.steps, self.ssim_threshold, self.num_groups = int(steps), ssim_threshold, num_groups
 
+  @staticmethod
+  def network_seed(seed):
+    """The corruption network's own randomness (one draw for the whole maximisation, so that
+    every step perturbs the same function), apart from the random start's."""
+    return tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int32), 7)
+
   def groups_for(self, batch_size):
     g = self.num_groups or batch_size
     if batch_size % g:
       raise ValueError(f"AdA: num_groups={g} does not divide the batch of {batch_size}")
     return g
 
-  def corrupt(self, beta, images):
-    """c_{phi + beta}(x): group g's network corrupts the g-th slice of the batch."""
-    return self.network.apply({k: self.params[k][None] + b for k, b in beta.items()}, images)
+  def corrupt(self, beta, images, seed=None):
+    """c_{phi + beta}(x): group g's network corrupts the g-th slice of the batch. A stochastic
+    network (DeepAugment's CAE binarises its code at random) draws from `seed`."""
+    kwargs = {"seed": seed} if getattr(self.network, "stochastic", False) else {}
+    return self.network.apply({k: self.params[k][None] + b for k, b in beta.items()}, images,
+                              **kwargs)
 
   def perturbation(self, classifier_fn, images, labels, seed, steps=None):
     """The maximising beta (dict of [G, ...]); `labels` int [B] or soft [B, K]."""
@@ -91,10 +100,11 @@ class AdA:
     if labels.shape.rank == 1:
       labels = tf.one_hot(labels, tf.shape(classifier_fn(images[:1]))[-1])
     beta = random_start(self.params, self.radii, num_groups, seed)
+    net_seed = self.network_seed(seed)
     for _ in range(self.steps if steps is None else steps):
       with tf.GradientTape() as tape:
         tape.watch(list(beta.values()))
-        logits = tf.cast(classifier_fn(self.corrupt(beta, images)), tf.float32)
+        logits = tf.cast(classifier_fn(self.corrupt(beta, images, net_seed)), tf.float32)
         loss = tf.reduce_sum(tf.nn.softmax_cross_entropy_with_logits(labels, logits))
       grads = tape.gradient(loss, beta)
       beta = project({k: b + self.step_size * tf.sign(grads[k]) for k, b in beta.items()},
@@ -105,7 +115,7 @@ class AdA:
     """AdA images [B, H, W, C] in [0, 1] (SSIM-guarded), without gradient."""
     images = tf.convert_to_tensor(images, tf.float32)
     beta = self.perturbation(classifier_fn, images, labels, seed)
-    corrupted = self.corrupt(beta, images)
+    corrupted = self.corrupt(beta, images, self.network_seed(seed))
     if self.ssim_threshold is not None:
       corrupted = ssim_lib.ssim_guard(images, corrupted, self.ssim_threshold)
     return tf.stop_gradient(corrupted)

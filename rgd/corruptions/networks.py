@@ -1,40 +1,92 @@
 """Corruption networks of seed 003 (Calian et al. 2022, Sec. 2): image-to-image models whose
-weights AdA perturbs. Both are the networks DeepAugment used (Hendrycks et al. 2020a):
+weights AdA perturbs and DeepAugment distorts. Two are the published networks DeepAugment
+(Hendrycks et al. 2020a; hendrycks/imagenet-r `DeepAugment/`) and AdA perturb; two are rgd's
+own, trained on CIFAR-10 by `rgd.train_corruption_net`, for when the published weights are not
+at hand:
 
-  * `edsr`: the EDSR super-resolution backbone (Lim et al. 2017), "EDSR-baseline" size: 16
-    residual blocks of two 3x3 convs with 64 features, a head and a tail conv. rgd keeps the
-    input resolution (no pixel-shuffle upsampler): AdA needs an image of the same size.
-  * `cae`: the compressive autoencoder of Theis et al. 2017: three stride-2 5x5 convs (64, 128,
-    then the code) around three residual blocks of 128 features, a code rounded with the
-    straight-through gradient Theis et al. use, and a mirrored sub-pixel decoder.
+  * `edsr_baseline_x4` (`EDSRBaselineX4`): EDSR-baseline x4 (Lim et al. 2017) as EDSR-PyTorch
+    builds it for `EDSR_distort_imagenet.py`: MeanShift with the DIV2K mean (rgb range 255), a
+    head conv, 16 residual blocks of 64 features (res_scale 1), a body conv, the x4 upsampler
+    (twice conv 64 -> 256 and PixelShuffle(2)) and a tail conv. Its output is 4x the input; rgd
+    averages it back over 4x4 windows (`downsample`) so that AdA compares images of one size.
+  * `deepaugment_cae` (`DeepAugmentCAE`): `cae_32x32x32_zero_pad_bin.py`: two 5x5 stride-2
+    convs, 3 residual blocks, a 32-channel tanh code with stochastic binarisation, and a decoder
+    of valid convs and 2x2 transposed convs. Same output size as its input (a multiple of 4).
+  * `edsr_cifar` (`EDSRCifar`): EDSR-baseline without the upsampler, mid-grey mean shift,
+    trained by rgd to reconstruct CIFAR-10.
+  * `cae_cifar` (`CAECifar`): rgd's compressive autoencoder after Theis et al. 2017 (three
+    stride-2 convs, a 96-channel rounded code), trained by rgd to reconstruct CIFAR-10.
 
 The networks are *functional*: `net.init(seed)` gives a dict name -> weight (one entry per
-kernel and per bias, the blocks AdA gives separate radii), `net.apply(params, x)` runs it. A
-param may carry a leading group axis [G, ...]: group g's weights then act on the g-th of G
-equal slices of the batch, which is how AdA gives each example (G = batch) its own corrupted
-network in one pass (`conv2d` below: patches times per-group kernels).
+kernel and per bias, the blocks AdA gives separate radii), `net.apply(params, x)` runs it on
+[0, 1] images. A param may carry a leading group axis [G, ...]: group g's weights then act on
+the g-th of G equal slices of the batch, which is how AdA gives each example (G = batch) its
+own corrupted network in one pass (`conv2d` below: patches times per-group kernels).
+`from_torch_state` maps a PyTorch state dict (as numpy arrays) of the published networks onto
+these names; tools/convert_corruption_net.py reads the `.pt` files.
 """
+import io
+
 import numpy as np
 import tensorflow as tf
 
+from rgd.runtime import fileio
 
-def conv2d(x, kernel, bias, stride=1):
-  """SAME conv of x [B, H, W, C]; kernel [k, k, C, O] or per group [G, k, k, C, O] (B = G * n),
-  bias [O] or [G, O]."""
+# EDSR-PyTorch `model/common.py` MeanShift: rgb_mean=(0.4488, 0.4371, 0.4040) (the DIV2K
+# mean), rgb_std 1, rgb_range 255 as `EDSR_distort_imagenet.py` builds EDSR (line 73).
+DIV2K_RGB_MEAN = np.array([0.4488, 0.4371, 0.4040], np.float32)
+RGB_RANGE = 255.0
+LEAKY_SLOPE = 0.01  # torch.nn.LeakyReLU's default, used by the DeepAugment CAE
+
+
+def conv2d(x, kernel, bias, stride=1, padding="SAME"):
+  """Conv of x [B, H, W, C]; kernel [k, k, C, O] or per group [G, k, k, C, O] (B = G * n),
+  bias [O] or [G, O]; padding "SAME" or "VALID"."""
   kernel = tf.convert_to_tensor(kernel, tf.float32)
   bias = tf.convert_to_tensor(bias, tf.float32)
   if kernel.shape.rank == 4:
-    return tf.nn.conv2d(x, kernel, stride, "SAME") + bias
+    return tf.nn.conv2d(x, kernel, stride, padding) + bias
   if kernel.shape[0] == 1:  # one group: a plain (cuDNN) convolution
-    return tf.nn.conv2d(x, kernel[0], stride, "SAME") + bias[0]
+    return tf.nn.conv2d(x, kernel[0], stride, padding) + bias[0]
   g, k, _, c, o = kernel.shape
   patches = tf.image.extract_patches(x, [1, k, k, 1], [1, stride, stride, 1], [1, 1, 1, 1],
-                                     "SAME")  # [B, H', W', k*k*C] in (row, col, channel) order
+                                     padding)  # [B, H', W', k*k*C] in (row, col, channel) order
   shape = tf.shape(patches)
   patches = tf.reshape(patches, [g, -1, shape[1], shape[2], k * k * c])
   out = tf.einsum("gnhwp,gpo->gnhwo", patches, tf.reshape(kernel, [g, k * k * c, o]))
   out += bias[:, None, None, None, :]
   return tf.reshape(out, [shape[0], shape[1], shape[2], o])
+
+
+def deconv2x2(x, kernel, bias):
+  """torch.nn.ConvTranspose2d(kernel_size=2, stride=2) of x [B, H, W, C]: every input pixel
+  writes one 2x2 output block. kernel [2, 2, C, O] (torch's [C, O, 2, 2] transposed to HWIO
+  order) or per group [G, 2, 2, C, O]; bias [O] or [G, O]."""
+  kernel = tf.convert_to_tensor(kernel, tf.float32)
+  bias = tf.convert_to_tensor(bias, tf.float32)
+  shape = tf.shape(x)
+  if kernel.shape.rank == 4:
+    kernel, bias = kernel[None], bias[None]
+  g = kernel.shape[0]
+  xg = tf.reshape(x, [g, -1, shape[1], shape[2], x.shape[-1]])
+  out = tf.einsum("gnhwc,gijco->gnhiwjo", xg, kernel) + bias[:, None, None, None, None, None]
+  o = kernel.shape[-1]
+  return tf.reshape(out, [shape[0], 2 * shape[1], 2 * shape[2], o])
+
+
+def pixel_shuffle(x, r):
+  """torch.nn.PixelShuffle(r) in NHWC: input channel c * r * r + i * r + j goes to output
+  channel c at (h * r + i, w * r + j). (tf.nn.depth_to_space orders the channels the other
+  way, so converted kernels would need a permutation.)"""
+  shape = tf.shape(x)
+  c = x.shape[-1] // (r * r)
+  x = tf.reshape(x, [shape[0], shape[1], shape[2], c, r, r])
+  x = tf.transpose(x, [0, 1, 4, 2, 5, 3])  # [B, H, i, W, j, C]
+  return tf.reshape(x, [shape[0], shape[1] * r, shape[2] * r, c])
+
+
+def leaky_relu(x):
+  return tf.nn.leaky_relu(x, LEAKY_SLOPE)
 
 
 def _init_params(rng, shapes):
@@ -57,8 +109,41 @@ def round_ste(x):
   return x + tf.stop_gradient(tf.round(x) - x)
 
 
-class EDSR:
-  """EDSR backbone; `num_blocks`, `features` default to EDSR-baseline (Lim et al. 2017)."""
+def _conv_fn(params):
+  return lambda name, h, s=1, p="SAME": conv2d(h, params[name + "/kernel"],
+                                               params[name + "/bias"], s, p)
+
+
+def edsr_body(params, head, num_blocks, res_scale, pre=None, mid=None, skip=()):
+  """EDSR's body (residual blocks, then `body_out`) plus the long skip, with DeepAugment's
+  activation distortions (`EDSR_distort_imagenet.py` `forward`, lines 104-159):
+    pre   applied to the head's output, which the long skip then also carries;
+    mid   applied after the first five body modules (`self.body[:5]`);
+    skip  body module indices (0..num_blocks, num_blocks being `body_out`): the reference's
+          loop `res = self.body[i](x)` feeds the head's output to every kept module, so only
+          the last kept module counts: `body_out(x)` when it is kept (no residual block at
+          all), else residual block j alone on x, for the largest kept j.
+  """
+  c = _conv_fn(params)
+  block = lambda i, h: h + res_scale * c(f"block{i}/conv2", tf.nn.relu(c(f"block{i}/conv1", h)))
+  if pre is not None:
+    head = pre(head)
+  if skip:
+    last = max(set(range(num_blocks + 1)) - set(skip))
+    res = c("body_out", head) if last == num_blocks else block(last, head)
+    return res + head
+  h = head
+  for i in range(num_blocks):
+    if i == 5 and mid is not None:
+      h = mid(h)
+    h = block(i, h)
+  return c("body_out", h) + head
+
+
+class EDSRCifar:
+  """rgd's EDSR for CIFAR-10 (not a published network): EDSR-baseline's head, 16 residual
+  blocks of 64 features and body conv, a tail conv straight to RGB (no upsampler) and a
+  mid-grey mean shift; trained by `rgd.train_corruption_net` (gin/edsr.gin)."""
 
   def __init__(self, num_blocks=16, features=64, res_scale=1.0):
     self.num_blocks, self.features, self.res_scale = int(num_blocks), int(features), res_scale
@@ -81,27 +166,164 @@ class EDSR:
     return 2 * hw * 9 * (3 * f + (2 * self.num_blocks + 1) * f * f + f * 3)
 
   def apply(self, params, x, pre=None, mid=None, skip=()):
-    """`pre`, `mid` (functions of the features) and `skip` (block indices) are DeepAugment's
-    activation distortions: after the head, after the fifth body module, blocks left out."""
-    c = lambda name, h, s=1: conv2d(h, params[name + "/kernel"], params[name + "/bias"], s)
-    # Mean shift of EDSR with the mid-grey mean: inputs and outputs in [0, 1].
-    head = c("head", x - 0.5)
-    if pre is not None:
-      head = pre(head)
-    h = head
-    for i in range(self.num_blocks):
-      if i == 5 and mid is not None:
-        h = mid(h)
-      if i in skip:
-        continue
-      r = c(f"block{i}/conv2", tf.nn.relu(c(f"block{i}/conv1", h)))
-      h = h + self.res_scale * r
-    h = c("body_out", h) + head
+    """`pre`, `mid`, `skip`: DeepAugment's activation distortions (`edsr_body`)."""
+    c = _conv_fn(params)
+    h = edsr_body(params, c("head", x - 0.5), self.num_blocks, self.res_scale, pre, mid, skip)
     return tf.clip_by_value(c("tail", h) + 0.5, 0.0, 1.0)
 
 
-class CAE:
-  """Compressive autoencoder (Theis et al. 2017) for 32x32 images: code [H/8, W/8, code]."""
+class EDSRBaselineX4:
+  """EDSR-baseline x4 (Lim et al. 2017) as published (`edsr_baseline_x4.pt`, DIV2K) and as
+  DeepAugment runs it: inputs in [0, 1] are scaled to the rgb range 255, the DIV2K mean is
+  subtracted (MeanShift, a fixed 1x1 conv: not a weight AdA perturbs), and the output,
+  clamped to [0, 255] and divided by 255 as `EDSR_distort_imagenet.py` line 313 does, is 4x the
+  input size. With `downsample` (default) rgd averages it over 4x4 windows back to the input
+  size (area resizing), which AdA needs; DeepAugment on ImageNet instead resized inputs to 128
+  and let the training crops rescale the 512-pixel output."""
+
+  scale = 4
+
+  def __init__(self, num_blocks=16, features=64, res_scale=1.0, downsample=True):
+    self.num_blocks, self.features, self.res_scale = int(num_blocks), int(features), res_scale
+    self.downsample = bool(downsample)
+
+  def init(self, seed=0):
+    rng = np.random.default_rng(seed)
+    f = self.features
+    shapes = {"head": (3, 3, 3, f), "body_out": (3, 3, f, f), "upsample0": (3, 3, f, 4 * f),
+              "upsample1": (3, 3, f, 4 * f), "tail": (3, 3, f, 3)}
+    for i in range(self.num_blocks):
+      shapes[f"block{i}/conv1"] = (3, 3, f, f)
+      shapes[f"block{i}/conv2"] = (3, 3, f, f)
+    return _init_params(rng, shapes)
+
+  def residual_blocks(self):
+    return [f"block{i}" for i in range(self.num_blocks)]
+
+  def forward_flops(self, size=32):
+    """2 x MACs of one image's forward pass (each conv at its input resolution)."""
+    f, hw = self.features, size * size
+    macs = hw * 9 * (3 * f + (2 * self.num_blocks + 1) * f * f + f * 4 * f)
+    macs += 4 * hw * 9 * f * 4 * f + 16 * hw * 9 * f * 3
+    return 2 * macs
+
+  def apply(self, params, x, pre=None, mid=None, skip=()):
+    """`pre`, `mid`, `skip`: DeepAugment's activation distortions (`edsr_body`)."""
+    c = _conv_fn(params)
+    mean = RGB_RANGE * DIV2K_RGB_MEAN
+    h = edsr_body(params, c("head", RGB_RANGE * x - mean), self.num_blocks, self.res_scale,
+                  pre, mid, skip)
+    for j in range(2):  # Upsampler for scale 4 = 2^2: conv to 4 * features, PixelShuffle(2)
+      h = pixel_shuffle(c(f"upsample{j}", h), 2)
+    out = tf.clip_by_value(c("tail", h) + mean, 0.0, RGB_RANGE) / RGB_RANGE
+    if self.downsample:
+      out = tf.nn.avg_pool2d(out, self.scale, self.scale, "VALID")
+    return out
+
+
+# The DeepAugment CAE's layers in the reference's order (`CAE_distort_imagenet.py`
+# `weight_keys`: 21 layers), rgd's name, the torch module, and whether it is a 2x2 transposed
+# conv: DeepAugment's weight distortions pick layers by this index.
+CAE_LAYERS = (
+    ("e_conv_1", "e_conv_1.1", False), ("e_conv_2", "e_conv_2.1", False),
+    ("e_block_1/conv1", "e_block_1.1", False), ("e_block_1/conv2", "e_block_1.4", False),
+    ("e_block_2/conv1", "e_block_2.1", False), ("e_block_2/conv2", "e_block_2.4", False),
+    ("e_block_3/conv1", "e_block_3.1", False), ("e_block_3/conv2", "e_block_3.4", False),
+    ("e_conv_3", "e_conv_3.0", False),
+    ("d_up_conv_1/conv", "d_up_conv_1.0", False), ("d_up_conv_1/deconv", "d_up_conv_1.3", True),
+    ("d_block_1/conv1", "d_block_1.1", False), ("d_block_1/conv2", "d_block_1.4", False),
+    ("d_block_2/conv1", "d_block_2.1", False), ("d_block_2/conv2", "d_block_2.4", False),
+    ("d_block_3/conv1", "d_block_3.1", False), ("d_block_3/conv2", "d_block_3.4", False),
+    ("d_up_conv_2/conv", "d_up_conv_2.0", False), ("d_up_conv_2/deconv", "d_up_conv_2.3", True),
+    ("d_up_conv_3/conv1", "d_up_conv_3.0", False), ("d_up_conv_3/conv2", "d_up_conv_3.3", False))
+
+
+class DeepAugmentCAE:
+  """DeepAugment's compressive autoencoder (`cae_32x32x32_zero_pad_bin.py`): inputs in [0, 1]
+  as `CAE_distort_imagenet.py` feeds them, output tanh clamped to [0, 1] (its line 'clamp(0,
+  1)'). `features` scales the widths (64, 128, code 32, decoder 64/32/16) for small tests.
+
+  The code is binarised stochastically (+1 with probability (1 + code) / 2) with the gradient
+  of the identity, as the reference's `eps` is computed under no_grad. `apply(..., seed=s)`
+  draws the binarisation from the int32 [2] seed s; without a seed it is deterministic
+  (sign of the code), which the reference never does (docs/corruptions.md). `latent` is a
+  function of the code (DeepAugment's latent distortions, rgd.corruptions.deepaugment);
+  `scale_code` multiplies the binarised code (its option 0)."""
+
+  stochastic = True
+
+  def __init__(self, widths=(64, 128, 32, 64, 32, 256, 16)):
+    # (e_conv_1, e_conv_2 = the residual blocks' width, code, d_up_conv_1's conv, d_up_conv_2's
+    # conv, its transposed conv, d_up_conv_3's first conv): the reference's channel counts.
+    self.widths = tuple(int(w) for w in widths)
+
+  def init(self, seed=0):
+    rng = np.random.default_rng(seed)
+    e1, f, code, d1, d2, d2t, d3 = self.widths
+    shapes = {"e_conv_1": (5, 5, 3, e1), "e_conv_2": (5, 5, e1, f), "e_conv_3": (5, 5, f, code),
+              "d_up_conv_1/conv": (3, 3, code, d1), "d_up_conv_1/deconv": (2, 2, d1, f),
+              "d_up_conv_2/conv": (3, 3, f, d2), "d_up_conv_2/deconv": (2, 2, d2, d2t),
+              "d_up_conv_3/conv1": (3, 3, d2t, d3), "d_up_conv_3/conv2": (3, 3, d3, 3)}
+    for part in ("e", "d"):
+      for i in (1, 2, 3):
+        shapes[f"{part}_block_{i}/conv1"] = (3, 3, f, f)
+        shapes[f"{part}_block_{i}/conv2"] = (3, 3, f, f)
+    return _init_params(rng, shapes)
+
+  def residual_blocks(self):
+    return [f"{p}_block_{i}" for p in ("e", "d") for i in (1, 2, 3)]
+
+  def layers(self):
+    return [name for name, _, _ in CAE_LAYERS]
+
+  def _blocks(self, params, part, h):
+    c = _conv_fn(params)
+    for i in (1, 2, 3):
+      h = h + c(f"{part}_block_{i}/conv2", leaky_relu(c(f"{part}_block_{i}/conv1", h)))
+    return h
+
+  def encode(self, params, x):
+    """The tanh code [B, H/4, W/4, 32] in [-1, 1]. The reference pads (1, 2) before its 5x5
+    stride-2 convs: TF's SAME padding for an even size."""
+    c = _conv_fn(params)
+    h = leaky_relu(c("e_conv_1", x, 2))
+    h = leaky_relu(c("e_conv_2", h, 2))
+    return tf.tanh(c("e_conv_3", self._blocks(params, "e", h)))
+
+  def binarize(self, code, seed=None):
+    if seed is None:
+      bits = tf.where(code >= 0, 1.0, -1.0)
+    else:
+      u = tf.random.stateless_uniform(tf.shape(code), seed)
+      bits = tf.where(u <= (1 + code) / 2, 1.0, -1.0)
+    return 0.5 * (code + tf.stop_gradient(bits - code) + 1)  # (-1|1) -> (0|1)
+
+  def decode(self, params, encoded):
+    c = _conv_fn(params)
+    pad = lambda h, mode="CONSTANT", p=1: tf.pad(h, [[0, 0], [p, p], [p, p], [0, 0]], mode)
+    deconv = lambda name, h: deconv2x2(h, params[name + "/kernel"], params[name + "/bias"])
+    h = leaky_relu(c("d_up_conv_1/conv", encoded * 2.0 - 1, 1, "VALID"))
+    h = deconv("d_up_conv_1/deconv", pad(h))
+    h = self._blocks(params, "d", h)
+    h = deconv("d_up_conv_2/deconv", pad(leaky_relu(c("d_up_conv_2/conv", h, 1, "VALID"))))
+    h = leaky_relu(c("d_up_conv_3/conv1", h, 1, "VALID"))
+    return tf.tanh(c("d_up_conv_3/conv2", pad(h, "REFLECT", 2), 1, "VALID"))
+
+  def apply(self, params, x, seed=None, latent=None, scale_code=None):
+    code = self.encode(params, x)
+    if latent is not None:
+      code = latent(code)
+    encoded = self.binarize(code, seed)
+    if scale_code is not None:
+      encoded = encoded * scale_code(encoded)
+    return tf.clip_by_value(self.decode(params, encoded), 0.0, 1.0)
+
+
+class CAECifar:
+  """rgd's compressive autoencoder for 32x32 images (not a published network; after Theis et
+  al. 2017): three stride-2 5x5 convs (64, 128, then the code) around three residual blocks of
+  128 features, a code [H/8, W/8, 96] rounded with the straight-through gradient, and a
+  mirrored sub-pixel decoder; trained by `rgd.train_corruption_net` (gin/cae.gin)."""
 
   def __init__(self, features=(64, 128), num_blocks=3, code_channels=96):
     self.f1, self.f2 = (int(f) for f in features)
@@ -132,13 +354,13 @@ class CAE:
     return 2 * macs
 
   def _blocks(self, params, part, h):
-    c = lambda name, h: conv2d(h, params[name + "/kernel"], params[name + "/bias"])
+    c = _conv_fn(params)
     for i in range(self.num_blocks):
       h = h + c(f"{part}_block{i}/conv2", tf.nn.leaky_relu(c(f"{part}_block{i}/conv1", h), 0.2))
     return h
 
   def apply(self, params, x):
-    c = lambda name, h, s=1: conv2d(h, params[name + "/kernel"], params[name + "/bias"], s)
+    c = _conv_fn(params)
     act = lambda h: tf.nn.leaky_relu(h, 0.2)
     h = act(c("enc1", x - 0.5, 2))
     h = act(c("enc2", h, 2))
@@ -151,10 +373,17 @@ class CAE:
     return tf.clip_by_value(h + 0.5, 0.0, 1.0)
 
 
-NETWORKS = {"edsr": EDSR, "cae": CAE}
+NETWORKS = {"edsr_baseline_x4": EDSRBaselineX4, "deepaugment_cae": DeepAugmentCAE,
+            "edsr_cifar": EDSRCifar, "cae_cifar": CAECifar}
+# Names before issue 22, which called rgd's CIFAR networks by the published ones' names.
+RENAMED = {"edsr": "edsr_cifar", "cae": "cae_cifar"}
 
 
 def get_network(name, **kwargs):
+  if name in RENAMED:
+    raise ValueError(f"Corruption network {name!r} is now {RENAMED[name]!r} (rgd's CIFAR-10 "
+                     f"network); the published ones are 'edsr_baseline_x4' and "
+                     f"'deepaugment_cae'")
   if name not in NETWORKS:
     raise ValueError(f"Unknown corruption network {name!r}; expected one of {sorted(NETWORKS)}")
   return NETWORKS[name](**kwargs)
@@ -162,17 +391,15 @@ def get_network(name, **kwargs):
 
 def save_params(path, params):
   """Weights as an npz (written through tf.io.gfile, atomically)."""
-  import io  # pylint: disable=g-import-not-at-top
-  from rgd.runtime import fileio  # pylint: disable=g-import-not-at-top
   buf = io.BytesIO()
   np.savez(buf, **{k: np.asarray(v) for k, v in params.items()})
   fileio.atomic_write_bytes(path, buf.getvalue())
 
 
 def load_params(path, network, seed=0):
-  """Weights from an npz written by `save_params` (or converted from DeepAugment's PyTorch
-  checkpoints, docs/corruptions.md); the names and shapes must match `network.init()`."""
-  import io  # pylint: disable=g-import-not-at-top
+  """Weights from an npz written by `save_params` (rgd.train_corruption_net, or
+  tools/convert_corruption_net.py from the published PyTorch files); the names and shapes must
+  match `network.init()`."""
   if not tf.io.gfile.exists(path):
     raise FileNotFoundError(f"corruption network weights: no file {path}")
   with tf.io.gfile.GFile(path, "rb") as f:
@@ -188,3 +415,75 @@ def load_params(path, network, seed=0):
     if loaded[k].shape != v.shape:
       raise ValueError(f"{path}: {k} has shape {loaded[k].shape}, expected {v.shape}")
   return {k: loaded[k].astype(np.float32) for k in expected}
+
+
+def _oihw_to_hwio(w):
+  return np.ascontiguousarray(np.transpose(w, (2, 3, 1, 0)), np.float32)
+
+
+def _take(state, key, source):
+  if key not in state:
+    raise ValueError(f"{source}: no {key!r} in the state dict (keys: {sorted(state)[:8]} ...)")
+  return np.asarray(state[key], np.float32)
+
+
+def _edsr_from_torch(state, source):
+  """EDSR-PyTorch names (`model/edsr.py`: head.0, body.{i}.body.{0,2}, body.{n}, tail.0.{0,2}
+  for the x4 upsampler's convs, tail.1) -> EDSRBaselineX4's."""
+  n = sum(1 for k in state if k.startswith("body.") and k.endswith(".body.0.weight"))
+  params = {}
+  names = {"head": "head.0", "body_out": f"body.{n}", "upsample0": "tail.0.0",
+           "upsample1": "tail.0.2", "tail": "tail.1"}
+  for i in range(n):
+    names[f"block{i}/conv1"] = f"body.{i}.body.0"
+    names[f"block{i}/conv2"] = f"body.{i}.body.2"
+  for ours, theirs in names.items():
+    params[ours + "/kernel"] = _oihw_to_hwio(_take(state, theirs + ".weight", source))
+    params[ours + "/bias"] = _take(state, theirs + ".bias", source)
+  # MeanShift is fixed, not learned: rgd builds it from the DIV2K mean; check the file agrees.
+  for key, sign in (("sub_mean", -1), ("add_mean", 1)):
+    if key + ".bias" in state:
+      bias = _take(state, key + ".bias", source)
+      weight = _take(state, key + ".weight", source).reshape(3, 3)
+      if not (np.allclose(bias, sign * RGB_RANGE * DIV2K_RGB_MEAN, atol=1e-3)
+              and np.allclose(weight, np.eye(3), atol=1e-6)):
+        raise ValueError(f"{source}: {key} is not EDSR's DIV2K MeanShift (bias {bias})")
+  kwargs = {"num_blocks": n, "features": params["head/kernel"].shape[-1]}
+  return kwargs, params
+
+
+def _cae_from_torch(state, source):
+  """`cae_32x32x32_zero_pad_bin.py` names (CAE_LAYERS) -> DeepAugmentCAE's."""
+  params = {}
+  for ours, theirs, transposed in CAE_LAYERS:
+    w = _take(state, theirs + ".weight", source)
+    # ConvTranspose2d stores [in, out, kh, kw]; Conv2d [out, in, kh, kw].
+    params[ours + "/kernel"] = np.ascontiguousarray(
+        np.transpose(w, (2, 3, 0, 1)) if transposed else np.transpose(w, (2, 3, 1, 0)),
+        np.float32)
+    params[ours + "/bias"] = _take(state, theirs + ".bias", source)
+  k = lambda name: params[name + "/kernel"].shape[-1]
+  widths = (k("e_conv_1"), k("e_conv_2"), k("e_conv_3"), k("d_up_conv_1/conv"),
+            k("d_up_conv_2/conv"), k("d_up_conv_2/deconv"), k("d_up_conv_3/conv1"))
+  return {"widths": widths}, params
+
+
+def from_torch_state(name, state, source="state dict"):
+  """(network kwargs, params) of network `name` ('edsr_baseline_x4' or 'deepaugment_cae') from
+  a PyTorch state dict given as {key: numpy array}; ValueError naming `source` when it is not
+  one. Kernels go from OIHW to HWIO; nothing else changes (PixelShuffle keeps torch's channel
+  order in `pixel_shuffle`)."""
+  state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+  if name == "edsr_baseline_x4":
+    kwargs, params = _edsr_from_torch(state, source)
+  elif name == "deepaugment_cae":
+    kwargs, params = _cae_from_torch(state, source)
+  else:
+    raise ValueError(f"no PyTorch layout for corruption network {name!r}; expected "
+                     f"'edsr_baseline_x4' or 'deepaugment_cae'")
+  expected = NETWORKS[name](**kwargs).init(0)
+  for k, v in expected.items():
+    if params[k].shape != v.shape:
+      raise ValueError(f"{source}: {k} has shape {params[k].shape}, expected {v.shape} for "
+                       f"{name} {kwargs}")
+  return kwargs, params

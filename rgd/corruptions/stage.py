@@ -24,11 +24,13 @@ from rgd.augment.augmix import AugMix
 
 
 @gin.configurable
-def make_ada(network="edsr", weights_path=None, network_kwargs=None, nu=ada_lib.NU,
-             steps=ada_lib.STEPS, num_groups=None, ssim_threshold=0.3, seed=0):
-  """AdA with corruption network `network` and its trained weights (`weights_path`, an npz
-  from rgd.train_corruption_net or converted from DeepAugment's checkpoints). Without weights,
-  a freshly initialised network (only for debugging: it does not reconstruct its input)."""
+def make_ada(network="edsr_baseline_x4", weights_path=None, network_kwargs=None,
+             nu=ada_lib.NU, steps=ada_lib.STEPS, num_groups=None, ssim_threshold=0.3, seed=0):
+  """AdA with corruption network `network` (rgd.corruptions.networks) and its weights
+  (`weights_path`, an npz: the published 'edsr_baseline_x4' / 'deepaugment_cae' converted by
+  tools/convert_corruption_net.py, or rgd's 'edsr_cifar' / 'cae_cifar' trained by
+  rgd.train_corruption_net). Without weights, a freshly initialised network (only for
+  debugging: it does not reconstruct its input)."""
   net = networks.get_network(network, **(network_kwargs or {}))
   if weights_path:
     params = networks.load_params(weights_path, net, seed)

@@ -1,5 +1,6 @@
-"""Training a corruption network (EDSR or CAE) to reconstruct its input: the c_phi of AdA
-(seed 003), for `python -m rgd.train_corruption_net`. The weights go to MODEL_DIR/weights.npz,
+"""Training rgd's own corruption networks ('edsr_cifar', 'cae_cifar') to reconstruct their input:
+the c_phi of AdA (seed 003) without the published weights, for `python -m
+rgd.train_corruption_net`. The weights go to MODEL_DIR/weights.npz,
 the file `make_ada.weights_path` and DeepAugment read; MODEL_DIR/checkpoints resumes a run."""
 import os
 import time
@@ -18,7 +19,7 @@ LOSSES = {"l1": lambda x, y: tf.reduce_mean(tf.abs(x - y)),
 
 
 @gin.configurable(denylist=["model_dir"])
-def train_corruption_net(model_dir, network="edsr", network_kwargs=None, dataset=gin.REQUIRED,
+def train_corruption_net(model_dir, network="edsr_cifar", network_kwargs=None, dataset=gin.REQUIRED,
                          batch_size=64, num_steps=20_000, learning_rate=1e-4, loss="l1",
                          checkpoint_every=1000, log_every=100, seed=0, data_dir=None,
                          images=None):
