@@ -29,5 +29,15 @@ setuptools.setup(
         # tools/make_tfrecords.py --runner=...: generated sets of 100M images on Dataflow, Flink
         # or Spark (docs/beam.md). Resolves with TF 2.21 (it pins protobuf < 7, TF takes >= 6.31).
         "beam": ["apache-beam>=2.77"],
+        # `python -m rgd.convert`, tools/convert_corruption_net.py: reading PyTorch checkpoints
+        # (torch.load(weights_only=True)) and safetensors files. Optional: rgd's core never
+        # imports torch.
+        "torch": ["torch", "safetensors"],
+        # The cross-checks against reference code (tools/, tests): foolbox and ART attacks on
+        # certified points, klasleino's GloRo, the reference AutoAttack, Hendrycks' corruption
+        # functions, scikit-learn's digits for the small certified run. docs/testing.md; torch
+        # and robustbench (--no-deps) are installed apart, as .ci/run does.
+        "crosscheck": ["safetensors", "foolbox", "adversarial-robustness-toolbox", "gloro",
+                       "pyautoattack", "imagecorruptions-imaug", "scikit-learn"],
     },
 )

@@ -95,3 +95,19 @@ def test_module_index_names_every_package():
   missing = [p for p in packages if f"{p}/" not in index]
   missing += [m for m in modules if not re.search(rf"\b{m}\b", index)]
   assert not missing, missing
+
+
+def test_links_in_readme_and_docs_lead_to_files():
+  offenders = []
+  pages = ["README.md"] + [os.path.join("docs", f) for f in os.listdir(os.path.join(ROOT, "docs"))
+                           if f.endswith(".md")]
+  for page in pages:
+    text = open(os.path.join(ROOT, page)).read()
+    text = re.sub(r"```.*?```", "", text, flags=re.S)  # code is not links
+    text = re.sub(r"`[^`\n]*`", "", text)
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+      if "://" in target:
+        continue
+      if not os.path.exists(os.path.join(ROOT, os.path.dirname(page), target)):
+        offenders.append(f"{page} -> {target}")
+  assert not offenders, offenders

@@ -5,6 +5,7 @@
   stage_state  per-stage resume of a long evaluation
   target       which model and threat model an evaluation reads (model.json defaults)
   adversarial  robust accuracy under a suite, and its report (rgd.evaluate)
+  reports      the TensorBoard events every report writes
   cifar10c     CIFAR-10-C errors and mCE (seed 003), and its report (rgd.evaluate)
   certified    certified accuracy and radii, and its report (rgd.certify)
 

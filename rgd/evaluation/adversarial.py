@@ -9,7 +9,7 @@ import gin
 import numpy as np
 import tensorflow as tf
 
-from rgd.evaluation import cascade, checks, stage_state
+from rgd.evaluation import cascade, checks, reports, stage_state
 from rgd.evaluation.target import NORMS, parse_eps, versions
 from rgd.runtime import fileio
 from rgd.runtime.progress import Progress
@@ -109,13 +109,10 @@ def write_report(output_dir, report, result, labels):
                 stage_names=np.array([s["name"] for s in report["stages"]], dtype=str),
                 x_adv=result["x_adv"])
   fileio.save_npz(os.path.join(output_dir, name + ".npz"), **arrays)
-  step = report["settings"].get("checkpoint_step") or 0
-  writer = tf.summary.create_file_writer(os.path.join(output_dir, "tensorboard"))
-  with writer.as_default(step=step):
-    prefix = f"eval/{report['suite']}/{report['norm']}_{report['eps']:.6g}"
-    tf.summary.scalar(f"{prefix}/clean_accuracy", report["clean_accuracy"])
-    tf.summary.scalar(f"{prefix}/robust_accuracy", report["robust_accuracy"])
-    for stage in report["stages"]:
-      tf.summary.scalar(f"{prefix}/after_{stage['name']}", stage["robust_accuracy"])
-    tf.summary.text(f"{prefix}/report", "```\n" + text + "```")
-  writer.close()
+  prefix = f"eval/{report['suite']}/{report['norm']}_{report['eps']:.6g}"
+  scalars = {f"{prefix}/clean_accuracy": report["clean_accuracy"],
+             f"{prefix}/robust_accuracy": report["robust_accuracy"]}
+  scalars.update({f"{prefix}/after_{stage['name']}": stage["robust_accuracy"]
+                  for stage in report["stages"]})
+  reports.write_tensorboard(output_dir, report["settings"].get("checkpoint_step"), scalars,
+                            {f"{prefix}/report": "```\n" + text + "```"})

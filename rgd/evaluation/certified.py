@@ -8,9 +8,9 @@ import time
 
 import gin
 import numpy as np
-import tensorflow as tf
 
 from rgd.certified import certificate
+from rgd.evaluation import reports
 from rgd.evaluation.target import versions
 from rgd.runtime import fileio
 
@@ -117,12 +117,8 @@ def write_report(output_dir, report, result):
   np.savez(buf, radius=result["radius"], predictions=result["predictions"],
            correct=result["correct"])
   fileio.atomic_write_bytes(name + ".npz", buf.getvalue())
-  step = report["settings"].get("checkpoint_step") or 0
-  writer = tf.summary.create_file_writer(os.path.join(output_dir, "tensorboard"))
-  with writer.as_default(step=step):
-    prefix = f"certify/{report['norm']}_{report['eps']:.6g}"
-    tf.summary.scalar(f"{prefix}/clean_accuracy", report["clean_accuracy"])
-    tf.summary.scalar(f"{prefix}/certified_accuracy", report["certified_accuracy"])
-    if "generalization_gap" in report:
-      tf.summary.scalar(f"{prefix}/generalization_gap", report["generalization_gap"])
-  writer.close()
+  prefix = f"certify/{report['norm']}_{report['eps']:.6g}"
+  reports.write_tensorboard(
+      output_dir, report["settings"].get("checkpoint_step"),
+      {f"{prefix}/{k}": report[k] for k in ("clean_accuracy", "certified_accuracy",
+                                             "generalization_gap") if k in report})

@@ -20,6 +20,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from rgd.evaluation import reports
 from rgd.data import datasets
 from rgd.runtime import fileio
 
@@ -169,14 +170,10 @@ def write_report(output_dir, report, correct, labels):
   errors = np.array([report["errors"][c] for c in report["corruptions"]])
   png = heatmap_png(errors, report["corruptions"])
   fileio.atomic_write_bytes(base + ".png", png)
-  step = report["settings"].get("checkpoint_step") or 0
-  writer = tf.summary.create_file_writer(os.path.join(output_dir, "tensorboard"))
-  with writer.as_default(step=step):
-    tf.summary.scalar("eval/cifar10c/mce", report["mce"])
-    if "clean_accuracy" in report:
-      tf.summary.scalar("eval/cifar10c/clean_accuracy", report["clean_accuracy"])
-    for c, e in report["corruption_errors"].items():
-      tf.summary.scalar(f"eval/cifar10c/error_{c}", e)
-    tf.summary.text("eval/cifar10c/table", "```\n" + report["table"] + "\n```")
-    tf.summary.image("eval/cifar10c/heatmap", tf.image.decode_png(png)[None])
-  writer.close()
+  scalars = {"eval/cifar10c/mce": report["mce"]}
+  if "clean_accuracy" in report:
+    scalars["eval/cifar10c/clean_accuracy"] = report["clean_accuracy"]
+  scalars.update({f"eval/cifar10c/error_{c}": e for c, e in report["corruption_errors"].items()})
+  reports.write_tensorboard(output_dir, report["settings"].get("checkpoint_step"), scalars,
+                            {"eval/cifar10c/table": "```\n" + report["table"] + "\n```"},
+                            {"eval/cifar10c/heatmap": tf.image.decode_png(png)[None]})
