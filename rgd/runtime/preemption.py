@@ -77,7 +77,7 @@ class CoordinatedPreemption(PreemptionFlag):
 
   def should_stop(self):
     # Worker k contributes a one-hot row at k from each of its replicas: the sum names the
-    # workers that received a notice (float32: the collective kernels every device has).
+    # workers that received a notice.
     own = tf.one_hot(self._worker, self._num_workers) * float(self.requested)
     notices = self._notices(own).numpy() / self._local_replicas
     workers = [k for k, n in enumerate(notices) if n > 0]
