@@ -6,11 +6,15 @@ Sets TF_CONFIG for 127.0.0.1 (loopback only) before TensorFlow starts, trains gi
 through rgd.training.loop.train_and_evaluate, and writes OUT.npz (final weights) and OUT.json (the real
 count in each of this worker's first batches, and the strategy's view of the cluster).
 `RGD_TEST_DIE_AFTER_CHECKPOINT=N` makes this worker exit hard (os._exit, no cleanup) right after
-writing checkpoint N: a worker killed mid-run.
+writing checkpoint N: a worker killed mid-run. `RGD_TEST_PAUSE_AFTER_STEP=N` makes it write
+OUT.ready after its N-th training step and wait there until its SIGTERM handler has run, so the
+test's SIGTERM lands at a known step.
 """
 import json
 import os
 import sys
+import threading
+import time
 
 # This checkout's rgd, not an installed one (the script runs from tests/).
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -23,7 +27,7 @@ from absl import logging  # noqa: E402  pylint: disable=g-import-not-at-top
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from rgd.runtime import checkpointing, strategy as strategy_lib  # noqa: E402
+from rgd.runtime import checkpointing, preemption, strategy as strategy_lib  # noqa: E402
 from rgd.data import datasets
 from rgd import cli
 from rgd.training import loop
@@ -48,6 +52,7 @@ def main():
     if checkpoint_number == die_after:
       os._exit(17)
   checkpointing.TrainingCheckpoints.save = save_and_record
+  _pause_after_step(int(os.environ.get("RGD_TEST_PAUSE_AFTER_STEP", "0")))
 
   strategy = strategy_lib.get_strategy()
   num_pipelines, pipeline_id = strategy_lib.input_pipeline(strategy)
@@ -71,6 +76,35 @@ def main():
                "pipelines": [num_pipelines, pipeline_id],
                "chief": strategy_lib.is_chief(strategy)}, f)
   return 0
+
+
+def _pause_after_step(pause_after):
+  """After training step `pause_after` of this process: OUT.ready, then wait for SIGTERM."""
+  if not pause_after:
+    return
+  received = threading.Event()
+  handle = preemption.PreemptionFlag._handle  # pylint: disable=protected-access
+
+  def handle_and_record(self, signum, frame):
+    handle(self, signum, frame)
+    received.set()
+  preemption.PreemptionFlag._handle = handle_and_record  # pylint: disable=protected-access
+  make_step = loop.make_distributed_step
+
+  def make_pausing_step(*args, **kwargs):
+    step_fn, calls = make_step(*args, **kwargs), [0]
+
+    def step(batch):
+      result = {k: v.numpy() for k, v in step_fn(batch).items()}
+      calls[0] += 1
+      if calls[0] == pause_after:
+        open(out + ".ready", "w").close()  # pylint: disable=consider-using-with
+        deadline = time.time() + 60
+        while not received.is_set() and time.time() < deadline:
+          time.sleep(0.02)  # the main thread: Python runs the signal handler between sleeps
+      return result
+    return step
+  loop.make_distributed_step = make_pausing_step
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """MultiWorkerMirroredStrategy with two worker processes on 127.0.0.1 (tests/multi_worker_check.py
 is one worker): identical weights, exact real/generated counts per global batch, chief-only
-exports and summaries, non-chief checkpoints in a deleted temporary directory, and a worker
-killed mid-run resuming from the last checkpoint with the uninterrupted run's weights."""
+exports and summaries, non-chief checkpoints in a deleted temporary directory, a worker
+killed mid-run resuming from the last checkpoint with the uninterrupted run's weights, and a
+SIGTERM to one worker stopping both at one step with one checkpoint."""
 import json
 import os
 import signal
@@ -138,6 +139,52 @@ def test_killed_worker_resumes_from_last_checkpoint(uninterrupted, data_dir, tmp
   for a, b in zip(_weights(outs[0]), _weights(uninterrupted[1][0])):
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
   for a, b in zip(_weights(outs[0], True), _weights(outs[1], True)):
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_worker_stops_both_at_one_step(uninterrupted, data_dir, tmp_path):
+  """Worker 1 alone gets SIGTERM after step 3 (checkpoints are every 2 steps): both workers
+  agree on it after that step, write one checkpoint ckpt-3 (with each one's input state) and
+  exit 0; a restart of both resumes from it to exactly the uninterrupted run's weights."""
+  model_dir, outs = str(tmp_path / "model"), [str(tmp_path / f"w{i}") for i in range(2)]
+  ports = _free_ports(2)
+  procs = [_start(0, ports, model_dir, data_dir, outs[0]),
+           _start(1, ports, model_dir, data_dir, outs[1],
+                  env={"RGD_TEST_PAUSE_AFTER_STEP": "3"})]
+  deadline = time.time() + TIMEOUT
+  while not os.path.exists(outs[1] + ".ready"):
+    if time.time() > deadline or any(p.poll() is not None for p in procs):
+      for p in procs:
+        p.kill()
+      pytest.fail("worker 1 never reached step 3:\n" + procs[1].communicate()[0][-3000:])
+    time.sleep(0.05)
+  procs[1].send_signal(signal.SIGTERM)
+  logs = _finish(procs)  # both exit 0
+  assert "Received signal 15" in logs[1] and "Received signal" not in logs[0], logs[0][-3000:]
+  for log in logs:
+    assert "SIGTERM on worker(s) 1: all 2 workers checkpoint this step and stop." in log
+    assert "Checkpointed at step 3 after SIGTERM; exiting." in log, log[-3000:]
+  ckpt = os.path.join(model_dir, "checkpoints")
+  assert sorted(n for n in os.listdir(ckpt) if n.endswith(".index")) == [
+      "ckpt-2.index", "ckpt-3.index"]
+  with open(os.path.join(ckpt, "checkpoint")) as f:
+    assert 'model_checkpoint_path: "ckpt-3"' in f.read()
+  for i in range(2):
+    assert sorted(os.listdir(os.path.join(ckpt, f"input_pipeline_{i}"))) == [
+        "checkpoint", "ckpt-2.data-00000-of-00001", "ckpt-2.index",
+        "ckpt-3.data-00000-of-00001", "ckpt-3.index"]
+  assert not any(n.startswith(".worker_") for n in os.listdir(ckpt)), os.listdir(ckpt)
+  assert not os.path.exists(os.path.join(model_dir, "last.keras"))
+  # The weights each worker saved at step 3 are the same (trainable ones, bit for bit).
+  for a, b in zip(_weights(outs[0], True), _weights(outs[1], True)):
+    np.testing.assert_array_equal(a, b)
+  logs = _run(model_dir, data_dir, outs)
+  for log in logs:
+    assert "ckpt-3 at step 3" in log, log[-3000:]
+  for a, b in zip(_weights(outs[0]), _weights(uninterrupted[1][0])):
+    np.testing.assert_array_equal(a, b)
+  for a, b in zip(_weights(outs[1], True), _weights(uninterrupted[1][1], True)):
     np.testing.assert_array_equal(a, b)
 
 

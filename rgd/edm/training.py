@@ -29,7 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rgd.runtime import checkpointing, fileio, strategy as strategy_lib
+from rgd.runtime import checkpointing, fileio, preemption, strategy as strategy_lib
 from rgd.data import datasets
 from rgd.training import weight_average
 from rgd.augment import visualize
@@ -180,7 +180,7 @@ def train_generator(model_dir, strategy=None, dataset=gin.REQUIRED, num_classes=
   info = dict(dataset=dataset if isinstance(dataset, str) else None, num_classes=num_classes,
               image_shape=list(images.shape[1:]), sigma_data=denoiser.SIGMA_DATA)
   writer = tf.summary.create_file_writer(os.path.join(model_dir, "train")) if chief else None
-  preempt = checkpointing.PreemptionFlag()
+  preempt = preemption.for_strategy(strategy)  # SIGTERM on any worker stops all at one step
   step = first_step = int(optimizer.iterations.numpy())
   history, total, count, t0, start = [], 0.0, 0.0, time.time(), time.time()
   try:
@@ -211,11 +211,12 @@ def train_generator(model_dir, strategy=None, dataset=gin.REQUIRED, num_classes=
           tf.summary.image("samples_per_class_ema", class_grid(
               avg_network, num_classes, samples_per_class, tuple(images.shape[1:]), seed,
               sample_steps))
-      if step % checkpoint_every == 0 or step == total_steps or preempt.requested:
+      stop = preempt.should_stop()  # once a step: a collective under several workers
+      if step % checkpoint_every == 0 or step == total_steps or stop:
         manager.save(checkpoint_number=step)
         if chief:
           store.save(model_dir, avg_network, kwargs, dict(info, step=step))
-      if preempt.requested:
+      if stop:
         logging.warning("Checkpointed at step %d after SIGTERM; exiting.", step)
         break
   finally:

@@ -1,11 +1,10 @@
-"""Checkpoints, atomic exports and preemption handling for the training loop.
+"""Checkpoints and atomic exports for the training loop (SIGTERM: rgd.runtime.preemption).
 
 `tf.train.CheckpointManager` writes each checkpoint's files first and then rewrites the small
 `checkpoint` index atomically, so a kill at any moment leaves the previous checkpoint valid.
 Keras exports and JSON files are written under a temporary name and renamed (rgd.runtime.fileio).
 """
 import posixpath
-import signal
 
 from absl import logging
 import tensorflow as tf
@@ -22,22 +21,6 @@ def export_keras(model, path):
   with fileio.atomic_path(path, suffix=".keras") as tmp:
     model.save(tmp)
     faults.kill_point(f"export:{posixpath.basename(path)}")
-
-
-class PreemptionFlag:
-  """Set by SIGTERM (preemption, `kill`): the loop then checkpoints and exits cleanly."""
-
-  def __init__(self):
-    self.requested = False
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
-
-  def _handle(self, signum, frame):
-    del frame
-    logging.warning("Received signal %d: will checkpoint and stop after this step.", signum)
-    self.requested = True
-
-  def restore(self):
-    signal.signal(signal.SIGTERM, self._previous)
 
 
 class TrainingCheckpoints:

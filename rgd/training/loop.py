@@ -19,7 +19,7 @@ import tensorflow as tf
 from rgd import augment as augment_lib, models
 from rgd.augment import visualize
 from rgd.data import datasets, shard_check
-from rgd.runtime import checkpointing, fileio, seeds, strategy as strategy_lib
+from rgd.runtime import checkpointing, fileio, preemption, seeds, strategy as strategy_lib
 from rgd.runtime.progress import format_duration
 from rgd.training import nan_policy as nan_policy_lib
 from rgd.training import objectives, optimizers, schedules, validation, weight_average
@@ -104,7 +104,7 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
   if chief:
     writers = {k: tf.summary.create_file_writer(os.path.join(model_dir, k))
                for k in ("train", "validation")}
-  preempt = checkpointing.PreemptionFlag()
+  preempt = preemption.for_strategy(strategy)  # SIGTERM on any worker stops all at one step
   step = int(state.optimizer.iterations.numpy())
   sums, t0, step0, start = {}, time.time(), step, time.time()
   logs = {}
@@ -133,9 +133,10 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
       if chief and image_summary_every and step % image_summary_every == 0:
         _image_summary(writers["train"], state.network, state.objective, inputs.images[:8],
                        inputs.labels[:8], step, seed)
-      if step % checkpoint_every == 0 or step == inputs.total_steps or preempt.requested:
+      stop = preempt.should_stop()  # once a step: a collective under several workers
+      if step % checkpoint_every == 0 or step == inputs.total_steps or stop:
         manager.save(checkpoint_number=step)
-      if preempt.requested:
+      if stop:
         logging.warning("Checkpointed at step %d after SIGTERM; exiting.", step)
         return logs
   finally:
