@@ -12,7 +12,8 @@ Rooms by purpose; imports run one way, from the entry points down to the pure pa
                  into records, FID and feature extractors
   edm/           the EDM generator: U-Net, preconditioning and loss, Heun sampler, training
   data/          real data as tf.data (tfds, npz), the TFRecord schema, shard checks
-  runtime/       strategy, checkpoints, file I/O through gfile, progress, fault injection
+  runtime/       strategy, checkpoints, preemption (SIGTERM, agreed across workers), file I/O
+                 through gfile, seeds, progress, fault injection
   corruptions/   AdA, DeepAugment and their corruption networks (seed 003)
   certified/     certifiable layers, models, certificates and objectives (seed 004)
   augment/       batch augmentations (CutMix, MixUp, AutoAugment, AugMix, ...)
