@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import torch  # noqa: E402
 
+from rgd.runtime import seeds  # noqa: E402
 from rgd import models  # noqa: E402
 from rgd.training import objectives
 from rgd.training.trainer import RobustTrainer  # noqa: E402
@@ -114,8 +115,9 @@ def check_step(net, x, y, batch_stats_attack, steps=2, lr=0.1, weight_decay=5e-4
       worst[kind], where[kind] = value, name
 
   for step in range(steps):
-    # rgd's attack start: stateless normal at seed (trainer seed, step) (RobustTrainer.attack_start).
-    seed = tf.constant([trainer.seed, step], tf.int32)
+    # rgd's attack start: the "attack" stream of the step (RobustTrainer.attack_start,
+    # rgd.runtime.seeds).
+    seed = seeds.key(trainer.seed, "attack", step)
     noise = objective.attack.initialize_fn(tf.zeros_like(x), seed)
     # rgd's x_adv for this step, from the same network functions the step uses.
     attack_fn, _, _ = trainer.network_fns()
