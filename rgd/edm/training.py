@@ -96,9 +96,10 @@ def make_train_step(strategy, network, optimizer, ema, global_batch, seed):
     with tf.GradientTape() as tape:
       per_example = denoiser.edm_loss(denoise, images, labels, step_seed,
                                  rows=(replica * b, global_batch))
-      # Sum / global batch: the optimizer's all-reduce of the replicas' gradients then gives the
-      # global mean (as rgd.training.trainer).
-      loss = tf.reduce_sum(per_example) / global_batch
+      # Pixel-summed per-example losses, summed / global batch (training_loop.py: loss.sum()
+      # .mul(loss_scaling / batch_gpu_total)); the all-reduce of the replicas' gradients then
+      # gives the global mean, as DDP's average of the GPUs' gradients.
+      loss = denoiser.step_loss(per_example, global_batch)
     variables = network.trainable_variables
     grads = [nan_to_num(g) for g in tape.gradient(loss, variables)]
     optimizer.apply(grads, variables)
