@@ -121,7 +121,7 @@ def _upsample_axis(x, axis):
   z = tf.stack([x, tf.zeros_like(x)], axis=axis + 1)
   shape = tf.shape(x)
   new = tf.tensor_scatter_nd_update(shape, [[axis]], [2 * shape[axis]])
-  z = tf.reshape(z, new)
+  z = tf.ensure_shape(tf.reshape(z, new), [None, None, None, x.shape[-1]])
   z = z[:, :-1] if axis == 1 else z[:, :, :-1]
   pad = (len(SYM6) + 1) // 2
   return _filter_axis(_zero_pad_axis(z, pad, pad, axis), SYM6[::-1], axis)
@@ -175,6 +175,7 @@ def apply_geometric(images, g_inv):
   margin = tf.clip_by_value(margin, 0., tf.constant([w - 1, h - 1] * 2, tf.float32))
   mx0, my0, mx1, my1 = tf.unstack(tf.cast(tf.math.ceil(margin), tf.int32))
   x = tf.pad(images, [[0, 0], [my0, my1], [mx0, mx1], [0, 0]], mode="REFLECT")
+  x = tf.ensure_shape(x, [None, None, None, images.shape[-1]])   # the filters need C
   n = tf.shape(images)[0]
   ones = tf.ones([n])
   g = translate2d(tf.cast(mx0 - mx1, tf.float32) / 2 * ones,

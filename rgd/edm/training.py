@@ -99,7 +99,8 @@ def make_train_step(strategy, network, optimizer, ema, global_batch, seed, augme
     b = tf.shape(images)[0]
     rows = (replica * b, global_batch)
     augment_labels = None
-    if augment_p:
+    if augment_p:   # the pipeline's filters and margins need the static image shape
+      images = tf.ensure_shape(images, [None, *network.inputs[0].shape[1:]])
       images, augment_labels = augment_pipe.augment(images, augment_seed, augment_p, rows)
     with tf.GradientTape() as tape:
       per_example = denoiser.edm_loss(denoise, images, labels, loss_seed, rows=rows,
