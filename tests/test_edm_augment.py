@@ -41,8 +41,8 @@ def test_flips_are_exact():
 
 
 def test_integer_translation_shifts_pixels():
-  # translate_frac draw w -> w * W * 0.125 pixels (augment.py translate_frac_std): at W = 8, w = 1 is one
-  # pixel right (x), w = -1 one pixel up (y); exact away from the entering edge.
+  # translate_frac draw w -> w * W * 0.125 pixels (augment.py translate_frac_std): at W = 8, w = 1
+  # is one pixel right (x), w = -1 one pixel up (y); exact away from the entering edge.
   images = _random_images(2, size=8)
   params = _params(2, tx=[1.0, 0.0], ty=[0.0, -1.0])
   out = ap.apply_geometric(tf.constant(images), ap.inverse_transform(params, 8, 8)).numpy()

@@ -201,5 +201,6 @@ def augment(images, seed, p=P, rows=None):
   """(augmented images, [n, 9] labels) of NHWC `images` in [-1, 1] (AugmentPipe.__call__)."""
   images = tf.convert_to_tensor(images, tf.float32)
   params = draw(seed, tf.shape(images)[0], p, rows)
-  x = apply_geometric(flips(images, params), inverse_transform(params, images.shape[1], images.shape[2]))
+  g_inv = inverse_transform(params, images.shape[1], images.shape[2])
+  x = apply_geometric(flips(images, params), g_inv)
   return x, labels_of(params)
