@@ -26,7 +26,8 @@ conv's 3C output channels are laid out as SongUNet reads them (`reshape(N, C, 3,
 3c + j is component j (q, k, v) of channel c.
 
 EDM CIFAR-10 (cond, augment_dim 9): model_channels 128, channel_mult (2, 2, 2), 4 blocks,
-attention at 16x16, dropout 0.13 -> 55,734,156 parameters (the twin's count, equal to this).
+attention at 16x16, dropout 0.13 -> 55,735,299 parameters (tools/edm_torch_twin.py
+--count_cifar10 counts the same).
 """
 import math
 
