@@ -245,27 +245,27 @@ def randomize(keras_model, seed=0, scale=0.3):
     var.assign(value.astype(np.float32))
 
 
-def compare(keras_model, net, sigmas, batch=3, seed=1, with_labels=True, with_augment=True):
-  """max |D_rgd - D_twin| over `sigmas` for one random batch (class labels one-hot or zeros,
-  augmentation labels random or absent/zeros)."""
+def compare(keras_model, net, sigmas, per_sigma=2, seed=1, with_labels=True, with_augment=True):
+  """max |D_rgd - D_twin| on one random batch holding `per_sigma` images at each of `sigmas`
+  (one network call each side; class labels one-hot or zeros, augmentation labels random or
+  absent/zeros)."""
   rng = np.random.default_rng(seed)
   h, w, c = keras_model.inputs[0].shape[1:]
   classes = keras_model.inputs[2].shape[-1]
   aug_dim = keras_model.inputs[3].shape[-1] if len(keras_model.inputs) > 3 else 0
-  x = rng.normal(size=(batch, h, w, c)).astype(np.float32)
+  sigma = np.repeat(np.asarray(sigmas, np.float32), per_sigma)
+  batch = len(sigma)
+  x = (rng.normal(size=(batch, h, w, c)) * np.sqrt(sigma ** 2 + 0.25)[:, None, None, None]
+       ).astype(np.float32)   # noisy images: data (sd 0.5) plus noise of their sigma
   labels = np.eye(classes, dtype=np.float32)[rng.integers(classes, size=batch)] if with_labels \
       else np.zeros((batch, classes), np.float32)
   aug = rng.normal(size=(batch, aug_dim)).astype(np.float32) if with_augment and aug_dim else None
-  denoise = denoiser.make_denoiser(keras_model)
-  worst = 0.0
-  for sigma in sigmas:
-    d_k = denoise(x, tf.constant(sigma, tf.float32), labels, augment_labels=aug).numpy()
-    with torch.no_grad():
-      d_t = edm_denoise(net, torch.from_numpy(x.transpose(0, 3, 1, 2)),
-                        torch.full([batch], sigma, dtype=torch.float32),
-                        torch.from_numpy(labels), None if aug is None else torch.from_numpy(aug))
-    worst = max(worst, float(np.abs(d_k - d_t.numpy().transpose(0, 2, 3, 1)).max()))
-  return worst
+  d_k = denoiser.make_denoiser(keras_model)(x, tf.constant(sigma), labels,
+                                            augment_labels=aug).numpy()
+  with torch.no_grad():
+    d_t = edm_denoise(net, torch.from_numpy(x.transpose(0, 3, 1, 2)), torch.from_numpy(sigma),
+                      torch.from_numpy(labels), None if aug is None else torch.from_numpy(aug))
+  return float(np.abs(d_k - d_t.numpy().transpose(0, 2, 3, 1)).max())
 
 
 SMALL = dict(resolution=16, channels=3, label_dim=10, augment_dim=9, model_channels=16,
