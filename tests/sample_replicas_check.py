@@ -19,9 +19,12 @@ def tiny_net():
   tf.keras.utils.set_random_seed(0)
   net = unet.edm_unet(image_shape=(8, 8, 3), num_classes=3, model_channels=4,
                       channel_mult=(1,), num_blocks=1, attn_resolutions=(), dropout=0.0)
-  # The output conv starts at zero (F = 0); give it weights so that F and the labels matter.
-  for v in net.get_layer("out_conv").weights:
-    v.assign(tf.random.stateless_normal(v.shape, [1, 2]) * 0.05)
+  # EDM initialises every block's conv1 and the output conv at ~1e-5 (F ~ 0); give them
+  # weights so that F and the labels matter.
+  for layer in net.layers:
+    if layer.name.endswith(("_conv1", "_aux_conv")):
+      for v in layer.weights:
+        v.assign(tf.random.stateless_normal(v.shape, [1, 2]) * 0.05)
   return net
 
 

@@ -101,9 +101,12 @@ def test_tiny_unet_training_lowers_edm_loss():
 @pytest.mark.slow   # three eager 4-step samplings of a tiny U-Net
 def test_sampling_deterministic_and_class_conditioned():
   net = _tiny_net()
-  # Give the label path non-zero weight so that the label matters (the output conv starts at 0).
-  for v in net.get_layer("out_conv").weights:
-    v.assign(tf.random.stateless_normal(v.shape, [1, 2]) * 0.1)
+  # EDM initialises every block's conv1 and the output conv at ~1e-5 (F ~ 0); give them
+  # weights so that F and the labels matter.
+  for layer in net.layers:
+    if layer.name.endswith(("_conv1", "_aux_conv")):
+      for v in layer.weights:
+        v.assign(tf.random.stateless_normal(v.shape, [1, 2]) * 0.1)
   denoise = denoiser.make_denoiser(net)
   seeds = sampler.image_seeds(3, tf.range(4))
   labels = tf.one_hot([0, 1, 2, 0], 3)

@@ -63,8 +63,12 @@ def _save_tiny_generator(folder):
                 num_blocks=1, attn_resolutions=[], dropout=0.0, label_dropout=0.0,
                 name="edm_unet")
   net = store.build(kwargs)
-  for v in net.get_layer("out_conv").weights:
-    v.assign(tf.random.stateless_normal(v.shape, [1, 2]) * 0.05)
+  # EDM initialises every block's conv1 and the output conv at ~1e-5 (F ~ 0); give them
+  # weights so that F and the labels matter.
+  for layer in net.layers:
+    if layer.name.endswith(("_conv1", "_aux_conv")):
+      for v in layer.weights:
+        v.assign(tf.random.stateless_normal(v.shape, [1, 2]) * 0.05)
   store.save(folder, net, kwargs, dict(num_classes=3, image_shape=[8, 8, 3], step=0))
   return folder
 

@@ -81,6 +81,7 @@ def test_gin_files_give_edm_cifar10_settings_and_a_tiny_debug_net():
     # NVlabs/edm train.py defaults and --arch=ddpmpp (training_loop.py for the ramp-ups).
     assert (q("batch_size"), q("learning_rate"), q("ema_halflife_mimg"), q("lr_rampup_mimg"),
             q("duration_mimg"), q("ema_rampup_ratio")) == (512, 10e-4, 0.5, 10.0, 200.0, 0.05)
+    assert q("augment_p") == 0.12   # train.py --augment
     gin.clear_config()
     gin.parse_config_file("gin/edm_debug.gin")
     debug = store.unet_kwargs((32, 32, 3), 10)

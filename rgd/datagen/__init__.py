@@ -10,6 +10,9 @@ path from images to a training set, one module per step:
   pipeline       the job of tools/make_tfrecords.py: label -> select -> write -> metadata.json
   chunks         the same inputs listed once and read as chunks of rows through tf.io.gfile
   beam_pipeline  the same job on Apache Beam (--runner=...): many workers, same records
-  complementarity  seed 001 App. D Algorithm 1: complementarity and coverage of a set
+  complementarity  seed 001 App. D Algorithm 1: complementarity and coverage of a set; the
+                 feature extractors
+  fid            the Frechet distance (FID) of two image sets in an extractor's features
+  inception      the 2015-12-05 Inception graph of published FIDs, read from its GraphDef
 The workflow end to end is in docs/generated_data.md.
 """

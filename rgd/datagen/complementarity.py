@@ -15,7 +15,16 @@ Algorithm 1 line 7 removes x_i from D_self for the rest of the loop as printed; 
 remaining 10K - 1 images") describes leaving out only x_i itself, which is what is done here.
 Distances are Euclidean; exact ties go to train, then test, then self (and to the lower index).
 """
+import os
+
+import keras
 import numpy as np
+import tensorflow as tf
+
+from rgd import models
+from rgd.data import tfrecord
+from rgd.datagen import inception, sources
+from rgd.runtime import progress
 
 
 def fit_pca(features, dim=100):
@@ -81,7 +90,6 @@ def complementarity_and_coverage(train, test, generated, pca_dim=100):
 def penultimate_extractor(model):
   """The input of the model's last Dense layer (after global pooling in every rgd model): the
   pseudo-labeller's own feature space, used when no Inception weights are available."""
-  import keras
   dense = [l for l in model.layers if isinstance(l, keras.layers.Dense)]
   if not dense:
     raise ValueError(f"model {model.name} has no Dense layer to take features before")
@@ -95,9 +103,8 @@ INCEPTION_WEIGHTS = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
 def inception_extractor(weights_path, size=299):
   """InceptionV3's last pooling layer (2048-d), the paper's choice, from local weights
   (Keras' `inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5`); images are resized
-  bilinearly to `size` and scaled to [-1, 1] as Inception expects."""
-  import keras
-  import tensorflow as tf
+  bilinearly to `size` and scaled to [-1, 1] as Inception expects. Not the network of
+  published FIDs (`inception.inception_2015_extractor` is)."""
   model = keras.applications.InceptionV3(include_top=False, weights=weights_path,
                                          pooling="avg", input_shape=(size, size, 3))
 
@@ -107,33 +114,56 @@ def inception_extractor(weights_path, size=299):
   return extract
 
 
-def choose_extractor(kind="auto", labeler=None, inception_weights=None):
-  """(extractor, info) for tools/complementarity.py and tools/fid.py. `kind`: 'inception_v3'
-  (local weights: `inception_weights`, default the standard file in ~/.keras/models/),
-  'labeler' (penultimate layer of the Keras model at `labeler`), or 'auto' (Inception when its
-  weights are on disk, else the labeller). `info` names the extractor: numbers from different
-  extractors are not comparable. Raises ValueError naming what is missing."""
-  import os
-  import tensorflow as tf
-  weights = inception_weights or os.path.join(os.path.expanduser("~"), ".keras", "models",
-                                              INCEPTION_WEIGHTS)
+def default_path(name):
+  """~/.keras/models/NAME, where Keras keeps downloaded weights."""
+  return os.path.join(os.path.expanduser("~"), ".keras", "models", name)
+
+
+# What each extractor's FID can be compared with (also in every report line of tools/fid.py).
+COMPARABLE = {
+    "inception_2015": "published FIDs (TTUR, pytorch-fid, NVlabs/edm: the same network)",
+    "inception_v3": "only FIDs from Keras' ImageNet InceptionV3, not published FIDs",
+    "labeler": "only FIDs from the same labeller, never published FIDs",
+}
+
+
+def choose_extractor(kind="auto", labeler=None, inception_weights=None, inception_graph=None):
+  """(extractor, info) for tools/complementarity.py and tools/fid.py. `kind`:
+  'inception_2015' (the Inception graph of published FIDs, from `inception_graph`, default
+  ~/.keras/models/classify_image_graph_def.pb), 'inception_v3' (Keras' ImageNet InceptionV3 from
+  local weights `inception_weights`), 'labeler' (penultimate layer of the Keras model at
+  `labeler`), or 'auto' (the first of these whose file is there). `info` names the extractor and
+  what its numbers compare with. Raises ValueError naming what is missing."""
+  graph = inception_graph or default_path(inception.GRAPH_FILE)
+  weights = inception_weights or default_path(INCEPTION_WEIGHTS)
   if kind == "auto":
-    kind = "inception_v3" if tf.io.gfile.exists(weights) else "labeler"
+    kind = ("inception_2015" if tf.io.gfile.exists(graph) else
+            "inception_v3" if tf.io.gfile.exists(weights) else "labeler")
+  if kind == "inception_2015":
+    if not tf.io.gfile.exists(graph):
+      raise ValueError(f"Inception 2015-12-05 graph not found at {graph}; put "
+                       f"{inception.GRAPH_FILE} of inception-2015-12-05.tgz there (or pass "
+                       "--inception_graph)")
+    return inception.inception_2015_extractor(graph), {
+        "extractor": "inception_2015 (Inception-v3 graph of 2015-12-05, pool_3, 2048-d)",
+        "weights": graph, "comparable_with": COMPARABLE["inception_2015"]}
   if kind == "inception_v3":
     if not tf.io.gfile.exists(weights):
       raise ValueError(f"InceptionV3 weights not found at {weights}; copy Keras' "
                        f"{INCEPTION_WEIGHTS} there or use --extractor=labeler")
     return inception_extractor(weights), {
-        "extractor": "inception_v3 (pool, 2048-d; inputs resized to 299)", "weights": weights}
+        "extractor": "inception_v3 (Keras ImageNet InceptionV3 pool, 2048-d; inputs resized to "
+                     "299)", "weights": weights, "comparable_with": COMPARABLE["inception_v3"]}
   if kind != "labeler":
-    raise ValueError(f"unknown extractor {kind!r}: expected auto, inception_v3 or labeler")
+    raise ValueError(f"unknown extractor {kind!r}: expected auto, inception_2015, inception_v3 "
+                     "or labeler")
   if not labeler:
     raise ValueError("--extractor=labeler (the fallback without Inception weights) needs "
                      "--labeler")
-  from rgd import models  # pylint: disable=g-import-not-at-top
   model = models.load(labeler)
   return penultimate_extractor(model), {
-      "extractor": f"labeler penultimate layer ({model.name})", "weights": labeler}
+      "extractor": f"labeler penultimate layer ({model.name})", "weights": labeler,
+      "comparable_with": COMPARABLE["labeler"]}
 
 
 def extract_features(extractor, images, batch_size=256, progress=None):
@@ -176,10 +206,7 @@ def read_generated(path, n, num_classes, seed, cache_dir=None, balanced=True):
   from the start until every class has its share: tools/make_tfrecords.py writes records in a
   random order, so the first records are a uniform sample. `balanced=False` (FID) takes a
   uniform sample whatever the labels."""
-  from rgd.datagen import sources
   if path.endswith(".tfrecord"):
-    from rgd.data import tfrecord
-    import tensorflow as tf
     want = np.array([n // num_classes + (k < n % num_classes) for k in range(num_classes)])
     images, labels, have = [], [], np.zeros(num_classes, np.int64)
     ds = tf.data.TFRecordDataset(tfrecord.list_shards(path)).batch(1024).map(tfrecord.parse_batch)
@@ -213,7 +240,6 @@ def read_generated(path, n, num_classes, seed, cache_dir=None, balanced=True):
 def measure(train, test, generated, extractor, pca_dim=100, batch_size=256, stream=None):
   """Algorithm 1 on three (images, labels) sets through `extractor`; returns the dict of
   `complementarity_and_coverage`."""
-  from rgd.runtime import progress
   feats = []
   for name, (images, _) in (("train", train), ("test", test), ("generated", generated)):
     bar = progress.Progress(len(images), f"features ({name})", "img", stream=stream)

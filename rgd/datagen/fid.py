@@ -2,11 +2,14 @@
 
 FID = |mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)), with the matrix square root from
 scipy.linalg.sqrtm as in pytorch-fid / NVlabs/edm `fid.py` calculate_fid_from_inception_stats.
-The number depends on the feature extractor; only Inception-v3 pool3 features give numbers
-comparable with published FIDs.
+The number depends on the feature extractor; only the 2015-12-05 Inception graph's pool_3
+features (rgd.datagen.inception) give numbers comparable with published FIDs.
 """
 import numpy as np
 import scipy.linalg
+
+from rgd.datagen import complementarity
+from rgd.runtime import progress
 
 
 def gaussian_stats(features):
@@ -34,8 +37,6 @@ def fid_of_images(extractor, real_images, generated_images, batch_size=256, stre
   """FID between two sets of uint8 images [n, H, W, 3] in the feature space of `extractor`
   (rgd.datagen.complementarity.choose_extractor); returns (fid, dict of the two Gaussians'
   sizes and feature dimension)."""
-  from rgd.runtime import progress  # pylint: disable=g-import-not-at-top
-  from rgd.datagen import complementarity  # pylint: disable=g-import-not-at-top
   feats = []
   for name, images in (("real", real_images), ("generated", generated_images)):
     bar = progress.Progress(len(images), f"features ({name})", "img", stream=stream)

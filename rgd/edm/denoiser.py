@@ -13,6 +13,8 @@ casts only F's input to fp16 and its output back to fp32).
 """
 import tensorflow as tf
 
+from rgd.edm import unet
+
 SIGMA_DATA = 0.5    # EDM Table 1: sigma_data = 0.5 for images in [-1, 1]
 P_MEAN = -1.2       # EDM Table 1: training noise distribution ln(sigma) ~ N(-1.2, 1.2^2)
 P_STD = 1.2
@@ -48,27 +50,39 @@ def sample_sigma(seed, batch, p_mean=P_MEAN, p_std=P_STD):
 
 
 def make_denoiser(network, sigma_data=SIGMA_DATA):
-  """D(x, sigma, labels) from a raw network F([c_in x, c_noise, labels]) (EDMPrecond.forward).
+  """D(x, sigma, labels, augment_labels=None) from a raw network F (EDMPrecond.forward).
 
   `labels` is a float [B, num_classes] one-hot (or zeros for the unconditional model used by
-  classifier-free guidance). Output is float32 even if F runs under a bfloat16 policy.
+  classifier-free guidance). `augment_labels` feeds a network built with an augmentation input
+  (rgd.edm.unet, augment_dim > 0); None gives it zeros, which is EDM's "no augmentation labels"
+  (map_augment has no bias), as at sampling time. Output is float32 even if F runs under a
+  bfloat16 policy.
   """
-  def denoise(x, sigma, labels, training=False):
+  augment_dim = unet.augment_dim_of(network)
+
+  def denoise(x, sigma, labels, augment_labels=None, training=False):
     x = tf.cast(x, tf.float32)
     sigma = tf.broadcast_to(tf.cast(sigma, tf.float32), tf.shape(x)[:1])
     c_skip, c_out, c_in, c_noise = preconditioning(sigma[:, None, None, None], sigma_data)
-    f = network([c_in * x, tf.reshape(c_noise, [-1]), labels], training=training)
+    inputs = [c_in * x, tf.reshape(c_noise, [-1]), tf.cast(labels, tf.float32)]
+    if augment_dim:
+      inputs.append(unet.zero_augment_labels(network, tf.shape(x)[0])
+                    if augment_labels is None else tf.cast(augment_labels, tf.float32))
+    f = network(inputs, training=training)
     return c_skip * x + c_out * tf.cast(f, tf.float32)
   return denoise
 
 
 def edm_loss(denoise, images, labels, seed, p_mean=P_MEAN, p_std=P_STD,
-             sigma_data=SIGMA_DATA, training=True, rows=None):
-  """Per-example EDM loss, mean over pixels of lambda(s) |D(y + n; s) - y|^2 (EDMLoss.__call__).
+             sigma_data=SIGMA_DATA, training=True, rows=None, augment_labels=None):
+  """Per-example EDM loss, the SUM over pixels of lambda(s) |D(y + n; s) - y|^2 (EDMLoss returns
+  the per-pixel loss and training_loop.py sums it: `loss.sum().mul(loss_scaling /
+  batch_gpu_total)`; see `step_loss`).
 
-  `images` are in [-1, 1]; `seed` is a [2] int stateless seed (one for sigma, one for noise).
-  `rows` = (start, global_batch): the noise is drawn for the global batch and these images
-  take rows start.., so a step's noise does not depend on how many replicas share the batch.
+  `images` are in [-1, 1] (already augmented, with their `augment_labels`, if at all); `seed` is
+  a [2] int stateless seed (one for sigma, one for noise). `rows` = (start, global_batch): the
+  noise is drawn for the global batch and these images take rows start.., so a step's noise
+  does not depend on how many replicas share the batch.
   """
   seeds = tf.random.experimental.stateless_split(seed, 2)
   batch = tf.shape(images)[0]
@@ -77,6 +91,15 @@ def edm_loss(denoise, images, labels, seed, p_mean=P_MEAN, p_std=P_STD,
   sigma = sample_sigma(seeds[0], total, p_mean, p_std)[start:start + batch]
   noise = tf.random.stateless_normal(shape, seeds[1])[start:start + batch]
   noise = noise * sigma[:, None, None, None]
-  denoised = denoise(images + noise, sigma, labels, training=training)
+  denoised = denoise(images + noise, sigma, labels, augment_labels=augment_labels,
+                     training=training)
   weight = loss_weight(sigma, sigma_data)[:, None, None, None]
-  return tf.reduce_mean(weight * tf.square(denoised - images), axis=[1, 2, 3])
+  return tf.reduce_sum(weight * tf.square(denoised - images), axis=[1, 2, 3])
+
+
+def step_loss(per_example, global_batch, loss_scaling=1.0):
+  """The loss a step differentiates: sum of the per-example (pixel-summed) losses *
+  loss_scaling / global batch (training_loop.py: `loss.sum().mul(loss_scaling /
+  batch_gpu_total)` on each of the batch_size / batch_gpu_total accumulation rounds, whose
+  gradients add up to sum / batch_size). Summed over replicas by the optimizer's all-reduce."""
+  return tf.reduce_sum(per_example) * (loss_scaling / global_batch)

@@ -17,7 +17,10 @@ from rgd.edm import unet
 
 CONFIG_FILE = "generator.json"
 WEIGHTS_FILE = "generator.npz"
-FORMAT_VERSION = 1
+# 2: DDPM++ exactly as SongUNet (issue 22): embedding added before norm1, EDM's attention
+# placement and initialisation, the augmentation-label input. A version-1 generator (the older
+# U-Net) has other weights and cannot be loaded into this network.
+FORMAT_VERSION = 2
 
 
 def unet_kwargs(image_shape, num_classes):
@@ -56,6 +59,12 @@ def load_info(model_dir):
 def load(model_dir):
   """(network F with the EMA weights, info dict) of a trained generator in `model_dir`."""
   info = load_info(model_dir)
+  version = info.get("format_version")
+  if version != FORMAT_VERSION:
+    raise DataError(f"{fileio.join(model_dir, CONFIG_FILE)}: generator format {version}, this "
+                    f"rgd reads format {FORMAT_VERSION} only (format 1 is the U-Net before "
+                    "DDPM++ was made exact, issue 22); retrain it with `python -m "
+                    "rgd.train_generator`")
   network = build(info["unet"])
   arrays = fileio.load_npz(fileio.join(model_dir, WEIGHTS_FILE))
   weights = [arrays[f"w{i:04d}"] for i in range(len(arrays))]

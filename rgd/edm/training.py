@@ -9,10 +9,10 @@ The optimisation follows NVlabs/edm `train.py` and `training/training_loop.py`:
   * EMA with a half-life of `ema_halflife_mimg` (0.5) million images, ramped up to
     `ema_rampup_ratio` (0.05) of the images seen: beta_t = 0.5 ** (B / min(0.5M, 0.05 t B))
     (training_loop: `ema_beta`);
-  * batch 512, 200M images (CIFAR-10, `train.py` --batch, --duration).
-Departure: EDM's augmentation pipeline (augment_p 0.12, `training/augment.py`, with the
-augmentation labels fed to the network) is not implemented; the images are used as they are
-(docs/generative.md).
+  * batch 512, 200M images (CIFAR-10, `train.py` --batch, --duration);
+  * the loss summed over pixels, summed over the batch / batch size (training_loop.py);
+  * EDM's augmentation pipeline with p = `augment_p` (0.12, train.py --augment) before the noise
+    (EDMLoss), its 9 labels fed to the network's map_augment (rgd.edm.augment_pipe).
 
 The noise of a step is keyed by (seed, step) and drawn for the global batch, and the input
 iterator and the dropout RNG states are checkpointed, so a resumed run continues exactly as an
@@ -33,7 +33,7 @@ from rgd.runtime import checkpointing, fileio, preemption, strategy as strategy_
 from rgd.data import datasets
 from rgd.training import weight_average
 from rgd.augment import visualize
-from rgd.edm import denoiser, sampler, store, unet
+from rgd.edm import augment_pipe, denoiser, sampler, store, unet
 from rgd.runtime.progress import format_duration
 
 
@@ -82,8 +82,9 @@ def nan_to_num(grad):
   return tf.clip_by_value(grad, -1e5, 1e5)
 
 
-def make_train_step(strategy, network, optimizer, ema, global_batch, seed):
-  """A tf.function: one EDM step on every replica, then the EMA in cross-replica context."""
+def make_train_step(strategy, network, optimizer, ema, global_batch, seed, augment_p=0.0):
+  """A tf.function: one EDM step on every replica, then the EMA in cross-replica context.
+  `augment_p` > 0 runs EDM's augmentation pipeline (the network needs augment_dim 9)."""
   denoise = denoiser.make_denoiser(network)
 
   def replica_step(batch):
@@ -92,13 +93,22 @@ def make_train_step(strategy, network, optimizer, ema, global_batch, seed):
     images = denoiser.to_model_range(datasets.to_float(batch["image"]))
     labels = tf.cast(batch["label"], tf.float32)
     step_seed = tf.stack([tf.constant(seed, tf.int32), tf.cast(optimizer.iterations, tf.int32)])
+    # Stateless per step, drawn for the global batch: a resumed run replays the same
+    # augmentations and noise, whatever the number of replicas.
+    loss_seed, augment_seed = tf.unstack(tf.random.experimental.stateless_split(step_seed, 2))
     b = tf.shape(images)[0]
+    rows = (replica * b, global_batch)
+    augment_labels = None
+    if augment_p:   # the pipeline's filters and margins need the static image shape
+      images = tf.ensure_shape(images, [None, *network.inputs[0].shape[1:]])
+      images, augment_labels = augment_pipe.augment(images, augment_seed, augment_p, rows)
     with tf.GradientTape() as tape:
-      per_example = denoiser.edm_loss(denoise, images, labels, step_seed,
-                                 rows=(replica * b, global_batch))
-      # Sum / global batch: the optimizer's all-reduce of the replicas' gradients then gives the
-      # global mean (as rgd.training.trainer).
-      loss = tf.reduce_sum(per_example) / global_batch
+      per_example = denoiser.edm_loss(denoise, images, labels, loss_seed, rows=rows,
+                                      augment_labels=augment_labels)
+      # Pixel-summed per-example losses, summed / global batch (training_loop.py: loss.sum()
+      # .mul(loss_scaling / batch_gpu_total)); the all-reduce of the replicas' gradients then
+      # gives the global mean, as DDP's average of the GPUs' gradients.
+      loss = denoiser.step_loss(per_example, global_batch)
     variables = network.trainable_variables
     grads = [nan_to_num(g) for g in tape.gradient(loss, variables)]
     optimizer.apply(grads, variables)
@@ -131,12 +141,13 @@ def train_generator(model_dir, strategy=None, dataset=gin.REQUIRED, num_classes=
                     lr_rampup_mimg=10.0, ema_halflife_mimg=0.5, ema_rampup_ratio=0.05,
                     checkpoint_every=2000, keep_checkpoints=3, log_every=100,
                     sample_every=5000, samples_per_class=4, sample_steps=18, seed=0,
-                    data_dir=None, images=None, labels=None):
+                    augment_p=0.12, data_dir=None, images=None, labels=None):
   """Trains F (rgd.edm.unet.edm_unet, sized by gin) and returns the logged mean losses.
 
   Length: `num_steps`, or `duration_mimg` million images (EDM CIFAR-10: 200). Defaults are EDM's
-  CIFAR-10 settings (train.py). `images`/`labels` (uint8 [N, H, W, 3], int) replace `dataset`
-  (tests).
+  CIFAR-10 settings (train.py). `augment_p`: EDM's augmentation probability (train.py --augment
+  0.12; 0 turns the pipeline off and builds the network without the augmentation-label input).
+  `images`/`labels` (uint8 [N, H, W, 3], int) replace `dataset` (tests).
   """
   strategy = strategy or tf.distribute.get_strategy()
   keras.utils.set_random_seed(seed)   # initial weights; everything later is stateless
@@ -154,6 +165,7 @@ def train_generator(model_dir, strategy=None, dataset=gin.REQUIRED, num_classes=
       num_input_pipelines=num_pipelines, input_pipeline_id=pipeline_id, seed=seed,
       augment=False))
   kwargs = store.unet_kwargs(images.shape[1:], num_classes)
+  kwargs["augment_dim"] = augment_pipe.NUM_LABELS if augment_p else 0   # train.py augment_dim
   with strategy.scope():
     network = store.build(kwargs)
     avg_network = store.build(kwargs)
@@ -176,7 +188,7 @@ def train_generator(model_dir, strategy=None, dataset=gin.REQUIRED, num_classes=
   if manager.restore():
     logging.info("Resumed from %s at step %d.", manager.latest_checkpoint,
                  int(optimizer.iterations.numpy()))
-  train_step = make_train_step(strategy, network, optimizer, ema, batch_size, seed)
+  train_step = make_train_step(strategy, network, optimizer, ema, batch_size, seed, augment_p)
   info = dict(dataset=dataset if isinstance(dataset, str) else None, num_classes=num_classes,
               image_shape=list(images.shape[1:]), sigma_data=denoiser.SIGMA_DATA)
   writer = tf.summary.create_file_writer(os.path.join(model_dir, "train")) if chief else None

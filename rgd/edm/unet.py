@@ -1,16 +1,33 @@
-"""A DDPM++-style U-Net (Song et al. 2021, as NVlabs/edm `training/networks.py` SongUNet).
+"""DDPM++ (Song et al. 2021) as NVlabs/edm `training/networks.py` SongUNet builds it for
+`train.py --arch=ddpmpp --cond=1` on CIFAR-10.
 
-F([x, c_noise, labels]) -> same shape as x. As SongUNet with the DDPM++ settings of EDM's
-`train.py --arch=ddpmpp`: positional noise embedding, embedding MLP, label embedding added to
-the noise embedding (with optional label dropout for classifier-free guidance), residual blocks
-(GroupNorm, SiLU, 3x3 conv, scale-shift by the embedding, dropout, skip scaled by 1/sqrt(2)),
-self-attention at 16x16. Sizes come from gin via `edm_unet`:
+F([x, c_noise, class_labels, augment_labels]) -> same shape as x. Each part as SongUNet with
+train.py's ddpmpp settings (networks.py SongUNet.__init__ `block_kwargs`, train.py lines 122-124,
+159-162):
 
-  EDM CIFAR-10 (DDPM++): model_channels=128, channel_mult=(2, 2, 2), num_blocks=4,
-  attn_resolutions=(16,), dropout=0.13 -> ~56M parameters (EDM Table 7 / train.py).
+  * mapping: positional noise embedding (endpoint=True) with its sin/cos halves swapped;
+    `map_label(class_labels * sqrt(label_dim))` (a Linear with bias); `map_augment` (no bias) of
+    the 9 augmentation labels; two SiLU Linear layers to 4 * model_channels;
+  * UNetBlock with adaptive_scale=False: norm0, SiLU, conv0; the embedding's affine projection is
+    ADDED to conv0's output before norm1; SiLU, dropout, conv1; skip (1x1 conv where the shape
+    changes, resample_proj=True); (h + skip) * sqrt(0.5);
+  * attention (one head, qkv and proj 1x1 convs) in the encoder blocks at the attention
+    resolutions; in the decoder only in `in0` of the lowest level and in the last block
+    (idx == num_blocks) of a level at an attention resolution;
+  * down/up sampling inside UNetBlocks with the [1, 1] resample filter: a 2x2 mean and a
+    nearest-neighbour 2x repeat (Conv2d's non-fused path with f = [[1, 1], [1, 1]] / 4);
+  * initialisation: xavier_uniform everywhere, biases 0; `init_zero` (xavier_uniform * 1e-5) on
+    every block's conv1, the attention proj and the output conv; `init_attn` (xavier_uniform *
+    sqrt(0.2)) on qkv.
 
-Departures: down/upsampling by strided conv / nearest resize + conv instead of SongUNet's FIR
-resample; no encoder-skip "residual" input paths; attention with Keras MultiHeadAttention.
+The Keras layer names are SongUNet's module paths with '.' replaced by '_' (`enc_16x16_block0_conv0`
+is `model.enc['16x16_block0'].conv0`), so weights map one to one (tools/edm_torch_twin.py). The qkv
+conv's 3C output channels are laid out as SongUNet reads them (`reshape(N, C, 3, -1)`): channel
+3c + j is component j (q, k, v) of channel c.
+
+EDM CIFAR-10 (cond, augment_dim 9): model_channels 128, channel_mult (2, 2, 2), 4 blocks,
+attention at 16x16, dropout 0.13 -> 55,735,299 parameters (tools/edm_torch_twin.py
+--count_cifar10 counts the same).
 """
 import math
 
@@ -18,18 +35,46 @@ import gin
 import keras
 import tensorflow as tf
 
+SKIP_SCALE = math.sqrt(0.5)   # networks.py SongUNet block_kwargs skip_scale=np.sqrt(0.5)
+INIT_ZERO = 1e-5              # networks.py SongUNet init_zero init_weight=1e-5
+INIT_ATTN = math.sqrt(0.2)    # networks.py SongUNet init_attn init_weight=np.sqrt(0.2)
+GN_EPS = 1e-6                 # networks.py SongUNet block_kwargs eps=1e-6 (and aux_norm)
+AUGMENT_DIM = 9               # train.py: augment_dim = 9 when --augment > 0
+
 
 def positional_embedding(c_noise, dim, max_positions=10000):
-  """SongUNet PositionalEmbedding (endpoint=True): [cos, sin] of c_noise * frequencies."""
+  """PositionalEmbedding(endpoint=True) then SongUNet.forward's swap of the halves: [sin, cos]
+  of c_noise * (1 / max_positions) ** (i / (dim / 2 - 1))."""
   half = dim // 2
-  freqs = tf.range(half, dtype=tf.float32) / float(half - 1)
-  freqs = (1.0 / max_positions) ** freqs
+  freqs = (1.0 / max_positions) ** (tf.range(half, dtype=tf.float32) / float(half - 1))
   x = tf.cast(c_noise, tf.float32)[:, None] * freqs[None, :]
-  return tf.concat([tf.cos(x), tf.sin(x)], axis=1)
+  return tf.concat([tf.sin(x), tf.cos(x)], axis=1)
 
 
 def _groups(ch):
-  return min(32, ch // 4) if ch >= 4 else 1
+  """GroupNorm(num_groups=32, min_channels_per_group=4) of networks.py: min(32, ch // 4)."""
+  return max(1, min(32, ch // 4))
+
+
+def _xavier(scale=1.0):
+  """xavier_uniform * scale (networks.py weight_init): limit scale * sqrt(6 / (fan_in +
+  fan_out)), which is VarianceScaling(scale^2, fan_avg, uniform); Keras' fans of a conv kernel
+  are k*k*in and k*k*out as networks.py's."""
+  return keras.initializers.VarianceScaling(scale ** 2, "fan_avg", "uniform")
+
+
+def _dense(units, name, bias=True, scale=1.0, activation=None):
+  return keras.layers.Dense(units, use_bias=bias, activation=activation,
+                            kernel_initializer=_xavier(scale), name=name)
+
+
+def _conv(ch, kernel, name, scale=1.0):
+  return keras.layers.Conv2D(ch, kernel, padding="same", kernel_initializer=_xavier(scale),
+                             name=name)
+
+
+def _norm(ch, name):
+  return keras.layers.GroupNormalization(_groups(ch), epsilon=GN_EPS, name=name)
 
 
 class EmbeddingLayer(keras.layers.Layer):
@@ -41,8 +86,39 @@ class EmbeddingLayer(keras.layers.Layer):
     return tf.cast(positional_embedding(c_noise, self.dim), self.compute_dtype)
 
 
+class Scale(keras.layers.Layer):
+  """x * factor: SongUNet's sqrt(label_dim) on the labels and skip_scale on the residual sum."""
+  def __init__(self, factor, **kwargs):
+    super().__init__(**kwargs)
+    self.factor = float(factor)
+
+  def call(self, x):
+    return x * tf.cast(self.factor, x.dtype)
+
+
+class AddEmbedding(keras.layers.Layer):
+  """x + params[:, None, None, :]: the adaptive_scale=False injection (UNetBlock.forward)."""
+  def call(self, inputs):
+    x, params = inputs
+    return x + tf.cast(params, x.dtype)[:, None, None, :]
+
+
+class AttentionOp(keras.layers.Layer):
+  """One-head self-attention of UNetBlock on qkv [B, H, W, 3C] (channel 3c + j = component j of
+  channel c): softmax_k(q . k / sqrt(C)) weighted sum of v, in float32 (AttentionOp)."""
+  def call(self, qkv):
+    shape = tf.shape(qkv)
+    ch = qkv.shape[-1] // 3
+    parts = tf.reshape(tf.cast(qkv, tf.float32), [shape[0], shape[1] * shape[2], ch, 3])
+    q, k, v = parts[..., 0], parts[..., 1], parts[..., 2]
+    w = tf.nn.softmax(tf.einsum("bqc,bkc->bqk", q, k) / math.sqrt(ch), axis=-1)
+    a = tf.einsum("bqk,bkc->bqc", w, v)
+    return tf.cast(tf.reshape(a, [shape[0], shape[1], shape[2], ch]), qkv.dtype)
+
+
 class LabelDropout(keras.layers.Layer):
-  """Zeroes the whole label of an example with probability `rate` in training (CFG, Ho 2022)."""
+  """Zeroes the whole label of an example with probability `rate` in training (SongUNet
+  label_dropout, for classifier-free guidance; 0 in EDM's runs)."""
   def __init__(self, rate, **kwargs):
     super().__init__(**kwargs)
     self.rate = rate
@@ -55,75 +131,89 @@ class LabelDropout(keras.layers.Layer):
     return labels * tf.cast(keep, labels.dtype)
 
 
-def _res_block(x, emb, out_ch, dropout, attention, name):
+def _resample(x, up, down):
+  if down:   # Conv2d down with f = ones(2, 2) / 4, stride 2, padding 0
+    return keras.layers.AveragePooling2D(2)(x)
+  if up:     # conv_transpose2d with f * 4 = ones(2, 2), stride 2: each pixel repeated 2x2
+    return keras.layers.UpSampling2D(2, interpolation="nearest")(x)
+  return x
+
+
+def unet_block(x, emb, out_ch, name, dropout, attention=False, up=False, down=False):
+  """SongUNet's UNetBlock with the ddpmpp block_kwargs (adaptive_scale=False, one head)."""
   in_ch = x.shape[-1]
-  h = keras.layers.GroupNormalization(_groups(in_ch), epsilon=1e-6, name=name + "_gn0")(x)
-  h = keras.layers.Activation("silu")(h)
-  h = keras.layers.Conv2D(out_ch, 3, padding="same", name=name + "_conv0")(h)
-  # Adaptive scale-shift (SongUNet UNetBlock with adaptive_scale=True).
-  params = keras.layers.Dense(2 * out_ch, name=name + "_affine")(emb)
-  scale, shift = keras.layers.Lambda(lambda p: tf.split(p[:, None, None, :], 2, axis=-1))(params)
-  h = keras.layers.GroupNormalization(_groups(out_ch), epsilon=1e-6, name=name + "_gn1")(h)
-  h = keras.layers.Lambda(lambda a: a[0] * (a[1] + 1) + a[2])([h, scale, shift])
-  h = keras.layers.Activation("silu")(h)
-  h = keras.layers.Dropout(dropout)(h)
-  h = keras.layers.Conv2D(out_ch, 3, padding="same", name=name + "_conv1")(h)
-  skip = x if in_ch == out_ch else keras.layers.Conv2D(out_ch, 1, name=name + "_skip")(x)
-  x = keras.layers.Lambda(lambda a: (a[0] + a[1]) / math.sqrt(2))([h, skip])  # skip_scale
+  h = keras.layers.Activation("silu")(_norm(in_ch, name + "_norm0")(x))
+  h = _conv(out_ch, 3, name + "_conv0")(_resample(h, up, down))
+  params = _dense(out_ch, name + "_affine")(emb)
+  h = _norm(out_ch, name + "_norm1")(AddEmbedding()([h, params]))
+  h = keras.layers.Dropout(dropout)(keras.layers.Activation("silu")(h))
+  h = _conv(out_ch, 3, name + "_conv1", scale=INIT_ZERO)(h)
+  skip = x
+  if out_ch != in_ch or up or down:   # kernel 1 because resample_proj=True
+    skip = _conv(out_ch, 1, name + "_skip")(_resample(x, up, down))
+  x = Scale(SKIP_SCALE)(keras.layers.Add()([h, skip]))
   if attention:
-    a = keras.layers.GroupNormalization(_groups(out_ch), epsilon=1e-6, name=name + "_gn2")(x)
-    size = a.shape[1] * a.shape[2]
-    seq = keras.layers.Reshape((size, out_ch))(a)
-    seq = keras.layers.MultiHeadAttention(1, out_ch, name=name + "_attn")(seq, seq)
-    a = keras.layers.Reshape(tuple(x.shape[1:]))(seq)
-    x = keras.layers.Lambda(lambda a: (a[0] + a[1]) / math.sqrt(2))([x, a])
+    qkv = _conv(3 * out_ch, 1, name + "_qkv", scale=INIT_ATTN)(_norm(out_ch, name + "_norm2")(x))
+    a = _conv(out_ch, 1, name + "_proj", scale=INIT_ZERO)(AttentionOp()(qkv))
+    x = Scale(SKIP_SCALE)(keras.layers.Add()([a, x]))
   return x
 
 
 @gin.configurable
 def edm_unet(image_shape=(32, 32, 3), num_classes=10, model_channels=128,
              channel_mult=(2, 2, 2), num_blocks=4, attn_resolutions=(16,), dropout=0.10,
-             label_dropout=0.0, name="edm_unet"):
-  """Builds F. Defaults are EDM's CIFAR-10 DDPM++ (train.py: cres=[2,2,2], dropout 0.13)."""
+             label_dropout=0.0, augment_dim=AUGMENT_DIM, name="edm_unet"):
+  """Builds F (SongUNet, ddpmpp). Defaults are EDM's CIFAR-10 cond run (train.py: cres [2, 2, 2],
+  augment_dim 9; dropout set to 0.13 by gin/edm_cifar10.gin). Inputs: x, c_noise, one-hot labels
+  (used when num_classes > 0) and, when augment_dim > 0, the augmentation labels (zeros = none,
+  which equals SongUNet's `augment_labels=None` since map_augment has no bias)."""
+  res = image_shape[0]
   x_in = keras.Input(image_shape, name="x")
   noise_in = keras.Input((), name="c_noise")
   labels_in = keras.Input((num_classes,), name="labels")
-  emb_ch = model_channels * 4   # SongUNet channel_mult_emb=4
-  emb = EmbeddingLayer(model_channels)(noise_in)
-  # SongUNet swaps cos/sin halves ("flip_sin_to_cos"); equivalent up to a permutation.
+  inputs = [x_in, noise_in, labels_in]
+  emb = EmbeddingLayer(model_channels, name="map_noise")(noise_in)
   if num_classes:
-    labels = LabelDropout(label_dropout)(labels_in)
-    lab = keras.layers.Dense(model_channels, use_bias=False, name="map_label")(labels)
-    emb = keras.layers.Add()([emb, lab])
-  emb = keras.layers.Dense(emb_ch, activation="silu", name="map_layer0")(emb)
-  emb = keras.layers.Dense(emb_ch, activation="silu", name="map_layer1")(emb)
+    labels = Scale(math.sqrt(num_classes))(LabelDropout(label_dropout)(labels_in))
+    emb = keras.layers.Add()([emb, _dense(model_channels, "map_label")(labels)])
+  if augment_dim:
+    aug_in = keras.Input((augment_dim,), name="augment_labels")
+    inputs.append(aug_in)
+    emb = keras.layers.Add()([emb, _dense(model_channels, "map_augment", bias=False)(aug_in)])
+  emb = _dense(model_channels * 4, "map_layer0", activation="silu")(emb)   # channel_mult_emb 4
+  emb = _dense(model_channels * 4, "map_layer1", activation="silu")(emb)
+  block = lambda h, ch, n, **kw: unet_block(h, emb, ch, n, dropout, **kw)
 
-  h = keras.layers.Conv2D(model_channels, 3, padding="same", name="enc_in")(x_in)
-  skips = [h]
+  skips = []
+  h = x_in
   for level, mult in enumerate(channel_mult):
-    if level > 0:
-      h = keras.layers.Conv2D(h.shape[-1], 3, strides=2, padding="same",
-                              name=f"down{level}")(h)
+    r = res >> level
+    if level == 0:
+      h = _conv(model_channels, 3, f"enc_{r}x{r}_conv")(h)
+    else:
+      h = block(h, h.shape[-1], f"enc_{r}x{r}_down", down=True)
+    skips.append(h)
+    for idx in range(num_blocks):
+      h = block(h, model_channels * mult, f"enc_{r}x{r}_block{idx}",
+                attention=r in attn_resolutions)
       skips.append(h)
-    for b in range(num_blocks):
-      h = _res_block(h, emb, model_channels * mult, dropout, h.shape[1] in attn_resolutions,
-                     f"enc{level}_{b}")
-      skips.append(h)
-  h = _res_block(h, emb, h.shape[-1], dropout, True, "mid0")
-  h = _res_block(h, emb, h.shape[-1], dropout, False, "mid1")
+
   for level, mult in reversed(list(enumerate(channel_mult))):
-    for b in range(num_blocks + 1):
+    r = res >> level
+    if level == len(channel_mult) - 1:
+      h = block(h, h.shape[-1], f"dec_{r}x{r}_in0", attention=True)
+      h = block(h, h.shape[-1], f"dec_{r}x{r}_in1")
+    else:
+      h = block(h, h.shape[-1], f"dec_{r}x{r}_up", up=True)
+    for idx in range(num_blocks + 1):
       h = keras.layers.Concatenate()([h, skips.pop()])
-      h = _res_block(h, emb, model_channels * mult, dropout, h.shape[1] in attn_resolutions,
-                     f"dec{level}_{b}")
-    if level > 0:
-      h = keras.layers.UpSampling2D(2, interpolation="nearest")(h)
-      h = keras.layers.Conv2D(h.shape[-1], 3, padding="same", name=f"up{level}")(h)
-  h = keras.layers.GroupNormalization(_groups(h.shape[-1]), epsilon=1e-6, name="out_gn")(h)
-  h = keras.layers.Activation("silu")(h)
-  out = keras.layers.Conv2D(image_shape[-1], 3, padding="same", kernel_initializer="zeros",
-                            dtype="float32", name="out_conv")(h)
-  return keras.Model([x_in, noise_in, labels_in], out, name=name)
+      h = block(h, model_channels * mult, f"dec_{r}x{r}_block{idx}",
+                attention=idx == num_blocks and r in attn_resolutions)
+  h = keras.layers.Activation("silu")(_norm(h.shape[-1], f"dec_{res}x{res}_aux_norm")(h))
+  out = keras.layers.Conv2D(image_shape[-1], 3, padding="same", dtype="float32",
+                            kernel_initializer=_xavier(INIT_ZERO),
+                            name=f"dec_{res}x{res}_aux_conv")(h)
+  return keras.Model(inputs, out, name=name)
 
 
 def seed_states(model):
@@ -132,3 +222,14 @@ def seed_states(model):
   draw the same dropout masks as an uninterrupted one."""
   return [sg.state for layer in model._flatten_layers()  # pylint: disable=protected-access
           for sg in getattr(layer, "_seed_generators", [])]
+
+
+def augment_dim_of(network):
+  """The width of the network's augmentation-label input, 0 when it has none."""
+  return int(network.inputs[3].shape[-1]) if len(network.inputs) > 3 else 0
+
+
+def zero_augment_labels(network, batch):
+  """Augmentation labels meaning "not augmented" (sampling: EDM passes none)."""
+  return tf.zeros([batch, augment_dim_of(network)], tf.float32)
+
