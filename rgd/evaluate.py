@@ -31,7 +31,7 @@ FLAGS = flags.FLAGS
 cli.define_model_flags()  # --model, --dataset, --split, --eps, --num_examples, --batch_size, ...
 flags.DEFINE_string("suite", "aa+mt", f"One of {sorted(evaluation.SUITES)} (cifar10c: common "
                     "corruptions, rgd/evaluation/cifar10c.py).")
-flags.DEFINE_string("norm", None, "linf or l2. Default: the run's (model.json), else linf.")
+cli.define_norm_flag()  # --norm
 flags.DEFINE_integer("seed", 0, "Seed of all random starts and searches.")
 flags.DEFINE_bool("jit", False, "Compile the attacks with XLA.")
 
