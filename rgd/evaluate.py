@@ -32,6 +32,9 @@ cli.define_model_flags()  # --model, --dataset, --split, --eps, --num_examples, 
 flags.DEFINE_string("suite", "aa+mt", f"One of {sorted(evaluation.SUITES)} (cifar10c: common "
                     "corruptions, rgd/evaluation/cifar10c.py).")
 cli.define_norm_flag()  # --norm
+flags.DEFINE_string("cifar10c_dir", None, "--suite=cifar10c from Hendrycks' CIFAR-10-C folder "
+                    "(DIR/<corruption>.npy, DIR/labels.npy; a bucket works) instead of tfds' "
+                    "cifar10_corrupted.")
 flags.DEFINE_integer("seed", 0, "Seed of all random starts and searches.")
 flags.DEFINE_bool("jit", False, "Compile the attacks with XLA.")
 
@@ -90,9 +93,16 @@ def _main_cifar10c():
   settings = dict(model=path if fileio.is_remote(path) else os.path.abspath(path),
                   checkpoint_step=step, dataset=dataset,
                   command=" ".join(sys.argv), gin=gin.config_str())
-  report = cifar10c.evaluate_cifar10c(model, output_dir, FLAGS.batch_size, FLAGS.num_examples,
-                                      clean=clean, settings=settings, versions=versions(),
-                                      log=logging.info)
+  loader = None
+  if FLAGS.cifar10c_dir:
+    settings["cifar10c_dir"] = FLAGS.cifar10c_dir
+    loader = cifar10c.FolderLoader(FLAGS.cifar10c_dir)
+  try:
+    report = cifar10c.evaluate_cifar10c(model, output_dir, FLAGS.batch_size, FLAGS.num_examples,
+                                        clean=clean, settings=settings, versions=versions(),
+                                        log=logging.info, loader=loader)
+  except errors.DataError as e:
+    cli.fail("rgd.evaluate", e, 2)
   print(f"{report['table']}\nclean {100 * report['clean_accuracy']:.2f}% | mCE "
         f"{100 * report['mce']:.2f}% ({report['num_examples']} examples per corruption, "
         f"{report['seconds']:.0f} s) -> {output_dir}")
