@@ -13,7 +13,10 @@ standard), `pgd40`; their parameters can be changed with gin, e.g.
 Writes to --output_dir (default DIR/eval): `<name>.json` (clean and robust accuracy, accuracy
 after each stage, time per stage, settings, versions, warnings), `<name>.npz` (per-example
 flags and the adversarial examples) and TensorBoard scalars; <name> is
-`eval_<suite>_<norm>_<eps>`. Deterministic for a given --seed.
+`eval_<suite>_<norm>_<eps>`. `--suite=autoattack` also writes `<name>.robustbench.json`, the
+fields of a RobustBench result file (clean_acc, autoattack_acc, eps, threat model,
+architecture, number of examples). `--suite=cifar10c --cifar10c_dir=DIR` reads Hendrycks'
+CIFAR-10-C folder instead of tfds. Deterministic for a given --seed.
 """
 import os
 import sys
@@ -74,6 +77,9 @@ def main(argv):
                             FLAGS.seed, output_dir, settings, FLAGS.jit, strategy, source=path)
   except (errors.NonFiniteLogitsError, errors.StateMismatchError) as e:
     cli.fail("rgd.evaluate", e, 2)
+  if FLAGS.suite == "autoattack":  # RobustBench's numbers are AutoAttack's
+    architecture = adversarial.architecture_name(run.get("architecture") or model.name)
+    adversarial.write_robustbench_entry(output_dir, report, architecture, dataset)
   stages = ", ".join(f"{s['name']} {100 * s['robust_accuracy']:.2f}%" for s in report["stages"])
   print(f"clean {100 * report['clean_accuracy']:.2f}% | {stages} | robust "
         f"{100 * report['robust_accuracy']:.2f}% ({report['num_examples']} examples, "

@@ -1,7 +1,6 @@
 """CIFAR-10-C from Hendrycks' folder (issue 23): `DIR/<corruption>.npy` (severities 1..5 in
 order) and `DIR/labels.npy`, written small by the test, give the errors and mCE a direct numpy
 computation gives; malformed folders are DataErrors (exit 2) naming the file."""
-import json
 import os
 import subprocess
 import sys
@@ -89,26 +88,18 @@ def test_malformed_folder_names_the_file(tmp_path, case, match):
 
 
 @pytest.mark.slow
-def test_entry_point_reads_the_folder_and_exits_2_naming_a_missing_file(tmp_path):
-  images, labels = _write_folder(str(tmp_path / "c10c"))
-  data = write_npz_dataset(str(tmp_path / "data"), num_train=8, num_test=8)
-  model = _model()
-  model.save(str(tmp_path / "m.keras"))
-  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-  cmd = [sys.executable, "-m", "rgd.evaluate", f"--model={tmp_path / 'm.keras'}",
-         "--suite=cifar10c", f"--cifar10c_dir={tmp_path / 'c10c'}", f"--dataset=npz:{data}",
-         "--batch_size=8", f"--output_dir={tmp_path / 'eval'}"]
-  proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT,
-                        check=False)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  report = json.loads((tmp_path / "eval" / "eval_cifar10c.json").read_text())
-  want = _expected_errors(model, images, labels)
-  np.testing.assert_allclose([report["errors"][c] for c, _ in cifar10c.CORRUPTIONS], want,
-                             atol=1e-12)
-  assert report["settings"]["cifar10c_dir"] == str(tmp_path / "c10c")
-  assert (tmp_path / "eval" / "eval_cifar10c.png").exists() and "mCE" in proc.stdout
+def test_entry_point_exits_2_naming_a_missing_file(tmp_path):
+  _write_folder(str(tmp_path / "c10c"))
   os.remove(tmp_path / "c10c" / "zoom_blur.npy")
-  proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT,
-                        check=False)
-  assert proc.returncode == 2
+  data = write_npz_dataset(str(tmp_path / "data"), num_train=8, num_test=8)
+  _model().save(str(tmp_path / "m.keras"))
+  proc = subprocess.run(
+      [sys.executable, "-m", "rgd.evaluate", f"--model={tmp_path / 'm.keras'}",
+       "--suite=cifar10c", f"--cifar10c_dir={tmp_path / 'c10c'}", f"--dataset=npz:{data}",
+       "--batch_size=8", f"--output_dir={tmp_path / 'eval'}"], capture_output=True, text=True,
+      env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2"), timeout=300, cwd=ROOT,
+      check=False)
+  # The corruptions before zoom blur were evaluated through the folder; zoom blur stops it.
+  assert proc.returncode == 2, proc.stderr[-3000:]
   assert "zoom_blur.npy: missing" in proc.stderr and "Traceback" not in proc.stderr
+  assert "cifar10c motion_blur_5" in proc.stderr

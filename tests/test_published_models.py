@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from rgd import models
+from rgd.errors import DataError
 from rgd.models import torch_format
 from rgd.runtime import published, weight_files
 
@@ -95,8 +96,9 @@ def net_params(net):
   return sum(p.numel() for p in net.parameters())
 
 
-@pytest.mark.parametrize("name,bn_offset", [("wrn-10-2", True), ("wrn-10-1", False),
-                                            ("dm_preact_resnet18", True)])
+@pytest.mark.parametrize("name,bn_offset", [
+    ("wrn-10-2", True), ("wrn-10-1", False),
+    pytest.param("dm_preact_resnet18", True, marks=pytest.mark.slow)])
 def test_export_loads_strict_and_round_trips(name, bn_offset, tmp_path):
   rb = _robustbench_module()
   model = models.get_model(name, bn_offset=bn_offset)
@@ -139,17 +141,29 @@ def _convert(*args):
                         text=True, env=env, timeout=120, check=False)
 
 
-@pytest.mark.slow
-def test_pickled_objects_are_refused_without_running(tmp_path):
-  marker = tmp_path / "executed"
+def _evil_files(tmp_path, marker):
   pt = tmp_path / "evil.pt"
   torch.save({"weight": torch.zeros(2), "payload": _Payload(str(marker))}, str(pt))
   npy = tmp_path / "evil.npy"
   np.save(str(npy), np.array({"w": _Payload(str(marker))}, dtype=object), allow_pickle=True)
-  for path in (pt, npy):
+  return pt, npy
+
+
+def test_pickled_objects_are_refused_without_running(tmp_path):
+  marker = tmp_path / "executed"
+  for path in _evil_files(tmp_path, marker):
+    with pytest.raises(DataError, match=f"{path}: refused"):
+      weight_files.read_state_dict(str(path))
+  assert not marker.exists()
+
+
+@pytest.mark.slow
+def test_convert_exits_2_on_a_pickled_object(tmp_path):
+  marker = tmp_path / "executed"
+  for path in _evil_files(tmp_path, marker):
     result = _convert(f"--input={path}", f"--output={tmp_path / 'out'}")
     assert result.returncode == 2, result.stderr[-2000:]
-    assert str(path) in result.stderr and "refused" in result.stderr
+    assert f"{path}: refused" in result.stderr and "Traceback" not in result.stderr
   assert not marker.exists()
   assert not (tmp_path / "out" / "model.keras").exists()
 
