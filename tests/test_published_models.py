@@ -2,6 +2,7 @@
 DMPreActResNet against rgd's converted models, side by side; exports that PyTorch loads with
 strict=True; files that are not plain state dicts refused without running anything."""
 import glob
+import hashlib
 import importlib.util
 import os
 import pickle
@@ -13,6 +14,7 @@ import pytest
 
 from rgd import models
 from rgd.errors import DataError
+from rgd.evaluation import target
 from rgd.models import torch_format
 from rgd.runtime import published, weight_files
 
@@ -175,3 +177,27 @@ def test_npy_unpickler_admits_arrays_and_mappings(tmp_path):
   flat = weight_files.read_npy(path)
   np.testing.assert_array_equal(flat["params/conv/w"], tree["params"]["conv"]["w"])
   assert int(flat["step"]) == 3
+
+
+def test_import_writes_a_run_that_evaluation_reads(tmp_path):
+  """import_checkpoint: model.keras (plain Keras layers) + model.json with the file's sha256 and
+  the threat model, which rgd.evaluate's defaults read; a Haiku tree is named, not guessed."""
+  rb = _robustbench_module()
+  net = _random_torch_net(rb.DMWideResNet, 3, depth=10, width=1, activation_fn=rb.Swish)
+  path = str(tmp_path / "rb.pt")
+  torch.save({"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}}, path)
+  model, info = published.import_checkpoint(path, str(tmp_path / "run"), norm="linf",
+                                            eps=8 / 255)
+  assert info["sha256"] == hashlib.sha256(open(path, "rb").read()).hexdigest()
+  assert (info["architecture"], info["dataset"], info["norm"]) == ("wrn-10-1", "cifar10", "linf")
+  loaded, _, _ = target.load_model(str(tmp_path / "run"))
+  assert target.resolve_target(target.run_defaults(str(tmp_path / "run")))[:3] == (
+      "cifar10", "linf", 8 / 255)
+  x = np.random.RandomState(2).rand(2, 32, 32, 3).astype(np.float32)
+  want = _torch_logits(net, x)
+  assert np.abs(loaded(x, training=False).numpy() - want).max() <= 2e-5 * np.abs(want).max()
+  jax = str(tmp_path / "jax.npy")
+  np.save(jax, np.array({"wide_res_net/~/init_conv": {"w": np.zeros((3, 3, 3, 16))}},
+                        dtype=object), allow_pickle=True)
+  with pytest.raises(DataError, match=r"jax\.npy: a JAX/Haiku parameter tree"):
+    published.import_checkpoint(jax, str(tmp_path / "jax_run"))

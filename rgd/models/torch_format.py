@@ -54,6 +54,10 @@ def strip_prefixes(state):
 def infer_architecture(state):
   """{'family': 'wrn'|'dm_preact_resnet', 'name': rgd model name, 'num_classes', ...} from the
   names and shapes of a DeepMind state dict; DataError for anything else."""
+  if any("/~/" in k or k.startswith("wide_res_net") for k in state):
+    raise DataError("a JAX/Haiku parameter tree (names like 'wide_res_net/~/init_conv'): it was "
+                    "read safely, but only the PyTorch layout is mapped; convert the .pt file "
+                    "DeepMind released for the same model")
   if "logits.weight" not in state:
     raise DataError("not a DeepMind WideResNet/PreActResNet state dict: no 'logits.weight' "
                     f"(keys start {sorted(state)[:5]})")

@@ -14,6 +14,7 @@ rgd.runtime.weight_files (no arbitrary unpickling).
 import hashlib
 import posixpath
 
+from rgd.errors import DataError
 from rgd.models import torch_format
 from rgd.runtime import checkpointing, fileio, weight_files
 
@@ -25,7 +26,10 @@ def import_checkpoint(path, output_dir, activation="swish", normalization=None, 
   by the number of classes (CIFAR-100 for 100, else CIFAR-10), as RobustBench builds them."""
   state = torch_format.strip_prefixes(weight_files.read_state_dict(path))
   sha256 = hashlib.sha256(fileio.read_bytes(path)).hexdigest()  # which file, for the record
-  arch = torch_format.infer_architecture(state)
+  try:
+    arch = torch_format.infer_architecture(state)
+  except DataError as e:
+    raise DataError(f"{path}: {e}") from e
   if normalization is None:
     normalization = "cifar100" if arch["num_classes"] == 100 else "cifar10"
   model = torch_format.build_model(arch, activation, normalization, bn_offset)
