@@ -42,21 +42,21 @@ def _tape_gradient(model, x, y, reduction):
 
 
 def test_art_classifier_gradients_and_pgd(exported):
-  art = pytest.importorskip("art")
-  from art.attacks.evasion import ProjectedGradientDescent  # pylint: disable=g-import-not-at-top
-  from art.estimators.classification import TensorFlowV2Classifier  # pylint: disable=g-import-not-at-top
+  evasion = pytest.importorskip("art.attacks.evasion")
+  classification = pytest.importorskip("art.estimators.classification")
   model, x, y = exported
   loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-  classifier = TensorFlowV2Classifier(model=model, nb_classes=10, input_shape=(32, 32, 3),
-                                      loss_object=loss, clip_values=(0.0, 1.0))
+  classifier = classification.TensorFlowV2Classifier(
+      model=model, nb_classes=10, input_shape=(32, 32, 3), loss_object=loss,
+      clip_values=(0.0, 1.0))
   np.testing.assert_allclose(classifier.predict(x), model(x, training=False).numpy(),
                              rtol=1e-6, atol=1e-6)
   grad = classifier.loss_gradient(x, np.eye(10, dtype=np.float32)[y])
   want = _tape_gradient(model, x, y, "sum_over_batch_size")
   assert np.abs(want).max() > 0
   np.testing.assert_allclose(grad, want, rtol=1e-5, atol=1e-7 * np.abs(want).max())
-  pgd = ProjectedGradientDescent(classifier, norm=np.inf, eps=EPS, eps_step=2 / 255, max_iter=3,
-                                 verbose=False)
+  pgd = evasion.ProjectedGradientDescent(classifier, norm=np.inf, eps=EPS, eps_step=2 / 255,
+                                         max_iter=3, verbose=False)
   adv = pgd.generate(x, y=np.eye(10, dtype=np.float32)[y])
   assert np.abs(adv - x).max() <= EPS + 1e-6 and adv.min() >= 0 and adv.max() <= 1
   assert np.abs(adv - x).max() > EPS / 2  # it moved

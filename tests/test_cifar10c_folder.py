@@ -69,7 +69,10 @@ def test_folder_gives_the_numpy_errors_and_mce(tmp_path):
 def test_malformed_folder_names_the_file(tmp_path, case, match):
   folder = str(tmp_path / "c10c")
   images, labels = _write_folder(folder)
-  path = lambda name: os.path.join(folder, f"{name}.npy")  # pylint: disable=unnecessary-lambda-assignment
+
+  def path(name):
+    return os.path.join(folder, f"{name}.npy")
+
   if case == "missing":
     os.remove(path("glass_blur"))
   elif case == "shape":

@@ -2,9 +2,10 @@
 
 Names: `wrn-D-W` (pre-activation Wide-ResNet with Swish, e.g. `wrn-28-10`, `wrn-70-16`),
 `resnet18`, `preact_resnet18`, `preact_resnet50`, `dm_preact_resnet18`, `dm_preact_resnet34`
-(DeepMind's PreAct-ResNet, RobustBench's `DMPreActResNet`), `tiny_cnn` (debug). Every model takes images in
-[0, 1], normalises them inside, and returns float32 logits. Certifiable (rgd/certified/models.py;
-seed 004 Table 5; their own input handling, `normalization` does not apply): `liresnet-LdWw`
+(DeepMind's PreAct-ResNet, RobustBench's `DMPreActResNet`), `tiny_cnn` (debug). Every model
+takes images in [0, 1], normalises them inside, and returns float32 logits. Certifiable
+(rgd/certified/models.py; seed 004 Table 5; their own input handling, `normalization` does not
+apply): `liresnet-LdWw`
 (GloroNet, e.g. `liresnet-L6W128`), `linf_dist_net-D-W`, `sortnet-D-W` (`sortnet_dropout-D-W`
 trains with SortNet's dropout), e.g. `linf_dist_net-6-5120`.
 """

@@ -58,7 +58,8 @@ def to_keras_batchnorm(model):
   built from standard layers loads with a plain `keras.models.load_model` in a process that never
   imported rgd (foolbox, ART, a colleague's script). Returns `model` itself when it has no fused
   layer; the copy has the same weights, so the same logits at inference."""
-  if not any(isinstance(l, FusedBatchNormalization) for l in model._flatten_layers()):  # pylint: disable=protected-access
+  layers = model._flatten_layers()  # pylint: disable=protected-access
+  if not any(isinstance(l, FusedBatchNormalization) for l in layers):
     return model
 
   def clone(layer):
