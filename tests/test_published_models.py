@@ -201,3 +201,18 @@ def test_import_writes_a_run_that_evaluation_reads(tmp_path):
                         dtype=object), allow_pickle=True)
   with pytest.raises(DataError, match=r"jax\.npy: a JAX/Haiku parameter tree"):
     published.import_checkpoint(jax, str(tmp_path / "jax_run"))
+
+
+def test_architectures_without_a_deepmind_twin_are_refused(tmp_path):
+  # He et al.'s PreAct-ResNet-18: 1x1 shortcut of the activated input, not DeepMind's 3x3.
+  with pytest.raises(ValueError, match="preact_resnet18.: only .*DeepMind PyTorch twin"):
+    published.export_checkpoint(models.get_model("preact_resnet18"), str(tmp_path / "x.pt"))
+  assert not os.path.exists(tmp_path / "x.pt")
+  state = torch_format.export_state_dict(models.get_model("wrn-10-1"))
+  state["layer.0.block.0.conv_0.weight"] = state["layer.0.block.0.conv_0.weight"][:8]
+  with pytest.raises(DataError, match=r"f\.pt: 'layer\.0\.block\.0\.conv_0\.weight' has shape"):
+    torch_format.load_state_dict(models.get_model("wrn-10-1"), state, source="f.pt")
+  state = torch_format.export_state_dict(models.get_model("wrn-10-1"))
+  state["extra.weight"] = np.zeros(3)
+  with pytest.raises(DataError, match=r"not used by wrn10_1: \['extra\.weight'\]"):
+    torch_format.load_state_dict(models.get_model("wrn-10-1"), state, source="f.pt")
