@@ -98,8 +98,9 @@ def read_state_dict(path):
     return read_npy(path)
   if lower.endswith(".safetensors"):
     import safetensors.numpy  # pylint: disable=g-import-not-at-top  optional dependency
+    data = _read_bytes(path)
     try:
-      return dict(safetensors.numpy.load(_read_bytes(path)))
+      return dict(safetensors.numpy.load(data))
     except Exception as e:  # pylint: disable=broad-except  safetensors raises its own errors
       raise DataError(f"{path}: not a readable safetensors file ({e})") from e
   if lower.endswith((".pt", ".pth")):
@@ -109,8 +110,9 @@ def read_state_dict(path):
 
 def _read_torch(path):
   import torch  # pylint: disable=g-import-not-at-top  optional dependency
+  data = _read_bytes(path)
   try:
-    obj = torch.load(io.BytesIO(_read_bytes(path)), map_location="cpu", weights_only=True)
+    obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
   except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise DataError(f"{path}: refused: torch.load(weights_only=True) admits tensors and plain "
