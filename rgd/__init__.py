@@ -2,14 +2,16 @@
 
 Rooms by purpose; imports run one way, from the entry points down to the pure parts:
 
-  entry points   train, evaluate, certify, train_generator, train_corruption_net: flags and
-                 `main` only; `cli` holds what they share (common flags, gin start, exits)
+  entry points   train, evaluate, certify, train_generator, train_corruption_net, convert
+                 (DeepMind/RobustBench PyTorch checkpoints in and out): flags and `main` only;
+                 `cli` holds what they share (common flags, gin start, exits)
   training/      the loop, the trainer's step, objectives (TRADES, PGD-AT, AugMix's JS term),
                  validation, weight average, schedules, the skip-step policy
   evaluation/    attack suites run as cascades, model checks, per-stage resume, reports of
                  robust accuracy, CIFAR-10-C and certified accuracy
   datagen/       generated data: sources, labelling, shard writers, Beam, sampling a generator
                  into records, FID and feature extractors
+  interop/       published PyTorch checkpoints in and out, safe readers of weight files
   edm/           the EDM generator: U-Net, preconditioning and loss, Heun sampler, training
   data/          real data as tf.data (tfds, npz), the TFRecord schema, shard checks
   runtime/       strategy, checkpoints, preemption (SIGTERM, agreed across workers), file I/O

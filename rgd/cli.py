@@ -45,6 +45,12 @@ def define_model_flags():
                       "the model file's folder/eval).")
 
 
+def define_norm_flag():
+  """--norm, shared by rgd.evaluate and rgd.convert (idempotent, as define_model_flags)."""
+  if "norm" not in FLAGS:
+    flags.DEFINE_string("norm", None, "linf or l2. Default: the run's (model.json), else linf.")
+
+
 def parse_gin(files, bindings):
   """Parses gin files and bindings, turning gin's errors into ones that name the culprit."""
   for path in files:

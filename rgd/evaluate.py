@@ -13,7 +13,10 @@ standard), `pgd40`; their parameters can be changed with gin, e.g.
 Writes to --output_dir (default DIR/eval): `<name>.json` (clean and robust accuracy, accuracy
 after each stage, time per stage, settings, versions, warnings), `<name>.npz` (per-example
 flags and the adversarial examples) and TensorBoard scalars; <name> is
-`eval_<suite>_<norm>_<eps>`. Deterministic for a given --seed.
+`eval_<suite>_<norm>_<eps>`. `--suite=autoattack` also writes `<name>.robustbench.json`, the
+fields of a RobustBench result file (clean_acc, autoattack_acc, eps, threat model,
+architecture, number of examples). `--suite=cifar10c --cifar10c_dir=DIR` reads Hendrycks'
+CIFAR-10-C folder instead of tfds. Deterministic for a given --seed.
 """
 import os
 import sys
@@ -31,7 +34,10 @@ FLAGS = flags.FLAGS
 cli.define_model_flags()  # --model, --dataset, --split, --eps, --num_examples, --batch_size, ...
 flags.DEFINE_string("suite", "aa+mt", f"One of {sorted(evaluation.SUITES)} (cifar10c: common "
                     "corruptions, rgd/evaluation/cifar10c.py).")
-flags.DEFINE_string("norm", None, "linf or l2. Default: the run's (model.json), else linf.")
+cli.define_norm_flag()  # --norm
+flags.DEFINE_string("cifar10c_dir", None, "--suite=cifar10c from Hendrycks' CIFAR-10-C folder "
+                    "(DIR/<corruption>.npy, DIR/labels.npy; a bucket works) instead of tfds' "
+                    "cifar10_corrupted.")
 flags.DEFINE_integer("seed", 0, "Seed of all random starts and searches.")
 flags.DEFINE_bool("jit", False, "Compile the attacks with XLA.")
 
@@ -71,6 +77,9 @@ def main(argv):
                             FLAGS.seed, output_dir, settings, FLAGS.jit, strategy, source=path)
   except (errors.NonFiniteLogitsError, errors.StateMismatchError) as e:
     cli.fail("rgd.evaluate", e, 2)
+  if FLAGS.suite == "autoattack":  # RobustBench's numbers are AutoAttack's
+    architecture = adversarial.architecture_name(run.get("architecture") or model.name)
+    adversarial.write_robustbench_entry(output_dir, report, architecture, dataset)
   stages = ", ".join(f"{s['name']} {100 * s['robust_accuracy']:.2f}%" for s in report["stages"])
   print(f"clean {100 * report['clean_accuracy']:.2f}% | {stages} | robust "
         f"{100 * report['robust_accuracy']:.2f}% ({report['num_examples']} examples, "
@@ -90,9 +99,16 @@ def _main_cifar10c():
   settings = dict(model=path if fileio.is_remote(path) else os.path.abspath(path),
                   checkpoint_step=step, dataset=dataset,
                   command=" ".join(sys.argv), gin=gin.config_str())
-  report = cifar10c.evaluate_cifar10c(model, output_dir, FLAGS.batch_size, FLAGS.num_examples,
-                                      clean=clean, settings=settings, versions=versions(),
-                                      log=logging.info)
+  loader = None
+  if FLAGS.cifar10c_dir:
+    settings["cifar10c_dir"] = FLAGS.cifar10c_dir
+    loader = cifar10c.FolderLoader(FLAGS.cifar10c_dir)
+  try:
+    report = cifar10c.evaluate_cifar10c(model, output_dir, FLAGS.batch_size, FLAGS.num_examples,
+                                        clean=clean, settings=settings, versions=versions(),
+                                        log=logging.info, loader=loader)
+  except errors.DataError as e:
+    cli.fail("rgd.evaluate", e, 2)
   print(f"{report['table']}\nclean {100 * report['clean_accuracy']:.2f}% | mCE "
         f"{100 * report['mce']:.2f}% ({report['num_examples']} examples per corruption, "
         f"{report['seconds']:.0f} s) -> {output_dir}")

@@ -16,9 +16,10 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENTRY_POINTS = {"rgd.train", "rgd.evaluate", "rgd.certify", "rgd.train_generator",
-                "rgd.train_corruption_net"}
+                "rgd.train_corruption_net", "rgd.convert"}
 # What a pure part may not import (any depth below these names).
 NOT_FOR_PARTS = ("rgd.training", "rgd.evaluation", "rgd.datagen", "rgd.runtime", "rgd.cli",
+                 "rgd.interop",
                  "rgd.bench") + tuple(sorted(ENTRY_POINTS))
 
 

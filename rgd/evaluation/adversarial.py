@@ -2,6 +2,7 @@
 before the attacks, per-stage resume and the report files: the library half of rgd.evaluate."""
 import json
 import os
+import re
 import time
 
 from absl import logging
@@ -116,3 +117,42 @@ def write_report(output_dir, report, result, labels):
                   for stage in report["stages"]})
   reports.write_tensorboard(output_dir, report["settings"].get("checkpoint_step"), scalars,
                             {f"{prefix}/report": "```\n" + text + "```"})
+
+
+def architecture_name(model_name):
+  """RobustBench's spelling of an rgd architecture: 'wrn-28-10' / 'wrn28_10' ->
+  'WideResNet-28-10', 'dm_preact_resnet18' / 'preact_resnet18' -> 'PreActResNet-18'."""
+  m = re.fullmatch(r"wrn[-_]?(\d+)[-_](\d+)", model_name)
+  if m:
+    return f"WideResNet-{m.group(1)}-{m.group(2)}"
+  m = re.fullmatch(r"(?:dm_)?preact_resnet(\d+)", model_name)
+  if m:
+    return f"PreActResNet-{m.group(1)}"
+  m = re.fullmatch(r"resnet(\d+)", model_name)
+  return f"ResNet-{m.group(1)}" if m else model_name
+
+
+def _eps_text(eps):
+  """8/255 as RobustBench writes it when eps is a whole number of 255ths, else the number."""
+  k = round(eps * 255)
+  return f"{k}/255" if abs(eps * 255 - k) < 1e-6 else f"{eps:.6g}"
+
+
+def robustbench_entry(report, architecture, dataset):
+  """The fields of a RobustBench result file (model_info/<dataset>/<Linf|L2>/<name>.json) that
+  an AutoAttack report fills: accuracies as percent strings with two decimals, eps as '8/255',
+  so a leaderboard entry can be compared line by line; plus the number of examples."""
+  return dict(
+      dataset=dataset, threat_model={"linf": "Linf", "l2": "L2"}[report["norm"]],
+      architecture=architecture, eps=_eps_text(report["eps"]),
+      clean_acc=f"{100 * report['clean_accuracy']:.2f}",
+      autoattack_acc=f"{100 * report['robust_accuracy']:.2f}",
+      number_forward_passes=1, n_examples=report["num_examples"])
+
+
+def write_robustbench_entry(output_dir, report, architecture, dataset):
+  """Writes `<report name>.robustbench.json` beside the report; returns its path."""
+  path = os.path.join(output_dir, report_name(report["suite"], report["norm"], report["eps"]) +
+                      ".robustbench.json")
+  fileio.atomic_write_json(path, robustbench_entry(report, architecture, dataset))
+  return path

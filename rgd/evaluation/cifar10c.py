@@ -12,6 +12,13 @@ mCE, the mean of those over the 15 corruptions (no AlexNet normalisation as on I
 writes `eval_cifar10c.json` (errors per corruption and severity, mCE, clean accuracy, table,
 settings, versions), `eval_cifar10c.npz` (per-example correctness [15, 5, N]), a heat map
 `eval_cifar10c.png` and TensorBoard scalars / text / image, all through tf.io.gfile.
+
+The same sets from the folder users download from Hendrycks' release (the layout RobustBench's
+`load_cifar10c` reads): `DIR/<corruption>.npy`, uint8 [5 * N, 32, 32, 3] holding severities
+1..5 in order (N = 10,000), and `DIR/labels.npy` [5 * N]; read through gfile (a bucket works)
+with allow_pickle=False:
+
+    report = evaluate_cifar10c(model, loader=FolderLoader("/data/CIFAR-10-C"))
 """
 import io
 import os
@@ -22,6 +29,7 @@ import tensorflow as tf
 
 from rgd.evaluation import reports
 from rgd.data import datasets
+from rgd.errors import DataError
 from rgd.runtime import fileio
 
 # Table 1's column order, with the tfds config names.
@@ -66,6 +74,60 @@ def load_corruption(corruption, severity, data_dir=None, num_examples=None):
   if num_examples:
     images, labels = images[:num_examples], labels[:num_examples]
   return images, labels
+
+
+# Hendrycks' file names where tfds' config names differ.
+FOLDER_NAMES = {"frosted_glass_blur": "glass_blur", "elastic": "elastic_transform"}
+
+
+class FolderLoader:
+  """(images, labels) of one corruption and severity from Hendrycks' CIFAR-10-C folder; each
+  corruption file is read once for its five severities. Missing files, wrong shapes or dtypes and
+  a label file that does not match are DataErrors naming the file."""
+
+  def __init__(self, directory):
+    self.directory = directory
+    self._labels = None
+    self._cached = (None, None)
+
+  def _read(self, name):
+    path = fileio.join(self.directory, f"{name}.npy")
+    if not tf.io.gfile.exists(path):
+      raise DataError(f"{path}: missing (CIFAR-10-C folder {self.directory} needs "
+                      f"<corruption>.npy for each corruption and labels.npy)")
+    try:
+      return path, np.load(io.BytesIO(fileio.read_bytes(path)), allow_pickle=False)
+    except ValueError as e:
+      raise DataError(f"{path}: not a plain .npy array ({e})") from e
+
+  def labels(self):
+    if self._labels is None:
+      path, labels = self._read("labels")
+      if labels.ndim != 1 or len(labels) % len(SEVERITIES) or not len(labels):
+        raise DataError(f"{path}: shape {labels.shape}; expected [5 * N] labels (severities 1..5"
+                        " in order)")
+      if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
+        raise DataError(f"{path}: dtype {labels.dtype}, min {labels.min()}; expected class "
+                        "indices")
+      self._labels = labels.astype(np.int64)
+    return self._labels
+
+  def _images(self, corruption):
+    if self._cached[0] != corruption:
+      path, images = self._read(FOLDER_NAMES.get(corruption, corruption))
+      labels = self.labels()
+      if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise DataError(f"{path}: {images.dtype} {images.shape}; expected uint8 [5 * N, H, W, 3]")
+      if len(images) != len(labels):
+        raise DataError(f"{path}: {len(images)} images but labels.npy has {len(labels)} labels")
+      self._cached = (corruption, images)
+    return self._cached[1]
+
+  def __call__(self, corruption, severity, num_examples=None):
+    images, labels = self._images(corruption), self.labels()
+    n = len(labels) // len(SEVERITIES)
+    part = slice((severity - 1) * n, (severity - 1) * n + min(n, num_examples or n))
+    return images[part], labels[part]
 
 
 def make_predict(model):
@@ -119,9 +181,11 @@ def heatmap_png(errors, corruptions):
 
 
 def evaluate_cifar10c(model, output_dir=None, batch_size=500, num_examples=None, data_dir=None,
-                      corruptions=None, clean=None, settings=None, versions=None, log=print):
+                      corruptions=None, clean=None, settings=None, versions=None, log=print,
+                      loader=None):
   """Errors on every corruption and severity; writes the report when `output_dir` is set.
-  `clean` = (images, labels) adds the clean accuracy."""
+  `clean` = (images, labels) adds the clean accuracy. `loader(corruption, severity,
+  num_examples)` gives each set (FolderLoader: Hendrycks' folder); default tfds."""
   names = [c for c, _ in CORRUPTIONS] if corruptions is None else list(corruptions)
   unknown = sorted(set(names) - {c for c, _ in CORRUPTIONS})
   if unknown:
@@ -133,7 +197,8 @@ def evaluate_cifar10c(model, output_dir=None, batch_size=500, num_examples=None,
   for c in names:
     row = []
     for s in SEVERITIES:
-      images, labels = load_corruption(c, s, data_dir, num_examples)
+      images, labels = (loader(c, s, num_examples) if loader else
+                        load_corruption(c, s, data_dir, num_examples))
       row.append(accuracy_flags(predict, images, labels, batch_size))
       labels_out = labels
       log(f"cifar10c {c}_{s}: accuracy {100 * row[-1].mean():.2f}%")

@@ -1,9 +1,11 @@
 """Architectures, selected by name (gin: `get_model.name`).
 
 Names: `wrn-D-W` (pre-activation Wide-ResNet with Swish, e.g. `wrn-28-10`, `wrn-70-16`),
-`resnet18`, `preact_resnet18`, `preact_resnet50`, `tiny_cnn` (debug). Every model takes images in
-[0, 1], normalises them inside, and returns float32 logits. Certifiable (rgd/certified/models.py;
-seed 004 Table 5; their own input handling, `normalization` does not apply): `liresnet-LdWw`
+`resnet18`, `preact_resnet18`, `preact_resnet50`, `dm_preact_resnet18`, `dm_preact_resnet34`
+(DeepMind's PreAct-ResNet, RobustBench's `DMPreActResNet`), `tiny_cnn` (debug). Every model
+takes images in [0, 1], normalises them inside, and returns float32 logits. Certifiable
+(rgd/certified/models.py; seed 004 Table 5; their own input handling, `normalization` does not
+apply): `liresnet-LdWw`
 (GloroNet, e.g. `liresnet-L6W128`), `linf_dist_net-D-W`, `sortnet-D-W` (`sortnet_dropout-D-W`
 trains with SortNet's dropout), e.g. `linf_dist_net-6-5120`.
 """
@@ -14,7 +16,7 @@ import keras
 
 from rgd.certified import models as certified_models
 from rgd.models.common import Layers
-from rgd.models.resnet import preact_resnet, resnet18
+from rgd.models.resnet import dm_preact_resnet, preact_resnet, resnet18
 from rgd.models.small import tiny_cnn
 from rgd.models.wide_resnet import wide_resnet
 
@@ -30,19 +32,23 @@ NORMALIZATION = {
     "none": (None, None),
 }
 
-MODEL_NAMES = ("wrn-D-W", "resnet18", "preact_resnet18", "preact_resnet50", "tiny_cnn",
+MODEL_NAMES = ("wrn-D-W", "resnet18", "preact_resnet18", "preact_resnet50", "dm_preact_resnet18",
+               "dm_preact_resnet34", "tiny_cnn",
                "liresnet-LdWw", "linf_dist_net-D-W", "sortnet-D-W", "sortnet_dropout-D-W")
 
 
 @gin.configurable(denylist=["num_classes", "input_shape"])
 def get_model(name=gin.REQUIRED, num_classes=10, input_shape=(32, 32, 3), normalization="cifar10",
-              width=None, conv_init="haiku", bn_offset=True, head_init="zeros", fused_bn=True):
+              width=None, conv_init="haiku", bn_offset=True, head_init="zeros", fused_bn=True,
+              activation=None):
   """Builds the named model. `normalization` picks the per-channel statistics inside the model.
 
   `conv_init` ('haiku', 'pytorch', 'he_normal'), `bn_offset` and `head_init` ('zeros', 'haiku',
   'pytorch') choose how layers are built (rgd.models.common.Layers); the defaults are DeepMind's
   JAX model zoo's. `fused_bn` builds BN on TF's fused kernel (same variables and numbers as
   Keras' layer, rgd/models/fused_bn.py); False gives `keras.layers.BatchNormalization`.
+  `activation` ('swish', 'relu') replaces the default of `wrn-D-W` (swish) and
+  `dm_preact_resnet*` (relu), e.g. to match a converted PyTorch checkpoint.
   """
   if normalization not in NORMALIZATION:
     raise ValueError(f"Unknown normalization {normalization!r}; "
@@ -63,11 +69,13 @@ def get_model(name=gin.REQUIRED, num_classes=10, input_shape=(32, 32, 3), normal
                                     dropout=m.group(1) == "sortnet_dropout")
   m = re.fullmatch(r"wrn-(\d+)-(\d+)", name)
   if m:
-    return wide_resnet(int(m.group(1)), int(m.group(2)), **kw)
+    return wide_resnet(int(m.group(1)), int(m.group(2)), activation=activation or "swish", **kw)
   if name == "resnet18":
     return resnet18(**kw)
   if name in ("preact_resnet18", "preact_resnet50"):
     return preact_resnet(int(name[-2:]), **kw)
+  if name in ("dm_preact_resnet18", "dm_preact_resnet34"):
+    return dm_preact_resnet(int(name[-2:]), activation=activation or "relu", **kw)
   if name == "tiny_cnn":
     return tiny_cnn(width or 32, **kw)
   raise ValueError(f"Unknown model {name!r}; expected one of {MODEL_NAMES}")

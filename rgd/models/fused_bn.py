@@ -50,3 +50,23 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
           variance=tf.cast(self.moving_variance, tf.float32), epsilon=self.epsilon,
           is_training=False)[0]
     return tf.cast(y, self.compute_dtype)
+
+
+def to_keras_batchnorm(model):
+  """`model` with every FusedBatchNormalization replaced by Keras' BatchNormalization of the same
+  config, variables and statistics: the fused kernel is a training-time speed-up, and a model
+  built from standard layers loads with a plain `keras.models.load_model` in a process that never
+  imported rgd (foolbox, ART, a colleague's script). Returns `model` itself when it has no fused
+  layer; the copy has the same weights, so the same logits at inference."""
+  layers = model._flatten_layers()  # pylint: disable=protected-access
+  if not any(isinstance(l, FusedBatchNormalization) for l in layers):
+    return model
+
+  def clone(layer):
+    if isinstance(layer, FusedBatchNormalization):
+      return keras.layers.BatchNormalization.from_config(layer.get_config())
+    return layer.__class__.from_config(layer.get_config())
+
+  copy = keras.models.clone_model(model, clone_function=clone)
+  copy.set_weights(model.get_weights())
+  return copy

@@ -2,7 +2,14 @@
 
 PreAct-ResNet-50 is the AdA classifier (Calian et al. 2022); ResNet-18 is the small model of
 Gowal et al. 2021. CIFAR variants: 3x3 stem, no max-pool.
+
+`dm_preact_resnet` is DeepMind's own PreAct-ResNet-18/34 (their PyTorch model zoo, served by
+RobustBench as `DMPreActResNet`, robustbench/model_zoo/architectures/dm_wide_resnet.py): its
+projection shortcut is a *3x3* conv of the *raw* block input, where He et al.'s (above) is a
+1x1 conv of the activated input, so its checkpoints need this variant.
 """
+import functools
+
 import keras
 
 from rgd.models import common
@@ -43,7 +50,31 @@ def _preact_bottleneck(layers, x, filters, stride, name):
   return keras.layers.Add(name=f"{name}_add")([out, shortcut])
 
 
-def _resnet(block, depth, preact, num_classes, input_shape, mean, std, name, layers):
+def _dm_preact_basic(layers, x, filters, stride, name, activation="relu"):
+  out = keras.layers.Activation(activation, name=f"{name}_act1")(layers.bn(f"{name}_bn1")(x))
+  shortcut = x
+  # DMPreActResNet: `has_shortcut = stride != 1 or in_planes != out_planes`, a 3x3 conv of x.
+  if stride != 1 or x.shape[-1] != filters:
+    shortcut = layers.conv(filters, 3, stride, f"{name}_shortcut")(x)
+  out = layers.conv(filters, 3, stride, f"{name}_conv1")(out)
+  out = keras.layers.Activation(activation, name=f"{name}_act2")(layers.bn(f"{name}_bn2")(out))
+  out = layers.conv(filters, 3, 1, f"{name}_conv2")(out)
+  return keras.layers.Add(name=f"{name}_add")([out, shortcut])
+
+
+def dm_preact_resnet(depth=18, num_classes=10, input_shape=(32, 32, 3), mean=None, std=None,
+                     layers=None, activation="relu"):
+  """DeepMind's PreAct-ResNet-18/34 (see the module docstring); 'same' padding is what its
+  manual F.pad does (stride 2: one row and column after, none before)."""
+  if depth not in (18, 34):
+    raise ValueError(f"DM PreAct-ResNet depth must be 18 or 34, got {depth}")
+  block = functools.partial(_dm_preact_basic, activation=activation)
+  return _resnet(block, depth, True, num_classes, input_shape, mean, std,
+                 f"dm_preact_resnet{depth}", layers, activation)
+
+
+def _resnet(block, depth, preact, num_classes, input_shape, mean, std, name, layers,
+            head_activation="relu"):
   layers = layers or common.Layers()
   inputs, x = common.normalized_input(input_shape, mean, std)
   x = layers.conv(64, 3, 1, "stem_conv")(x)
@@ -54,7 +85,9 @@ def _resnet(block, depth, preact, num_classes, input_shape, mean, std, name, lay
       stride = 2 if (stage > 0 and i == 0) else 1
       x = block(layers, x, 64 * 2**stage, stride, f"stage{stage}_block{i}")
   if preact:
-    x = keras.layers.ReLU(name="head_relu")(layers.bn("head_bn")(x))
+    act = (keras.layers.ReLU(name="head_relu") if head_activation == "relu" else
+           keras.layers.Activation(head_activation, name="head_act"))
+    x = act(layers.bn("head_bn")(x))
   return layers.head(inputs, x, num_classes, name)
 
 

@@ -10,24 +10,25 @@ import keras
 from rgd.models import common
 
 
-def _block(layers, x, filters, stride, project, name):
+def _block(layers, x, filters, stride, project, name, activation):
   out = layers.bn(f"{name}_bn1")(x)
-  out = keras.layers.Activation("swish", name=f"{name}_act1")(out)
+  out = keras.layers.Activation(activation, name=f"{name}_act1")(out)
   # The projection shortcut sees the activated input (pre-activation ResNet, He et al. 2016).
   shortcut = (layers.conv(filters, 1, stride, f"{name}_shortcut")(out) if project else x)
   out = layers.conv(filters, 3, stride, f"{name}_conv1")(out)
   out = layers.bn(f"{name}_bn2")(out)
-  out = keras.layers.Activation("swish", name=f"{name}_act2")(out)
+  out = keras.layers.Activation(activation, name=f"{name}_act2")(out)
   out = layers.conv(filters, 3, 1, f"{name}_conv2")(out)
   return keras.layers.Add(name=f"{name}_add")([out, shortcut])
 
 
 def wide_resnet(depth=28, width=10, num_classes=10, input_shape=(32, 32, 3), mean=None,
-                std=None, name=None, layers=None):
+                std=None, name=None, layers=None, activation="swish"):
   """Builds WRN-`depth`-`width` as a functional Keras model taking [0, 1] images.
 
   `layers` (rgd.models.common.Layers) chooses the initialisation and BN offset; the default
-  follows DeepMind's JAX model zoo."""
+  follows DeepMind's JAX model zoo. `activation` is 'swish' (DeepMind's robust models; PyTorch's
+  SiLU is the same function) or 'relu' (DMWideResNet's default)."""
   layers = layers or common.Layers()
   if (depth - 4) % 6:
     raise ValueError(f"WRN depth must be 6n + 4, got {depth}")
@@ -38,7 +39,7 @@ def wide_resnet(depth=28, width=10, num_classes=10, input_shape=(32, 32, 3), mea
     for i in range(n):
       x = _block(layers, x, mult * width, stride if i == 0 else 1,
                  project=(i == 0 and (stride != 1 or x.shape[-1] != mult * width)),
-                 name=f"group{group}_block{i}")
+                 name=f"group{group}_block{i}", activation=activation)
   x = layers.bn("head_bn")(x)
-  x = keras.layers.Activation("swish", name="head_act")(x)
+  x = keras.layers.Activation(activation, name="head_act")(x)
   return layers.head(inputs, x, num_classes, name or f"wrn{depth}_{width}")

@@ -10,6 +10,7 @@ from absl import logging
 import tensorflow as tf
 
 from rgd.errors import CheckpointError
+from rgd.models import fused_bn
 from rgd.runtime import faults, fileio, strategy as strategy_lib
 
 
@@ -17,7 +18,12 @@ atomic_write_json = fileio.atomic_write_json
 
 
 def export_keras(model, path):
-  """Saves `model` as a `.keras` file atomically (Keras wants the suffix on the temp name)."""
+  """Saves `model` as a `.keras` file atomically (Keras wants the suffix on the temp name).
+
+  Fused BatchNorm layers are written as Keras' own BatchNormalization (same variables and
+  statistics, rgd.models.fused_bn.to_keras_batchnorm), so that a classifier built from standard
+  layers loads with plain `keras.models.load_model`, without importing rgd."""
+  model = fused_bn.to_keras_batchnorm(model)
   with fileio.atomic_path(path, suffix=".keras") as tmp:
     model.save(tmp)
     faults.kill_point(f"export:{posixpath.basename(path)}")

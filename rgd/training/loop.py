@@ -21,7 +21,7 @@ from rgd.augment import visualize
 from rgd.data import datasets, shard_check
 from rgd.runtime import checkpointing, fileio, preemption, seeds, strategy as strategy_lib
 from rgd.runtime.progress import format_duration
-from rgd.training import nan_policy as nan_policy_lib
+from rgd.training import init_checkpoint as init_checkpoint_lib, nan_policy as nan_policy_lib
 from rgd.training import objectives, optimizers, schedules, validation, weight_average
 from rgd.training.trainer import RobustTrainer, make_distributed_step
 
@@ -46,7 +46,7 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
                        log_every=50, image_summary_every=1000, precision="float32",
                        jit_compile=False, seed=0, data_dir=None,
                        generated_label_smoothing=datasets.GENERATED_LABEL_SMOOTHING,
-                       nan_policy="stop", max_consecutive_skips=100):
+                       nan_policy="stop", max_consecutive_skips=100, init_checkpoint=None):
   """Trains and returns the final logs (dict of floats).
 
   Lengths are in CIFAR-10-equivalent epochs of `epoch_size` examples (seed 001 counts 400 of
@@ -57,6 +57,8 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
   `data_dir` is tfds' data directory (default ~/tensorflow_datasets).
   `nan_policy` ('stop' or 'skip_step') and `max_consecutive_skips`: rgd.training.nan_policy.
   `seed`: the initial weights and every random stream of the run (rgd.runtime.seeds).
+  `init_checkpoint`: a run directory or .keras file whose weights the network and its average
+  start from, with a fresh optimizer (rgd.training.init_checkpoint).
   """
   policy = nan_policy_lib.NanPolicy(nan_policy, max_consecutive_skips)
   if precision not in PRECISIONS:
@@ -80,7 +82,7 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
                len(inputs.images), f", generated data {generated_pattern} (mixing ratio "
                f"{mixing_ratio})" if generated_pattern else "", model_dir)
   state = create_train_state(strategy, inputs, batch_size, weight_decay, ema_decay, seed,
-                             policy)
+                             policy, init_checkpoint)
   manager = checkpointing.TrainingCheckpoints(
       strategy, os.path.join(model_dir, "checkpoints"), keep_checkpoints, inputs.iterator,
       dict(network=state.network, avg_network=state.avg_network, optimizer=state.optimizer,
@@ -178,7 +180,8 @@ def create_input(strategy, dataset, num_classes, batch_size, num_epochs, epoch_s
                num_pipelines, pipeline_id)
 
 
-def create_train_state(strategy, inputs, batch_size, weight_decay, ema_decay, seed, policy):
+def create_train_state(strategy, inputs, batch_size, weight_decay, ema_decay, seed, policy,
+                       init_checkpoint=None):
   """Models, optimizer, objective, trainer and weight average, created in the strategy's scope
   (Model Garden's pattern); the objective is gin's `Objective`."""
   objective = objectives.Objective()
@@ -187,6 +190,8 @@ def create_train_state(strategy, inputs, batch_size, weight_decay, ema_decay, se
     network = models.get_model(num_classes=inputs.num_classes, input_shape=shape)
     avg_network = models.get_model(num_classes=inputs.num_classes, input_shape=shape)
     avg_network.set_weights(network.get_weights())
+    if init_checkpoint:  # checkpoints of this run, restored later, take precedence
+      init_checkpoint_lib.load_into(init_checkpoint, network, avg_network)
     schedule = schedules.learning_rate_schedule(batch_size, inputs.total_steps,
                                                 inputs.steps_per_epoch)
     optimizer = optimizers.make_optimizer(schedule)
