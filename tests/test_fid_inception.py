@@ -97,7 +97,6 @@ def test_stand_in_graph_loads_and_gives_standard_features(graph_file):
   np.testing.assert_allclose(feats, _direct(images), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.slow   # two scipy sqrtm of 2048x2048 (as EDM's fid.py): ~90 s on the shared 2-core box
 def test_fid_of_a_set_with_itself_is_zero(graph_file):
   extractor, _ = complementarity.choose_extractor("inception_2015", inception_graph=graph_file)
   a = RNG.integers(0, 256, size=(40, 24, 24, 3)).astype(np.uint8)
@@ -125,3 +124,16 @@ def test_other_files_are_refused_by_name(tmp_path):
     inception.inception_2015_extractor(str(evil))
   with pytest.raises(ValueError, match="not found"):
     complementarity.choose_extractor("inception_2015", inception_graph=str(tmp_path / "no.pb"))
+
+
+def test_trace_of_the_product_root_equals_scipy_sqrtm():
+  """The symmetric eigendecomposition route gives pytorch-fid's sqrtm trace (and FID)."""
+  import scipy.linalg  # pylint: disable=g-import-not-at-top
+  from rgd.datagen import fid  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  a, b = rng.normal(size=(200, 24)), rng.normal(size=(200, 24)) @ rng.normal(size=(24, 24))
+  (m1, s1), (m2, s2) = fid.gaussian_stats(a), fid.gaussian_stats(b)
+  expected = np.trace(np.real(scipy.linalg.sqrtm(s1 @ s2)))
+  assert fid.trace_sqrt_product(s1, s2) == pytest.approx(expected, rel=1e-9)
+  reference = (m1 - m2) @ (m1 - m2) + np.trace(s1) + np.trace(s2) - 2 * expected
+  assert fid.frechet_distance(m1, s1, m2, s2) == pytest.approx(reference, rel=1e-9)
