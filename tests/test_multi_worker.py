@@ -114,39 +114,16 @@ def test_two_workers_agree_and_only_the_chief_writes(uninterrupted):
 
 
 @pytest.mark.slow
-def test_killed_worker_resumes_from_last_checkpoint(uninterrupted, data_dir, tmp_path):
-  model_dir, outs = str(tmp_path / "model"), [str(tmp_path / f"w{i}") for i in range(2)]
-  ports = _free_ports(2)
-  # Worker 1 exits hard right after checkpoint 4; the chief then blocks in the next collective
-  # (or fails) and is killed too: a host lost mid-run.
-  procs = [_start(0, ports, model_dir, data_dir, outs[0]),
-           _start(1, ports, model_dir, data_dir, outs[1],
-                  env={"RGD_TEST_DIE_AFTER_CHECKPOINT": "4"})]
-  log1 = procs[1].communicate(timeout=TIMEOUT)[0]
-  assert procs[1].returncode == 17, log1[-3000:]
-  index = os.path.join(model_dir, "checkpoints", "checkpoint")
-  deadline = time.time() + 30
-  while time.time() < deadline and not (
-      os.path.exists(index) and "ckpt-4" in open(index).read()):  # pylint: disable=consider-using-with
-    time.sleep(0.2)
-  procs[0].send_signal(signal.SIGKILL)
-  procs[0].communicate()
-  assert not os.path.exists(os.path.join(model_dir, "last.keras"))
-  # Restart both: they resume from ckpt-4 and end exactly where the uninterrupted run ended.
-  logs = _run(model_dir, data_dir, outs)
-  for log in logs:
-    assert "Resumed from" in log and "ckpt-4 at step 4" in log, log[-3000:]
-  for a, b in zip(_weights(outs[0]), _weights(uninterrupted[1][0])):
-    np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
-  for a, b in zip(_weights(outs[0], True), _weights(outs[1], True)):
-    np.testing.assert_array_equal(a, b)
-
-
-@pytest.mark.slow
-def test_sigterm_to_one_worker_stops_both_at_one_step(uninterrupted, data_dir, tmp_path):
-  """Worker 1 alone gets SIGTERM after step 3 (checkpoints are every 2 steps): both workers
-  agree on it after that step, write one checkpoint ckpt-3 (with each one's input state) and
-  exit 0; a restart of both resumes from it to exactly the uninterrupted run's weights."""
+def test_sigterm_to_one_worker_then_a_lost_host_resume_to_the_uninterrupted_weights(
+    uninterrupted, data_dir, tmp_path):
+  """One run through both interruptions (each restart of two workers costs ~20 s):
+  1. worker 1 alone gets SIGTERM after step 3 (checkpoints are every 2 steps): both workers
+     agree on it after that step, write one checkpoint ckpt-3 (with each one's input state) and
+     exit 0;
+  2. restarted, both resume from ckpt-3; worker 1 then exits hard right after checkpoint 4 and
+     the chief, blocked in the next collective, is killed too: a host lost mid-run;
+  3. restarted again, both resume from ckpt-4 and end exactly where the uninterrupted run
+     ended."""
   model_dir, outs = str(tmp_path / "model"), [str(tmp_path / f"w{i}") for i in range(2)]
   ports = _free_ports(2)
   procs = [_start(0, ports, model_dir, data_dir, outs[0]),
@@ -179,9 +156,26 @@ def test_sigterm_to_one_worker_stops_both_at_one_step(uninterrupted, data_dir, t
   # The weights each worker saved at step 3 are the same (trainable ones, bit for bit).
   for a, b in zip(_weights(outs[0], True), _weights(outs[1], True)):
     np.testing.assert_array_equal(a, b)
+
+  ports = _free_ports(2)
+  procs = [_start(0, ports, model_dir, data_dir, outs[0]),
+           _start(1, ports, model_dir, data_dir, outs[1],
+                  env={"RGD_TEST_DIE_AFTER_CHECKPOINT": "4"})]
+  log1 = procs[1].communicate(timeout=TIMEOUT)[0]
+  assert procs[1].returncode == 17, log1[-3000:]
+  assert "ckpt-3 at step 3" in log1, log1[-3000:]
+  index = os.path.join(ckpt, "checkpoint")
+  deadline = time.time() + 30
+  while time.time() < deadline and not (
+      os.path.exists(index) and "ckpt-4" in open(index).read()):  # pylint: disable=consider-using-with
+    time.sleep(0.2)
+  procs[0].send_signal(signal.SIGKILL)
+  procs[0].communicate()
+  assert not os.path.exists(os.path.join(model_dir, "last.keras"))
+
   logs = _run(model_dir, data_dir, outs)
   for log in logs:
-    assert "ckpt-3 at step 3" in log, log[-3000:]
+    assert "Resumed from" in log and "ckpt-4 at step 4" in log, log[-3000:]
   for a, b in zip(_weights(outs[0]), _weights(uninterrupted[1][0])):
     np.testing.assert_array_equal(a, b)
   for a, b in zip(_weights(outs[1], True), _weights(uninterrupted[1][1], True)):
