@@ -259,9 +259,13 @@ def sort_distance(x, w, q, truncate, keep_mask=None):
   if keep_mask is not None:
     z = z * tf.cast(keep_mask, z.dtype)[:, :, None]
   top = tf.math.top_k(tf.transpose(z, [0, 2, 1]), k=truncate).values  # [B, n, T]
+  return tf.linalg.matvec(top, tf.constant(sort_coefficients(q, truncate), top.dtype))
+
+
+def sort_coefficients(q, truncate):
+  """q (1-q)^k for k < T, normalised to sum 1 (reference `sort_neuron`: / (1 - (1-q)^T))."""
   c = q * (1.0 - q) ** np.arange(truncate)
-  c = c / c.sum()
-  return tf.linalg.matvec(top, tf.constant(c, top.dtype))
+  return c / c.sum()
 
 
 @keras.saving.register_keras_serializable(package=PKG)
@@ -340,6 +344,28 @@ class LinfDist(keras.layers.Layer):
     return dict(super().get_config(), units=self.units, mean_shift=self.mean_shift,
                 use_bias=self.use_bias, identity_val=self.identity_val, sort_q=self.sort_q,
                 sort_truncate=self.sort_truncate, dropout=self.dropout, momentum=self.momentum)
+
+
+@keras.saving.register_keras_serializable(package=PKG)
+class InputNormalize(keras.layers.Layer):
+  """(x - mean_c) / std with a per-channel mean and one scalar std, as both l_inf references
+  normalise (`dataset.py`: `Normalize(mean, [std] * 3)`, CIFAR-10 std 0.2009). One std keeps
+  the Linf geometry: the network sees eps / std, its Linf Lipschitz constant is 1 / std.
+  Attacks and certificates still work on [0, 1] pixels."""
+
+  def __init__(self, mean=(0.0,), std=1.0, **kwargs):
+    kwargs["dtype"] = "float32"
+    super().__init__(**kwargs)
+    self.mean, self.std = tuple(float(m) for m in mean), float(std)
+    if self.std <= 0:
+      raise ValueError(f"InputNormalize: std must be positive, got {std}")
+    self.mean_max = max(abs(m) for m in self.mean)
+
+  def call(self, x):
+    return (tf.cast(x, tf.float32) - tf.constant(self.mean, tf.float32)) / self.std
+
+  def get_config(self):
+    return dict(super().get_config(), mean=self.mean, std=self.std)
 
 
 @keras.saving.register_keras_serializable(package=PKG)

@@ -15,6 +15,7 @@ p-norm annealing and the mixture loss, as zbh2047/L_inf-dist-net-v2 `main.py`
 """
 import math
 
+import keras
 import tensorflow as tf
 
 from rgd.certified import layers as L
@@ -31,15 +32,20 @@ def logit_scale(model):
   raise ValueError(f"{model.name}: an l_inf-dist model must end in a LogitScale layer")
 
 
+def input_std(model):
+  """The scalar std of the model's InputNormalize layer (1 without one)."""
+  stds = [l.std for l in model.layers if isinstance(l, L.InputNormalize)]
+  return stds[0] if stds else 1.0
+
+
 def is_linf_dist_model(model):
   return any(isinstance(l, L.LinfDist) for l in model.layers)
 
 
 def check_linf_dist_model(model):
   """Refuses layers whose Linf Lipschitz constant is unknown (soundness)."""
-  import keras  # pylint: disable=g-import-not-at-top
   for layer in model.layers:
-    if not isinstance(layer, (L.LinfDist, L.LogitScale, keras.layers.Flatten,
+    if not isinstance(layer, (L.LinfDist, L.LogitScale, L.InputNormalize, keras.layers.Flatten,
                               keras.layers.InputLayer)):
       raise ValueError(f"{model.name}: layer {layer.name} ({type(layer).__name__}) is not known "
                        f"to be 1-Lipschitz in Linf")
