@@ -99,7 +99,7 @@ def lipschitz_info(model, refresh=True):
   if linf_dist.is_linf_dist_model(model):
     linf_dist.check_linf_dist_model(model)
     return dict(kind="linf_dist", norm="linf",
-                logit_scale=float(keras.ops.convert_to_numpy(linf_dist.logit_scale(model).scale)),
+                logit_scale=float(keras.ops.convert_to_numpy(linf_dist.logit_scale(model).value())),
                 input_std=linf_dist.input_std(model))
   raise ValueError(f"{model.name} is not a certifiable model (GloRo or l_inf-dist)")
 
