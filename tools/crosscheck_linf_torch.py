@@ -197,7 +197,8 @@ def check(kind, bugs=(), eps=0.05, n=32, seed=0):
   res["train"] = float(np.abs(train - twin.train_outputs(x, ins, outs, 8.0)).max()
                        / np.abs(train).max())
   ok = (res["logits"] <= TOL["logits"] and res["flags_disagree"] == 0 and
-        res["radius_above_twin"] <= TOL["radius"] and res["radius_below_twin"] <= TOL["radius_below"] and
+        res["radius_above_twin"] <= TOL["radius"] and
+        res["radius_below_twin"] <= TOL["radius_below"] and
         res["train"] <= TOL["train"])
   return ok, res
 

@@ -14,8 +14,8 @@ def make_optimizer(schedule, name="sgd", clipnorm=None, global_clipnorm=None, be
   recipes (rgd/certified), with the references' beta_2 and epsilon, decoupled `weight_decay`
   (AdamW, as torch: w -= lr * wd * w) and `global_clipnorm` (torch `clip_grad_norm_` clips the
   norm of all gradients together; Keras' `clipnorm` clips each variable on its own).
-  `decay_only`: (variable) names of the only variables AdamW decays (SortNet decays its logit scale only,
-  `main.py`: `'weight_decay': 0` for the distance layers' parameters)."""
+  `decay_only`: (variable) names of the only variables AdamW decays (SortNet decays its logit
+  scale only, `main.py`: `'weight_decay': 0` for the distance layers' parameters)."""
   if name not in NAMES:
     raise ValueError(f"_make_optimizer.name={name!r}: expected one of {NAMES}")
   if clipnorm is not None and global_clipnorm is not None:
