@@ -132,3 +132,17 @@ def test_input_normalize_scales_the_margin_radius():
   logits = np.sort(res["logits"], axis=1)
   tol = certificate.rounding_tolerance(res["logits"])
   np.testing.assert_allclose(res["radius"], (logits[:, -1] - logits[:, -2] - tol) * 0.25 / 2)
+
+
+def test_interval_helper_alone_also_runs_without_tf32(sortnet, tf32_on, monkeypatch):
+  seen = []
+  bounds = interval.distance_bounds
+
+  def spy(*args):
+    seen.append(tf.config.experimental.tensor_float_32_execution_enabled())
+    return bounds(*args)
+  monkeypatch.setattr(interval, "distance_bounds", spy)
+  x = _images(4)
+  interval.certified_at(sortnet, x, np.zeros(4, int), 0.01, 1.0, np.zeros(4))
+  assert seen and not any(seen)
+  assert tf.config.experimental.tensor_float_32_execution_enabled()

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rgd.certified import layers as L
+from rgd.certified import layers as L, precision
 
 PAD = 2.0 ** -19
 MAX_ELEMENTS = 2 ** 25     # [B, d, n] float32 elements per chunk (128 MiB)
@@ -90,13 +90,14 @@ def certified_at(model, images, predictions, eps, scale, tolerance):
   e = eps.reshape((-1,) + (1,) * (images.ndim - 1))
   out = np.zeros(len(images), bool)
   step = _chunk(model)
-  for i in range(0, len(images), step):
-    x, r = images[i:i + step], e[i:i + step]
-    # One ulp outwards: x - r and x + r round, the box must contain the true one.
-    lo = np.maximum(np.nextafter(x - r, np.float32(-np.inf)), 0.0)
-    hi = np.minimum(np.nextafter(x + r, np.float32(np.inf)), 1.0)
-    lo, hi = distance_bounds(model, lo, hi)
-    out[i:i + step] = _beats(lo, hi, predictions[i:i + step], scale, tolerance[i:i + step])
+  with precision.exact_float32():          # the sort neuron's weighted sum is a matvec
+    for i in range(0, len(images), step):
+      x, r = images[i:i + step], e[i:i + step]
+      # One ulp outwards: x - r and x + r round, the box must contain the true one.
+      lo = np.maximum(np.nextafter(x - r, np.float32(-np.inf)), 0.0)
+      hi = np.minimum(np.nextafter(x + r, np.float32(np.inf)), 1.0)
+      lo, hi = distance_bounds(model, lo, hi)
+      out[i:i + step] = _beats(lo, hi, predictions[i:i + step], scale, tolerance[i:i + step])
   return out
 
 
