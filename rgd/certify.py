@@ -25,6 +25,9 @@ from rgd.evaluation import certified, target
 FLAGS = flags.FLAGS
 cli.define_model_flags()  # --model, --dataset, --split, --eps, --num_examples, --batch_size, ...
 flags.DEFINE_list("radii", None, "Further radii, e.g. 0,36/255,72/255.")
+flags.DEFINE_enum("linf_bound", "interval", ["interval", "margin"],
+                  "l_inf-dist / SortNet certificate: interval bounds with the [0, 1] clip (the "
+                  "references') or margin/2.")
 flags.DEFINE_integer("num_train_examples", 10000, "Training images for the generalisation gap "
                      "(0: skip).")
 
@@ -55,8 +58,9 @@ def main(argv):
   output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir or os.path.dirname(path), "eval")
   settings = dict(model=path, checkpoint_step=step, dataset=dataset, split=FLAGS.split,
                   command=" ".join(sys.argv))
-  report = certified.certify_model(model, images, labels, float(eps), radii, train_images, train_labels,
-                         FLAGS.batch_size, output_dir, settings)
+  report = certified.certify_model(model, images, labels, float(eps), radii, train_images,
+                                   train_labels, FLAGS.batch_size, output_dir, settings,
+                                   FLAGS.linf_bound)
   at = ", ".join(f"{r['radius']:.4g}: {100 * r['certified_accuracy']:.2f}%"
                  for r in report["certified_at"])
   gap = report.get("generalization_gap")

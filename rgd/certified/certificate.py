@@ -4,7 +4,11 @@ A point certifies at radius eps only if its top logit beats every other class's 
 more than a rounding margin:
 
     GloRo (L2):      y_j - y_i - tol > eps * K_ij              for all i != j
-    l_inf-dist (Linf): y_j - y_i - tol > 2 * |s| * eps          (each logit |s|-Lipschitz)
+    l_inf-dist (Linf), linf_bound='interval' (default, the references' own certificate,
+                     rgd.certified.interval): worst y_j - best y_i > tol over the box
+                     [x - eps, x + eps] clipped to [0, 1]
+    l_inf-dist (Linf), linf_bound='margin':
+                     y_j - y_i - tol > 2 * |s| * eps / std      (each logit |s|/std-Lipschitz)
 
 * The Lipschitz constants are certified upper bounds (rgd.certified.lipschitz: SVD / FFT in
   float64 with a safety factor), never the power-iteration estimate, which can only be low.
@@ -13,17 +17,23 @@ more than a rounding margin:
   get 2^-6. The margins and K are computed in float64 from the float32 logits.
 * Ties never certify: y_j - y_i = 0 for a tied class gives a negative radius.
 * The model is evaluated in float32 even when it was trained under a bf16 policy
-  (`float32_model`).
+  (`float32_model`), and with TF32 and XLA auto-clustering off (rgd.certified.precision): on
+  Ampere and newer GPUs TF32 would round float32 matmuls and convolutions to a 10-bit mantissa,
+  fifty times the allowance. The settings in force are returned in `result['precision']`.
 
-`certify(model, images, labels)` returns per-example predictions and certified radii; certified
-accuracy at eps is mean(correct & (radius > eps)).
+`certify(model, images, labels, radii=...)` returns per-example predictions and certified radii
+and, for each of `radii`, the certified flags at exactly that radius; certified accuracy at eps
+is mean(correct & certified at eps), from the flags when eps is one of `radii`, else from
+radius > eps. (The interval radius is a bisection: a lower bound within 2^-12 of the pixel
+range; the flags at `radii` are exact.)
 """
 import keras
 import numpy as np
 import tensorflow as tf
 
-from rgd.certified import gloro, linf_dist
+from rgd.certified import gloro, interval, linf_dist, precision
 
+LINF_BOUNDS = ("interval", "margin")
 ROUNDING_RELATIVE = {"float32": 1e-5, "bfloat16": 2.0 ** -6, "float16": 2.0 ** -9,
                      "float64": 1e-12}
 
@@ -69,13 +79,13 @@ def gloro_radius(logits, head_kernel, body_lipschitz, dtype="float32"):
   return r.min(axis=1), j
 
 
-def linf_radius(logits, scale, dtype="float32"):
-  """Certified Linf radius per example: (top - second - tol) / (2 |s|)."""
+def linf_radius(logits, scale, dtype="float32", input_std=1.0):
+  """Certified Linf radius per example (margin/2): (top - second - tol) * std / (2 |s|)."""
   y = np.asarray(logits, np.float64)
   j = np.argmax(y, axis=1)
   top2 = np.sort(y, axis=1)[:, -2:]
   margin = top2[:, 1] - top2[:, 0] - rounding_tolerance(y, dtype)
-  return margin / (2.0 * abs(float(scale))), j
+  return margin * float(input_std) / (2.0 * abs(float(scale))), j
 
 
 def lipschitz_info(model, refresh=True):
@@ -89,31 +99,56 @@ def lipschitz_info(model, refresh=True):
   if linf_dist.is_linf_dist_model(model):
     linf_dist.check_linf_dist_model(model)
     return dict(kind="linf_dist", norm="linf",
-                logit_scale=float(keras.ops.convert_to_numpy(linf_dist.logit_scale(model).scale)))
+                logit_scale=float(keras.ops.convert_to_numpy(linf_dist.logit_scale(model).value())),
+                input_std=linf_dist.input_std(model))
   raise ValueError(f"{model.name} is not a certifiable model (GloRo or l_inf-dist)")
 
 
 def radii_from_logits(info, logits, dtype="float32"):
   if info["kind"] == "gloro":
     return gloro_radius(logits, info["head_kernel"], info["body_lipschitz"], dtype)
-  return linf_radius(logits, info["logit_scale"], dtype)
+  return linf_radius(logits, info["logit_scale"], dtype, info["input_std"])
 
 
-def certify(model, images, labels, batch_size=256, refresh=True):
-  """Returns dict(predictions, radius, correct, info); images uint8 or float in [0, 1]."""
-  model = float32_model(model)
-  info = lipschitz_info(model, refresh)
-  images = np.asarray(images)
-  if images.dtype == np.uint8:
-    images = images.astype(np.float32) / 255.0
-  logits = np.concatenate([
-      tf.cast(model(tf.constant(images[i:i + batch_size], tf.float32), training=False),
-              tf.float32).numpy() for i in range(0, len(images), batch_size)]) if len(images) \
-      else np.zeros((0, 1), np.float32)
-  radius, pred = radii_from_logits(info, logits)
+def certify(model, images, labels, batch_size=256, refresh=True, radii=(), linf_bound="interval",
+            bisection_steps=12):
+  """Returns dict(predictions, radius, correct, certified_at, logits, info, precision); images
+  uint8 or float in [0, 1]. `linf_bound`: 'interval' or 'margin' (module docstring)."""
+  if linf_bound not in LINF_BOUNDS:
+    raise ValueError(f"linf_bound={linf_bound!r}: expected one of {LINF_BOUNDS}")
+  with precision.exact_float32() as settings:
+    model = float32_model(model)
+    info = lipschitz_info(model, refresh)
+    images = np.asarray(images)
+    if images.dtype == np.uint8:
+      images = images.astype(np.float32) / 255.0
+    images = images.astype(np.float32)
+    logits = _logits(model, images, batch_size)
+    radius, pred = radii_from_logits(info, logits)
+    flags = {float(r): radius > r for r in radii}
+    if info["kind"] == "linf_dist" and linf_bound == "interval" and len(images):
+      tol = rounding_tolerance(logits)
+      radius = interval.radius(model, images, pred, info["logit_scale"], tol, radius,
+                               bisection_steps)
+      flags = {float(r): (radius > r) | interval.certified_at(model, images, pred, r,
+                                                              info["logit_scale"], tol)
+               for r in radii}
+  info["linf_bound"] = linf_bound if info["kind"] == "linf_dist" else None
   labels = np.asarray(labels).astype(np.int64)
-  return dict(predictions=pred, radius=radius, correct=pred == labels, logits=logits, info=info)
+  return dict(predictions=pred, radius=radius, correct=pred == labels, certified_at=flags,
+              logits=logits, info=info, precision=settings)
+
+
+def _logits(model, images, batch_size):
+  if not len(images):
+    return np.zeros((0, 1), np.float32)
+  return np.concatenate([
+      tf.cast(model(tf.constant(images[i:i + batch_size]), training=False), tf.float32).numpy()
+      for i in range(0, len(images), batch_size)])
 
 
 def certified_accuracy(result, eps):
-  return float(np.mean(result["correct"] & (result["radius"] > eps)))
+  flags = result.get("certified_at", {}).get(float(eps))
+  if flags is None:
+    flags = result["radius"] > eps
+  return float(np.mean(result["correct"] & flags))

@@ -109,13 +109,17 @@ class LiResNetBlock(LipConv2D):
 
   def __init__(self, kernel_size=3, residual_scale=1.0, **kwargs):
     kwargs.pop("filters", None)
-    kwargs.setdefault("kernel_initializer", "zeros")
+    kwargs.setdefault("kernel_initializer", None)     # set in build: it needs the width
     super().__init__(filters=0, kernel_size=kernel_size, strides=1, padding="same", **kwargs)
     self.residual_scale = float(residual_scale)
 
   def build(self, input_shape):
     c = int(input_shape[-1])
     self.filters = c
+    if self.kernel_initializer is None:
+      # hu23 `models/blocks.py`, `LinearRes`: torch.randn(planes, planes, 3, 3) / (planes * 9).
+      self.kernel_initializer = keras.initializers.RandomNormal(
+          stddev=1.0 / (c * self.kernel_size ** 2))
     super().build(input_shape)
     self.affine = self.add_weight(name="affine", shape=(c,), initializer="ones")
     identity = np.zeros((self.kernel_size, self.kernel_size, c, c), np.float32)
@@ -234,10 +238,14 @@ class GloroHead(keras.layers.Layer):
 # Linf layers.
 
 
-def lp_distance(x, w, p):
+def lp_distance(x, w, p, keep_mask=None):
   """||x_b - w_j||_p for x [B, d], w [d, n] -> [B, n]; p a float32 scalar (inf allowed).
-  Scaled by the max so that large p neither overflows nor underflows."""
+  Scaled by the max so that large p neither overflows nor underflows. `keep_mask` [B, d]: the
+  distance over the kept coordinates only (a dropped |x_i - w_i| counts 0 in the max and in
+  the sum of powers; reference `norm_dist_dropout` over the sampled index set)."""
   z = tf.abs(x[:, :, None] - w[None])                 # [B, d, n]
+  if keep_mask is not None:
+    z = z * tf.cast(keep_mask, z.dtype)[:, :, None]
   m = tf.reduce_max(z, axis=1)                        # the Linf distance
   if p is None:
     return m
@@ -249,41 +257,71 @@ def lp_distance(x, w, p):
   return tf.where(tf.math.is_inf(p), m, lp)
 
 
-def sort_distance(x, w, q, truncate, keep_mask=None):
+def sort_distance(x, w, q, truncate):
   """SortNet neuron (zbh2047/SortNet `core/norm_dist.py`, `sort_neuron`, pure-torch branch):
   sum_{k < T} q (1-q)^k |x - w|_(k) / (1 - (1-q)^T), |.|_(k) the k-th largest. A convex
   combination of order statistics of |x - w|, each 1-Lipschitz in Linf, hence 1-Lipschitz.
-  `keep_mask` [B, d] (training with dropout): dropped inputs count as 0, so the statistics are
-  over the kept inputs only (the reference samples input subsets, `sample_mask`)."""
+  It is the expectation of the Linf distance over a random subset keeping each coordinate with
+  probability q (the k-th largest is the subset's max with probability q (1-q)^k), which is
+  how SortNet trains it (`LinfDist` with `dropout`)."""
   z = tf.abs(x[:, :, None] - w[None])                 # [B, d, n]
-  if keep_mask is not None:
-    z = z * tf.cast(keep_mask, z.dtype)[:, :, None]
   top = tf.math.top_k(tf.transpose(z, [0, 2, 1]), k=truncate).values  # [B, n, T]
+  return tf.linalg.matvec(top, tf.constant(sort_coefficients(q, truncate), top.dtype))
+
+
+SUB_BATCH = 32   # reference `norm_dist.py`: one index set per sub-batch of 32 examples
+
+
+def subset_mask(batch, d, q, seed):
+  """[batch, d] keep-mask as the reference's `sample_mask`: one count ~ Binomial(d, q) for the
+  batch, and for each sub-batch of 32 examples a uniformly random subset of that size (so each
+  coordinate is kept with probability q, independently). `seed`: a stateless [2] int seed."""
+  seeds = tf.random.experimental.stateless_split(seed, 2)
+  count = tf.reduce_sum(tf.cast(tf.random.stateless_uniform([d], seeds[0]) < q, tf.int32))
+  subs = (batch + SUB_BATCH - 1) // SUB_BATCH
+  u = tf.random.stateless_uniform([subs, d], seeds[1])
+  ranks = tf.argsort(tf.argsort(u, axis=1), axis=1)
+  return tf.repeat(ranks < count, SUB_BATCH, axis=0)[:batch]
+
+
+def sort_coefficients(q, truncate):
+  """q (1-q)^k for k < T, normalised to sum 1 (reference `sort_neuron`: / (1 - (1-q)^T))."""
   c = q * (1.0 - q) ** np.arange(truncate)
-  c = c / c.sum()
-  return tf.linalg.matvec(top, tf.constant(c, top.dtype))
+  return c / c.sum()
 
 
 @keras.saving.register_keras_serializable(package=PKG)
 class LinfDist(keras.layers.Layer):
   """An l_inf-dist (or SortNet) layer: y_j = d(x, w_j) - mean_shift_j + b_j.
 
-  Training: d = ||x - w_j||_p with the current `p` (annealed from 8 to inf by the objective),
-  or the sort neuron (with input dropout if `dropout`); the batch mean of each unit is
-  subtracted and tracked in `running_mean` (momentum 0.1, reference `MeanShift`).
+  Training: d = ||x - w_j||_p with the current `p` (annealed from 8 to inf by the objective);
+  with `dropout` (SortNet, `sort_q` = q) over a random subset of the inputs (`subset_mask`),
+  whose expectation at p = inf is the inference sort neuron; a sort layer without dropout
+  trains the sort neuron itself (no reference trains it so). The batch mean of each unit is
+  subtracted and tracked in `running_mean` (momentum 0.1, reference `MeanShift`); with
+  `out_dropout` (the next layer's q) the mean of unit j is over the sub-batches whose next-layer
+  subset keeps j (reference `MeanShiftDropout` with `index`).
   Inference: d = ||x - w_j||_inf (or the exact sort neuron) minus the running mean: a constant
   shift, so each output is 1-Lipschitz in Linf. This is the network that is certified.
+
+  Masks: layer k's input mask and layer k-1's output mask are the same draw (the reference
+  passes it in `dropout_buffer`): both use the stateless seed (call count, `index` k), the call
+  count a per-layer counter that all layers of a model advance together.
   """
 
   def __init__(self, units, mean_shift=True, use_bias=False, identity_val=None, sort_q=None,
-               sort_truncate=10, dropout=False, momentum=0.1, **kwargs):
+               sort_truncate=10, dropout=False, momentum=0.1, out_dropout=None, index=0,
+               **kwargs):
     kwargs["dtype"] = "float32"   # distances of 5000-dim inputs need float32
     super().__init__(**kwargs)
     self.units, self.mean_shift, self.use_bias = int(units), bool(mean_shift), bool(use_bias)
     self.identity_val = None if identity_val is None else float(identity_val)
     self.sort_q = None if sort_q is None else float(sort_q)
     self.sort_truncate, self.dropout = int(sort_truncate), bool(dropout)
-    self.momentum = float(momentum)
+    if self.dropout and self.sort_q is None:
+      raise ValueError(f"LinfDist {self.name}: dropout needs sort_q (the keep probability)")
+    self.out_dropout = None if out_dropout is None else float(out_dropout)
+    self.momentum, self.index = float(momentum), int(index)
 
   def build(self, input_shape):
     d = int(input_shape[-1])
@@ -302,32 +340,47 @@ class LinfDist(keras.layers.Layer):
                                         aggregation="mean")
     self.p = self.add_weight(name="p", shape=(), trainable=False, aggregation="only_first_replica",
                              initializer=keras.initializers.Constant(float("inf")))
+    self.calls = self.add_weight(name="dropout_calls", shape=(), trainable=False,
+                                 initializer="zeros", aggregation="only_first_replica")
     self._d = d
 
   @property
   def moving_statistics(self):
     return [self.running_mean] if self.mean_shift else []
 
-  def distance(self, x, training):
+  def _mask(self, batch, d, q, index):
+    seed = tf.stack([tf.cast(self.calls, tf.int32), tf.constant(index, tf.int32)])
+    return subset_mask(batch, d, q, seed)
+
+  def inference_distance(self, x):
     w = tf.cast(self.weight, tf.float32)
     if self.sort_q is not None:
-      t = min(self.sort_truncate, self._d)
-      mask = None
-      if training and self.dropout:
-        mask = tf.random.uniform(tf.shape(x)) < self.sort_q
-      return sort_distance(x, w, self.sort_q, t, mask)
-    return lp_distance(x, w, self.p if training else None)
+      return sort_distance(x, w, self.sort_q, min(self.sort_truncate, self._d))
+    return lp_distance(x, w, None)
 
   def call(self, x, training=False):
     x = tf.cast(x, tf.float32)
-    y = self.distance(x, training)
-    if self.mean_shift:
-      if training:
+    if not training:
+      y = self.inference_distance(x)
+      mean = self.running_mean
+    else:
+      batch = tf.shape(x)[0]
+      w = tf.cast(self.weight, tf.float32)
+      if self.sort_q is not None and not self.dropout:
+        y = sort_distance(x, w, self.sort_q, min(self.sort_truncate, self._d))
+      else:
+        keep = (self._mask(batch, self._d, self.sort_q, self.index) if self.dropout else None)
+        y = lp_distance(x, w, self.p, keep)
+      if self.out_dropout is not None:
+        out = tf.cast(self._mask(batch, self.units, self.out_dropout, self.index + 1), y.dtype)
+        mean = tf.reduce_sum(y * out, axis=0) / tf.maximum(tf.reduce_sum(out, axis=0), 1e-10)
+      else:
         mean = tf.reduce_mean(y, axis=0)
+      self.calls.assign_add(1.0)
+      if self.mean_shift:
         self.running_mean.assign(self.running_mean * (1 - self.momentum) +
                                  tf.stop_gradient(mean) * self.momentum)
-      else:
-        mean = self.running_mean
+    if self.mean_shift:
       y = y - mean
     if self.bias is not None:
       y = y + self.bias
@@ -339,21 +392,57 @@ class LinfDist(keras.layers.Layer):
   def get_config(self):
     return dict(super().get_config(), units=self.units, mean_shift=self.mean_shift,
                 use_bias=self.use_bias, identity_val=self.identity_val, sort_q=self.sort_q,
-                sort_truncate=self.sort_truncate, dropout=self.dropout, momentum=self.momentum)
+                sort_truncate=self.sort_truncate, dropout=self.dropout, momentum=self.momentum,
+                out_dropout=self.out_dropout, index=self.index)
+
+
+@keras.saving.register_keras_serializable(package=PKG)
+class InputNormalize(keras.layers.Layer):
+  """(x - mean_c) / std with a per-channel mean and one scalar std, as both l_inf references
+  normalise (`dataset.py`: `Normalize(mean, [std] * 3)`, CIFAR-10 std 0.2009). One std keeps
+  the Linf geometry: the network sees eps / std, its Linf Lipschitz constant is 1 / std.
+  Attacks and certificates still work on [0, 1] pixels."""
+
+  def __init__(self, mean=(0.0,), std=1.0, **kwargs):
+    kwargs["dtype"] = "float32"
+    super().__init__(**kwargs)
+    self.mean, self.std = tuple(float(m) for m in mean), float(std)
+    if self.std <= 0:
+      raise ValueError(f"InputNormalize: std must be positive, got {std}")
+    self.mean_max = max(abs(m) for m in self.mean)
+
+  def call(self, x):
+    return (tf.cast(x, tf.float32) - tf.constant(self.mean, tf.float32)) / self.std
+
+  def get_config(self):
+    return dict(super().get_config(), mean=self.mean, std=self.std)
 
 
 @keras.saving.register_keras_serializable(package=PKG)
 class LogitScale(keras.layers.Layer):
   """logits = -s * y (reference `MLPModel.forward`: `-x * self.scalar`, s trainable, init 1).
-  Each logit is then |s|-Lipschitz in Linf."""
+  Each logit is then |s|-Lipschitz in Linf.
 
-  def __init__(self, **kwargs):
+  `lr_ratio`: s = lr_ratio * v with v the variable (init 1 / lr_ratio). Adam's step is
+  invariant to the gradient's scale, so v moves by the run's learning rate and s by lr_ratio
+  times it: the reference's separate `--scalar-lr` (L_inf-dist-net-v2 `main.py`, a second
+  parameter group on the same cosine schedule; 0.006 / 0.03 = 0.2 in its CIFAR-10 command)."""
+
+  def __init__(self, lr_ratio=1.0, **kwargs):
     kwargs["dtype"] = "float32"
     super().__init__(**kwargs)
+    self.lr_ratio = float(lr_ratio)
 
   def build(self, input_shape):
-    self.scale = self.add_weight(name="scale", shape=(), initializer="ones")
+    self.scale = self.add_weight(name="scale", shape=(),
+                                 initializer=keras.initializers.Constant(1.0 / self.lr_ratio))
+
+  def value(self):
+    """The effective s."""
+    return self.lr_ratio * self.scale
 
   def call(self, y):
-    return -self.scale * tf.cast(y, tf.float32)
+    return -self.value() * tf.cast(y, tf.float32)
 
+  def get_config(self):
+    return dict(super().get_config(), lr_ratio=self.lr_ratio)

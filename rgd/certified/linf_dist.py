@@ -15,6 +15,8 @@ p-norm annealing and the mixture loss, as zbh2047/L_inf-dist-net-v2 `main.py`
 """
 import math
 
+import keras
+import numpy as np
 import tensorflow as tf
 
 from rgd.certified import layers as L
@@ -31,15 +33,20 @@ def logit_scale(model):
   raise ValueError(f"{model.name}: an l_inf-dist model must end in a LogitScale layer")
 
 
+def input_std(model):
+  """The scalar std of the model's InputNormalize layer (1 without one)."""
+  stds = [l.std for l in model.layers if isinstance(l, L.InputNormalize)]
+  return stds[0] if stds else 1.0
+
+
 def is_linf_dist_model(model):
   return any(isinstance(l, L.LinfDist) for l in model.layers)
 
 
 def check_linf_dist_model(model):
   """Refuses layers whose Linf Lipschitz constant is unknown (soundness)."""
-  import keras  # pylint: disable=g-import-not-at-top
   for layer in model.layers:
-    if not isinstance(layer, (L.LinfDist, L.LogitScale, keras.layers.Flatten,
+    if not isinstance(layer, (L.LinfDist, L.LogitScale, L.InputNormalize, keras.layers.Flatten,
                               keras.layers.InputLayer)):
       raise ValueError(f"{model.name}: layer {layer.name} ({type(layer).__name__}) is not known "
                        f"to be 1-Lipschitz in Linf")
@@ -76,3 +83,37 @@ def mixture_loss(logits, scale, soft_labels, eps_train, lam, clip=1.0):
   # Logits whose worst case within eps_train still predicts y (for the training metric).
   worst_logits = tf.where(tf.one_hot(labels, tf.shape(z)[1]) > 0, z - eps_train, z + eps_train)
   return hinge + lam * ce, hinge, ce, worst_logits
+
+
+def recalibrate(model, images, batch_size=256):
+  """Re-estimates every mean shift with the inference function (p = inf, sort neurons, no
+  dropout) over `images` ([0, 1] pixels), as the references' `update_bn` before every test
+  (SortNet `main.py`): one pass in which each layer is centred by its batch mean, and
+  running_mean := the average of the batch means (the reference's momentum 1 / (batch + 1);
+  here weighted by batch size, equal for equal batches). With one batch holding all images,
+  each running mean is the exact mean of the certified network's unit over the data."""
+  images = np.asarray(images)
+  if images.dtype == np.uint8:
+    images = images.astype(np.float32) / 255.0
+  sums, total = {}, 0
+  for i in range(0, len(images), batch_size):
+    x = tf.constant(images[i:i + batch_size], tf.float32)
+    n = int(x.shape[0])
+    for layer in model.layers:
+      if isinstance(layer, keras.layers.InputLayer):
+        continue
+      if isinstance(layer, L.LogitScale):
+        break
+      if not isinstance(layer, L.LinfDist):
+        x = layer(x)
+        continue
+      y = layer.inference_distance(x)
+      if layer.mean_shift:
+        mean = tf.reduce_mean(y, axis=0)
+        sums[layer.name] = sums.get(layer.name, 0.0) + mean.numpy().astype(np.float64) * n
+        y = y - mean
+      x = y + layer.bias if layer.bias is not None else y
+    total += n
+  for layer in dist_layers(model):
+    if layer.mean_shift and total:
+      layer.running_mean.assign((sums[layer.name] / total).astype(np.float32))

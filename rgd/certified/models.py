@@ -9,7 +9,8 @@
   `depth` LinfDist layers (mean shift on all but the last, bias on the last), logits
   -scalar * y. Table 5: depth 6, width 5120.
 * `sortnet(depth, width, dropout)`: zbh2047/SortNet `ell_inf_models.py`, `SortMLPModel`: the
-  same with sort neurons (q = 0.85 in the CIFAR-10 8/255 command) after the first layer.
+  same with sort neurons (q = 0.85 in the CIFAR-10 8/255 command) after the first layer,
+  trained by dropout; without dropout the reference's `dropout=1.0` (see `sortnet`).
 """
 import keras
 
@@ -34,25 +35,49 @@ def liresnet(depth, width, num_classes=10, input_shape=(32, 32, 3), neck_units=5
   return keras.Model(inputs, logits, name=name or f"liresnet-L{depth}W{width}")
 
 
+# Both l_inf references normalise by the dataset mean and one scalar std (`dataset.py`; CIFAR-10
+# mean (0.4914, 0.4822, 0.4465), std 0.2009) and divide eps by that std (`main.py`:
+# `args.eps_train /= std`): InputNormalize does both for rgd (attacks and certificates stay in
+# [0, 1] pixels; rgd.certified.linf_dist.input_std scales the training eps).
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), 0.2009
+
+
 def linf_dist_net(depth, width, num_classes=10, input_shape=(32, 32, 3), sort_q=None,
-                  dropout=False, identity_val=10.0, name=None):
-  """identity_val 10 as the CIFAR-10 8/255 command of L_inf-dist-net-v2
-  (`command/cifar_0.03137.sh`)."""
+                  dropout=False, identity_val=10.0, mean=CIFAR10_MEAN, std=CIFAR10_STD,
+                  scalar_lr_ratio=0.2, name=None):
+  """identity_val 10 and the scalar's learning rate 0.006 / 0.03 = 0.2 of the others as the
+  CIFAR-10 8/255 command of L_inf-dist-net-v2 (`command/cifar_0.03137.sh`). With `dropout`
+  (SortNet `SortMLPModel(dropout=q)`): every layer after the first has sort neurons with q,
+  trained on random input subsets, and the first layer's mean shift follows the second's
+  subsets."""
   if depth < 2:
     raise ValueError(f"linf_dist_net needs depth >= 2, got {depth}")
   inputs = keras.Input(shape=input_shape, name="image")
-  x = keras.layers.Flatten(name="flatten")(inputs)
-  x = L.LinfDist(width, mean_shift=True, identity_val=identity_val, name="dist0")(x)
+  channels = input_shape[-1]
+  x = L.InputNormalize(tuple(mean)[:channels] if len(mean) >= channels else mean, std,
+                       name="normalize")(inputs)
+  x = keras.layers.Flatten(name="flatten")(x)
+  out_q = sort_q if dropout else None
+  x = L.LinfDist(width, mean_shift=True, identity_val=identity_val, out_dropout=out_q, index=0,
+                 name="dist0")(x)
   for i in range(1, depth - 1):
     x = L.LinfDist(width, mean_shift=True, identity_val=identity_val, sort_q=sort_q,
-                   dropout=dropout, name=f"dist{i}")(x)
+                   dropout=dropout, out_dropout=out_q, index=i, name=f"dist{i}")(x)
   x = L.LinfDist(num_classes, mean_shift=False, use_bias=True, sort_q=sort_q, dropout=dropout,
-                 name=f"dist{depth - 1}")(x)
-  logits = L.LogitScale(name="logits")(x)
+                 index=depth - 1, name=f"dist{depth - 1}")(x)
+  logits = L.LogitScale(lr_ratio=scalar_lr_ratio, name="logits")(x)
   kind = "sortnet" if sort_q is not None else "linf_dist_net"
   return keras.Model(inputs, logits, name=name or f"{kind}-{depth}-{width}")
 
 
-def sortnet(depth, width, num_classes=10, input_shape=(32, 32, 3), q=0.85, dropout=False):
-  return linf_dist_net(depth, width, num_classes, input_shape, sort_q=q, dropout=dropout,
+def sortnet(depth, width, num_classes=10, input_shape=(32, 32, 3), q=0.85, dropout=False,
+            mean=CIFAR10_MEAN, std=CIFAR10_STD):
+  """zbh2047/SortNet `commands/cifar8_255.sh`: `SortMLPModel(depth=6, width=5120, scalar=True,
+  dropout=0.85)`: no identity_val (the model's default None), one learning rate for all.
+  Without dropout it is the reference's `dropout=1.0` (its README: "setting the dropout rate to
+  1.0" trains the l_inf-dist Net; q = 1 makes the sort neuron the l_inf distance): there is no
+  other way to train SortNet without dropout in the reference code."""
+  sort_q = q if dropout else None
+  return linf_dist_net(depth, width, num_classes, input_shape, sort_q=sort_q, dropout=dropout,
+                       identity_val=None, mean=mean, std=std, scalar_lr_ratio=1.0,
                        name=f"sortnet{'_dropout' if dropout else ''}-{depth}-{width}")

@@ -67,7 +67,8 @@ class CertifiedObjective:
       layer.p.assign(p)
     lam = linf_dist.lam_schedule(ratio, *self.lam_range)
     logits = train_fn(images)
-    scale = linf_dist.logit_scale(self.network).scale
-    total, hinge, ce, worst = linf_dist.mixture_loss(logits, scale, soft_labels,
-                                                     self.eps_train_ratio * self.eps, lam)
+    scale = linf_dist.logit_scale(self.network).value()
+    # The network sees (x - mean) / std: eps in its units is eps / std (reference `main.py`).
+    eps_train = self.eps_train_ratio * self.eps / linf_dist.input_std(self.network)
+    total, hinge, ce, worst = linf_dist.mixture_loss(logits, scale, soft_labels, eps_train, lam)
     return {"total": total, "ce": ce, "hinge": hinge}, logits, worst

@@ -56,6 +56,8 @@ def markdown_tables(report):
   lines = [f"# Certification of {report['settings'].get('model', 'model')}", "",
            f"clean accuracy {100 * report['clean_accuracy']:.2f}%, certified accuracy at "
            f"{report['norm']} eps {report['eps']:.6g}: {100 * report['certified_accuracy']:.2f}%",
+           "", f"precision: {report.get('precision')}; l_inf bound: "
+           f"{report['lipschitz'].get('linf_bound')}",
            "", "| radius | certified accuracy |", "|---|---|"]
   lines += [f"| {r['radius']:.6g} | {100 * r['certified_accuracy']:.2f}% |"
             for r in report["certified_at"]]
@@ -72,14 +74,16 @@ def markdown_tables(report):
 
 
 def certify_model(model, images, labels, eps, radii=None, train_images=None, train_labels=None,
-                  batch_size=256, output_dir=None, settings=None):
-  """Certifies `model` on (images, labels); returns the report dict and writes its files."""
+                  batch_size=256, output_dir=None, settings=None, linf_bound="interval"):
+  """Certifies `model` on (images, labels); returns the report dict and writes its files. The
+  report records the precision settings the certificate was computed under."""
   start = time.monotonic()
-  result = certificate.certify(model, images, labels, batch_size)
-  info = result["info"]
-  norm = info["norm"]
+  norm = certificate.lipschitz_info(certificate.float32_model(model), refresh=False)["norm"]
   radii = sorted(set([float(r) for r in (radii if radii is not None else DEFAULT_RADII[norm])]
                      + [float(eps)]))
+  result = certificate.certify(model, images, labels, batch_size, radii=radii,
+                               linf_bound=linf_bound)
+  info = result["info"]
   report = dict(
       norm=norm, eps=float(eps), num_examples=int(len(labels)),
       clean_accuracy=float(result["correct"].mean()),
@@ -91,10 +95,12 @@ def certify_model(model, images, labels, eps, radii=None, train_images=None, tra
       if result["correct"].any() else None,
       lipschitz={k: v for k, v in info.items() if k not in ("head_kernel",)},
       rounding_relative=certificate.ROUNDING_RELATIVE["float32"],
+      precision=result["precision"],
       settings=dict(settings or {}, batch_size=batch_size, gin=gin.config_str()),
       versions=versions())
   if train_images is not None:
-    train = certificate.certify(model, train_images, train_labels, batch_size, refresh=False)
+    train = certificate.certify(model, train_images, train_labels, batch_size, refresh=False,
+                                linf_bound="margin")   # clean accuracy only
     report.update(train_clean_accuracy=float(train["correct"].mean()),
                   num_train_examples=int(len(train_labels)),
                   generalization_gap=generalization_gap(train["correct"], result["correct"]))

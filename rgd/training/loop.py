@@ -97,7 +97,8 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
     val_images, val_labels = datasets.load_split(dataset, "validation", inputs.num_classes,
                                                  num_validation, data_dir)
     validator = validation.make_validator(strategy, state.avg_network, state.objective,
-                                          val_images, val_labels, eval_batch_size, seed)
+                                          val_images, val_labels, eval_batch_size, seed,
+                                          train_images=inputs.images)
   # What the exports were trained for: rgd.evaluate --model_dir defaults to it.
   run_info = dict(dataset=dataset, num_classes=inputs.num_classes, objective=state.objective.kind,
                   norm=state.objective.norm, eps=state.objective.eps, data_dir=data_dir)

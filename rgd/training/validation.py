@@ -7,32 +7,41 @@ naming the second number in TensorBoard:
     model's power iterates are not averaged (they are not weights): before certifying, its
     iterates are run to convergence (`refresh=True`, so that model.keras is exported with
     converged iterates), and the certificate itself uses the certified SVD/FFT bounds
-    (rgd.certified.certificate), which do not depend on iterates at all.
+    (rgd.certified.certificate), which do not depend on iterates at all. l_inf-dist Nets and
+    SortNets first re-estimate their mean shifts with the inference function over the training
+    images (`train_images`; the references' `update_bn` before every test), so that the model
+    validated, exported and certified carries them.
 """
 import math
 
 import tensorflow as tf
 
 from rgd.attacks import losses, pgd
-from rgd.certified import certificate
+from rgd.certified import certificate, linf_dist
 from rgd.data import datasets
 from rgd.runtime import seeds, strategy as strategy_lib
 
 
-def make_validator(strategy, avg_network, objective, images, labels, batch_size, seed):
+def make_validator(strategy, avg_network, objective, images, labels, batch_size, seed,
+                   train_images=None):
   """The validator for `objective`'s kind (module docstring)."""
   if objective.certified is not None:
-    return make_certified_validator(avg_network, objective.eps, images, labels, batch_size)
+    return make_certified_validator(avg_network, objective.eps, images, labels, batch_size,
+                                    train_images)
   return make_pgd40_validator(strategy, avg_network, objective, images, labels, batch_size,
                               seed)
 
 
-def make_certified_validator(avg_network, eps, images, labels, batch_size=256):
+def make_certified_validator(avg_network, eps, images, labels, batch_size=256,
+                             train_images=None):
   """Clean and certified accuracy at `eps` (seed 004's validation)."""
 
   def run(step):
     del step
-    result = certificate.certify(avg_network, images, labels, batch_size, refresh=True)
+    if train_images is not None and linf_dist.is_linf_dist_model(avg_network):
+      linf_dist.recalibrate(avg_network, train_images, batch_size)
+    result = certificate.certify(avg_network, images, labels, batch_size, refresh=True,
+                                 radii=[eps], bisection_steps=0)  # exact flags at eps
     return float(result["correct"].mean()), certificate.certified_accuracy(result, eps)
   run.robust_name = "certified"
   return run

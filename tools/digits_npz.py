@@ -1,0 +1,56 @@
+#!/usr/bin/env python
+"""Writes scikit-learn's 1,797 real 8x8 handwritten digits as an rgd `npz:DIR` data set.
+
+  python tools/digits_npz.py --output_dir=/tmp/digits --size=16
+
+Developer tool (needs scikit-learn, which ships the digits: no download). Each 8x8 image
+(values 0..16) is scaled to 0..255, resized bilinearly to --size x --size and repeated over 3
+channels; the first --num_test images (of a seeded shuffle) are the test split. A real, if
+easy, task for quick certified runs on a CPU (docs/certified.md); no published number uses it.
+"""
+import argparse
+import io
+import os
+import sys
+
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from sklearn import datasets as sk_datasets  # noqa: E402
+
+from rgd.runtime import fileio  # noqa: E402
+
+
+def digits(size=16, num_test=297, seed=0):
+  data = sk_datasets.load_digits()
+  x = data.images.astype(np.float32)[..., None] * (255.0 / 16.0)
+  x = tf.image.resize(x, (size, size), method="bilinear").numpy()
+  x = np.repeat(np.clip(np.round(x), 0, 255).astype(np.uint8), 3, axis=-1)
+  y = data.target.astype(np.int64)
+  order = np.random.RandomState(seed).permutation(len(y))
+  x, y = x[order], y[order]
+  return (x[num_test:], y[num_test:]), (x[:num_test], y[:num_test])
+
+
+def _write(path, images, labels):
+  buf = io.BytesIO()
+  np.savez(buf, image=images, label=labels)
+  fileio.atomic_write_bytes(path, buf.getvalue())
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--output_dir", required=True)
+  parser.add_argument("--size", type=int, default=16)
+  parser.add_argument("--num_test", type=int, default=297)
+  args = parser.parse_args()
+  (xt, yt), (xv, yv) = digits(args.size, args.num_test)
+  fileio.makedirs(args.output_dir)
+  _write(os.path.join(args.output_dir, "train.npz"), xt, yt)
+  _write(os.path.join(args.output_dir, "test.npz"), xv, yv)
+  print(f"{len(yt)} train and {len(yv)} test images of {xt.shape[1:]} -> {args.output_dir}")
+
+
+if __name__ == "__main__":
+  main()
