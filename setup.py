@@ -25,7 +25,8 @@ setuptools.setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest>=7", "scipy"],
+        # pytest-xdist: pytest.ini runs the suite in two processes (docs/testing.md).
+        "test": ["pytest>=7", "pytest-xdist>=3", "scipy"],
         # tools/make_tfrecords.py --runner=...: generated sets of 100M images on Dataflow, Flink
         # or Spark (docs/beam.md). Resolves with TF 2.21 (it pins protobuf < 7, TF takes >= 6.31).
         "beam": ["apache-beam>=2.77"],
