@@ -140,6 +140,20 @@ def edsr_body(params, head, num_blocks, res_scale, pre=None, mid=None, skip=()):
   return c("body_out", h) + head
 
 
+def _edsr_shapes(features, num_blocks, upsample_x4=False):
+  """Kernel shapes of EDSR's head, body conv, (x4 upsampler: two conv + pixel-shuffle stages,)
+  tail and residual blocks, in the order their initial values are drawn."""
+  f = features
+  shapes = {"head": (3, 3, 3, f), "body_out": (3, 3, f, f)}
+  if upsample_x4:
+    shapes.update(upsample0=(3, 3, f, 4 * f), upsample1=(3, 3, f, 4 * f))
+  shapes["tail"] = (3, 3, f, 3)
+  for i in range(num_blocks):
+    shapes[f"block{i}/conv1"] = (3, 3, f, f)
+    shapes[f"block{i}/conv2"] = (3, 3, f, f)
+  return shapes
+
+
 class EDSRCifar:
   """rgd's EDSR for CIFAR-10 (not a published network): EDSR-baseline's head, 16 residual
   blocks of 64 features and body conv, a tail conv straight to RGB (no upsampler) and a
@@ -149,13 +163,7 @@ class EDSRCifar:
     self.num_blocks, self.features, self.res_scale = int(num_blocks), int(features), res_scale
 
   def init(self, seed=0):
-    rng = np.random.default_rng(seed)
-    f = self.features
-    shapes = {"head": (3, 3, 3, f), "body_out": (3, 3, f, f), "tail": (3, 3, f, 3)}
-    for i in range(self.num_blocks):
-      shapes[f"block{i}/conv1"] = (3, 3, f, f)
-      shapes[f"block{i}/conv2"] = (3, 3, f, f)
-    return _init_params(rng, shapes)
+    return _init_params(np.random.default_rng(seed), _edsr_shapes(self.features, self.num_blocks))
 
   def residual_blocks(self):
     return [f"block{i}" for i in range(self.num_blocks)]
@@ -188,17 +196,10 @@ class EDSRBaselineX4:
     self.downsample = bool(downsample)
 
   def init(self, seed=0):
-    rng = np.random.default_rng(seed)
-    f = self.features
-    shapes = {"head": (3, 3, 3, f), "body_out": (3, 3, f, f), "upsample0": (3, 3, f, 4 * f),
-              "upsample1": (3, 3, f, 4 * f), "tail": (3, 3, f, 3)}
-    for i in range(self.num_blocks):
-      shapes[f"block{i}/conv1"] = (3, 3, f, f)
-      shapes[f"block{i}/conv2"] = (3, 3, f, f)
-    return _init_params(rng, shapes)
+    return _init_params(np.random.default_rng(seed),
+                        _edsr_shapes(self.features, self.num_blocks, upsample_x4=True))
 
-  def residual_blocks(self):
-    return [f"block{i}" for i in range(self.num_blocks)]
+  residual_blocks = EDSRCifar.residual_blocks
 
   def forward_flops(self, size=32):
     """2 x MACs of one image's forward pass (each conv at its input resolution)."""
