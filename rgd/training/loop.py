@@ -121,7 +121,7 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
         logging.warning("step %d: non-finite loss or gradients; update skipped "
                         "(nan_policy='skip_step', %d in a row).", step, policy.consecutive)
       for k, v in out.items():
-        if k not in _NOT_SUMMED or k == "count":
+        if k != _PER_STEP:  # everything else is a per-replica sum over examples
           sums[k] = sums.get(k, 0.0) + v
       if step == step0 + 1 and chief:
         _write_operative_config(model_dir, writers["train"], step)
@@ -253,8 +253,8 @@ def _write_operative_config(model_dir, writer, step):
     tf.summary.text("operative_config", "```\n" + config + "\n```")
 
 
-# Per-step values the trainer returns that are not per-example sums.
-_NOT_SUMMED = ("count", "ema_decay")
+# The one value the distributed step returns that is not a sum over examples.
+_PER_STEP = "ema_decay"
 
 
 def _log_train(sums, last, step, total_steps, t0, step0, start, lr, skipped_total, writer):
@@ -267,12 +267,12 @@ def _log_train(sums, last, step, total_steps, t0, step0, start, lr, skipped_tota
   img_per_s = n / max(elapsed, 1e-9)
   logs = {"loss": sums.get("total", 0.0) / n}
   for k, v in sorted(sums.items()):
-    if k in _NOT_SUMMED or k == "total":
+    if k in ("count", "total"):  # the divisor; logged as `loss` above
       continue
     logs[k.replace("_correct", "_accuracy")] = v / n
   logs.update(learning_rate=lr, images_per_second=img_per_s)
-  if "ema_decay" in last:
-    logs["ema_decay"] = last["ema_decay"]
+  if _PER_STEP in last:
+    logs[_PER_STEP] = last[_PER_STEP]
   if skipped_total is not None:
     logs["skipped_steps"] = float(skipped_total)
   rate = (step - step0) / max(elapsed, 1e-9)
