@@ -12,9 +12,7 @@ The file is read with torch.load(weights_only=True): tensors and plain container
 that pickles any other object is refused (exit 2), never unpickled: a pickle can run code.
 Prints the network's kwargs (`make_ada.network_kwargs`) when they are not the defaults.
 """
-import io
 import os
-import pickle
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -22,11 +20,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import torch  # noqa: E402
 
 from rgd import errors  # noqa: E402
 from rgd.corruptions import networks  # noqa: E402
+from rgd.interop import weight_files  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("network", "edsr_baseline_x4", ["edsr_baseline_x4", "deepaugment_cae"],
@@ -36,24 +33,9 @@ flags.DEFINE_string("output", None, "The npz to write (local or gs://).")
 
 
 def read_state_dict(path):
-  """{key: float32 numpy} of the state dict in `path`; DataError naming it otherwise."""
-  if not tf.io.gfile.exists(path):
-    raise errors.DataError(f"{path}: no such file")
-  with tf.io.gfile.GFile(path, "rb") as f:
-    data = f.read()
-  try:
-    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-  except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    raise errors.DataError(f"{path}: not a PyTorch state dict of tensors (torch.load with "
-                           f"weights_only=True refused it: {first})") from None
-  for key in ("state_dict", "model"):  # checkpoints that wrap the state dict
-    if isinstance(state, dict) and isinstance(state.get(key), dict):
-      state = state[key]
-  if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-    raise errors.DataError(f"{path}: expected a state dict (name -> tensor), got "
-                           f"{type(state).__name__}")
-  return {k: v.detach().cpu().numpy().astype(np.float32) for k, v in state.items()}
+  """{key: float32 numpy} of the state dict in `path` (rgd.interop.weight_files: torch.load with
+  weights_only=True, through gfile); DataError naming the file otherwise."""
+  return {k: v.astype(np.float32) for k, v in weight_files.read_torch(path).items()}
 
 
 def convert(network, input_path, output_path):

@@ -104,11 +104,13 @@ def read_state_dict(path):
     except Exception as e:  # pylint: disable=broad-except  safetensors raises its own errors
       raise DataError(f"{path}: not a readable safetensors file ({e})") from e
   if lower.endswith((".pt", ".pth")):
-    return _read_torch(path)
+    return read_torch(path)
   raise DataError(f"{path}: unknown weight file type; expected one of {SUFFIXES}")
 
 
-def _read_torch(path):
+def read_torch(path):
+  """{name: numpy array} of a PyTorch file of any name (`.pt`, `.pth`, DeepAugment's `.state`),
+  read with torch.load(weights_only=True)."""
   import torch  # pylint: disable=g-import-not-at-top  optional dependency
   data = _read_bytes(path)
   try:
@@ -124,13 +126,19 @@ def _read_torch(path):
 
 def _tensors_to_numpy(obj, path):
   import torch  # pylint: disable=g-import-not-at-top  optional dependency
-  for key in ("state_dict", "model_state_dict"):  # RobustBench's {'state_dict': ..., 'epoch': 3}
+  # Checkpoints that wrap the state dict: RobustBench's {'state_dict': ..., 'epoch': 3}, and
+  # {'model': ...} / {'model_state_dict': ...} of other training scripts.
+  for key in ("state_dict", "model_state_dict", "model"):
     if isinstance(obj.get(key), dict):
       obj = obj[key]
-  out = {k: v.detach().cpu().numpy() for k, v in obj.items() if isinstance(v, torch.Tensor)}
-  if not out:
+      break
+  if not obj:
     raise DataError(f"{path}: no tensors in the state dict")
-  return out
+  others = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+  if others:
+    raise DataError(f"{path}: expected a state dict (name -> tensor); {others[0]!r} is a "
+                    f"{type(obj[others[0]]).__name__}")
+  return {k: v.detach().cpu().numpy() for k, v in obj.items()}
 
 
 def write_state_dict(path, state):
