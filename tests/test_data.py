@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from rgd import errors
-from rgd.data import datasets, tfrecord
+from rgd.data import datasets, registry, sources, tfrecord
 from conftest import make_images
 
 
@@ -158,7 +158,7 @@ def test_tfds_without_network_says_how_to_provide_the_data(monkeypatch, tmp_path
   def offline(self, *args, **kwargs):
     raise ConnectionError("Failed to establish a new connection")
   monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
-  monkeypatch.setattr(datasets, "_network_reachable", lambda: True)  # the probe passed, then...
+  monkeypatch.setattr(sources, "network_reachable", lambda: True)  # the probe passed, then...
   with pytest.raises(errors.DataError) as e:
     datasets.load_split("cifar10", "train", data_dir=str(tmp_path))
   message = str(e.value)
@@ -179,8 +179,7 @@ def test_tfds_offline_fails_fast_without_trying_to_download(monkeypatch, tmp_pat
   with socket.socket() as s:  # a port nobody listens on
     s.bind(("127.0.0.1", 0))
     closed = s.getsockname()
-  monkeypatch.setattr(datasets, "TFDS_DOWNLOAD_HOST", closed)
-  monkeypatch.setattr(datasets._network_reachable, "__defaults__", (closed, 5.0))
+  monkeypatch.setattr(sources, "TFDS_DOWNLOAD_HOST", closed)
   start = time.time()
   with pytest.raises(errors.DataError, match="no network to download it") as e:
     datasets.load_split("cifar10", "train", data_dir=str(tmp_path))
@@ -192,8 +191,8 @@ def test_tfds_default_probe_answers_within_its_timeout(monkeypatch, tmp_path):
   """The real probe (whatever this machine's network): an answer, either way, in ~5 s."""
   import time
   start = time.time()
-  reachable = datasets._network_reachable()
-  assert isinstance(reachable, bool) and time.time() - start < datasets.NETWORK_PROBE_TIMEOUT_S + 2
+  reachable = sources.network_reachable()
+  assert isinstance(reachable, bool) and time.time() - start < sources.NETWORK_PROBE_TIMEOUT_S + 2
 
 
 def test_truncated_npz_is_a_data_error(tmp_path):
@@ -203,3 +202,52 @@ def test_truncated_npz_is_a_data_error(tmp_path):
     f.truncate(os.path.getsize(path) // 2)
   with pytest.raises(errors.DataError, match="train.npz: not a valid npz file"):
     datasets.load_npz(path)
+
+
+def test_pad_crop_flip_without_flip_gives_the_same_crops_unmirrored():
+  """flip=False only drops the mirror: every image is the flip=True output, unmirrored where that
+  one was mirrored, i.e. the same window."""
+  x = tf.constant(make_images(32)[0])
+  seed = tf.constant([5, 6])
+  flipped = datasets.pad_crop_flip(x, seed).numpy()
+  plain = datasets.pad_crop_flip(x, seed, flip=False).numpy()
+  mirrored = 0
+  for a, b in zip(flipped, plain):
+    if not np.array_equal(a, b):
+      np.testing.assert_array_equal(a[:, ::-1], b)
+      mirrored += 1
+  assert 4 <= mirrored <= 28  # about half of 32 were mirrored with flip=True
+
+
+def test_train_dataset_flip_false_only_crops(tmp_path):
+  """Without flip every training image is an unmirrored pad-4 window of one input image."""
+  x, y = make_images(50)
+  b = next(iter(datasets.make_train_dataset(x, y, 10, 16, flip=False)))["image"].numpy()[0]
+  padded = np.pad(x, [(0, 0), (4, 4), (4, 4), (0, 0)])
+  windows = {padded[i, dy:dy + 32, dx:dx + 32].tobytes()
+             for i in range(50) for dy in range(9) for dx in range(9)}
+  assert all(im.tobytes() in windows for im in b)
+
+
+def test_registry_entries_agree_with_models_and_tfds_names():
+  """Each entry's statistics name is one rgd.models knows; classes and size as published."""
+  from rgd import models  # pylint: disable=g-import-not-at-top
+  assert sorted(registry.DATASETS) == ["cifar10", "cifar100", "svhn_cropped"]
+  for name, spec in registry.DATASETS.items():
+    assert spec.name == name and spec.image_size == (32, 32)
+    assert spec.normalization is None or spec.normalization in models.NORMALIZATION
+  assert [registry.DATASETS[n].num_classes for n in ("cifar10", "cifar100", "svhn_cropped")] == [
+      10, 100, 10]
+  assert registry.get("cifar100").normalization == "cifar100"
+  with pytest.raises(errors.DataError, match="use one of .*'cifar10'.* or 'npz:DIR'"):
+    registry.get("cifar-10")
+
+
+def test_npz_entry_reads_the_folder_and_counts_classes(npz_dataset):
+  spec = registry.get(f"npz:{npz_dataset}")
+  assert spec.num_classes is None and spec.flip
+  images, labels = spec.load("test", None, 10)
+  np.testing.assert_array_equal(images, datasets.load_split(f"npz:{npz_dataset}", "test")[0])
+  assert registry.num_classes_of(f"npz:{npz_dataset}") == int(
+      sources.load_npz(os.path.join(npz_dataset, "train.npz"))[1].max()) + 1
+  assert registry.num_classes_of("cifar100") == 100 and registry.num_classes_of("x", 7) == 7

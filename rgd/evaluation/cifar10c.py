@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from rgd.evaluation import reports
-from rgd.data import datasets
+from rgd.data import sources
 from rgd.errors import DataError
 from rgd.runtime import fileio
 
@@ -70,7 +70,7 @@ def mean_corruption_error(errors):
 def load_corruption(corruption, severity, data_dir=None, num_examples=None):
   """(images uint8, labels) of one CIFAR-10-C config; a clear error when tfds cannot get it."""
   name = f"cifar10_corrupted/{corruption}_{severity}"
-  images, labels = datasets._load_tfds(name, "test", data_dir)  # pylint: disable=protected-access
+  images, labels = sources.load_tfds(name, "test", data_dir)
   if num_examples:
     images, labels = images[:num_examples], labels[:num_examples]
   return images, labels

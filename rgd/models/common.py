@@ -101,15 +101,3 @@ def batchnorm_statistics(model):
     out += list(getattr(layer, "moving_statistics", ()))
   return out
 
-
-# Module-level shorthands with the default choices, for architectures that need no options.
-def bn_kwargs():
-  return dict(momentum=BN_MOMENTUM, epsilon=BN_EPSILON)
-
-
-def conv(filters, kernel, stride, name):
-  return Layers().conv(filters, kernel, stride, name)
-
-
-def classifier_head(inputs, features, num_classes, name):
-  return Layers().head(inputs, features, num_classes, name)
