@@ -1,4 +1,4 @@
-"""rgd models in ART and foolbox (issue 23): the exported model (standard Keras layers,
+"""rgd models in ART and foolbox: the exported model (standard Keras layers,
 normalisation inside, [0, 1] inputs) wrapped as `TensorFlowV2Classifier` and
 `foolbox.TensorFlowModel` gives the gradients rgd's own tf.GradientTape gives, and both
 libraries' PGD stays in the eps-ball and the image box."""

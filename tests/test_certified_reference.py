@@ -1,4 +1,4 @@
-"""Certified training as the reference code trains it (issue 21): one test per departure that
+"""Certified training as the reference code trains it: one test per departure from it that
 was fixed; each fails on the old behaviour (named in its docstring)."""
 import gin
 import keras

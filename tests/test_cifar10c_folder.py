@@ -1,4 +1,4 @@
-"""CIFAR-10-C from Hendrycks' folder (issue 23): `DIR/<corruption>.npy` (severities 1..5 in
+"""CIFAR-10-C from Hendrycks' folder: `DIR/<corruption>.npy` (severities 1..5 in
 order) and `DIR/labels.npy`, written small by the test, give the errors and mCE a direct numpy
 computation gives; malformed folders are DataErrors (exit 2) naming the file."""
 import os

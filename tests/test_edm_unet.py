@@ -113,7 +113,8 @@ def test_no_augment_labels_equal_zeros():
 
 
 def test_store_refuses_a_format_1_generator(tmp_path):
-  # Format 1 is the U-Net before issue 22: its weights do not fit this network.
+  # Format 1 is the U-Net from before DDPM++ matched SongUNet exactly: its weights do not fit
+  # this network.
   (tmp_path / store.CONFIG_FILE).write_text(json.dumps(dict(format_version=1, unet={})))
   with pytest.raises(DataError, match="generator format 1.*retrain"):
     store.load(str(tmp_path))

@@ -1,4 +1,4 @@
-"""Damaged generated data (issue 15): every fault is a DataError naming the file (and the
+"""Damaged generated data: every fault is a DataError naming the file (and the
 record's offset when known), before training when a cheap check finds it, else when read."""
 import json
 import os
@@ -164,7 +164,7 @@ def _outputs(model_dir):
 
 @pytest.mark.parametrize("with_metadata", [True, False])
 def test_truncated_shard_entry_point(tmp_path, with_metadata):
-  """Issue 15's row: a truncated shard. With metadata.json it is found before training; without,
+  """A truncated shard (a copy cut short). With metadata.json it is found before training; without,
   when the reader meets it: either way exit 2 naming the shard, and nothing written."""
   data_dir = write_npz_dataset(str(tmp_path / "data"))
   paths = write_shards(str(tmp_path / "gen"), metadata=with_metadata)

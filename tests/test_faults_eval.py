@@ -1,4 +1,4 @@
-"""Evaluation faults (issue 15): NaN/Inf or probability outputs are reported before any attack
+"""Evaluation faults: NaN/Inf or probability outputs are reported before any attack
 runs, and an evaluation interrupted after a stage resumes from the stages it saved, with the
 same report as an uninterrupted one."""
 import json

@@ -1,4 +1,4 @@
-"""The house rules of the code base (issue 20), read from the source without importing it.
+"""The house rules of the code base, read from the source without importing it.
 
 * Imports run one way: no module imports an entry point, and the pure parts (`rgd/attacks/`,
   `rgd/models/`) import no orchestration (training, evaluation, generated-data tools), no

@@ -1,6 +1,7 @@
-"""Files written before the package reorganisation (issue 20) still load after it.
+"""Files written before the package reorganisation still load after it.
 
-`tests/fixtures/pre_move/` was written by main at fabf69a (flat modules: rgd/train.py,
+`tests/fixtures/pre_move/` was written by rgd before it was split into packages
+(flat modules: rgd/train.py,
 rgd/training/trainer.py, ...) with a 2-step debug run of WRN-10-1 (`gin/debug.gin`, `wrn-10-1`) and a
 LiResNet-L2W8: its `model.keras` (fused BatchNorm, weight-averaged), its training checkpoint,
 its operative config, a `liresnet.keras` (rgd's certified layers), and the logits of each on four

@@ -1,4 +1,4 @@
-"""Published checkpoints in and out (issue 23): DeepMind's / RobustBench's DMWideResNet and
+"""Published checkpoints in and out: DeepMind's / RobustBench's DMWideResNet and
 DMPreActResNet against rgd's converted models, side by side; exports that PyTorch loads with
 strict=True; files that are not plain state dicts refused without running anything."""
 import glob

@@ -1,4 +1,4 @@
-"""RobustBench-style result fields beside an AutoAttack report (issue 23)."""
+"""RobustBench-style result fields beside an AutoAttack report."""
 import json
 import os
 import subprocess

@@ -165,7 +165,7 @@ def test_bad_data_names_the_file(tmp_path):
 
 def test_diverging_run_stops_at_first_nonfinite_step_and_saves_nothing_bad(npz_dataset,
                                                                           tmp_path):
-  """base_learning_rate=1e12 (issue 15): exit status 3 naming the step; no export, and every
+  """base_learning_rate=1e12 (a diverging run): exit status 3 naming the step; no export, and every
   checkpoint on disk holds finite weights."""
   model_dir = str(tmp_path / "run")
   result = _run(_cmd(model_dir, npz_dataset, "learning_rate_schedule.base_learning_rate=1e12"))

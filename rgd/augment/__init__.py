@@ -37,8 +37,6 @@ from rgd.augment.patches import sample_boxes
 from rgd.augment.policies import AutoAugment
 from rgd.augment.policies import RandAugment
 
-
-
 AUGMENTATIONS = {
     "cutout": Cutout,
     "cutmix": CutMix,

@@ -376,7 +376,8 @@ class CAECifar:
 
 NETWORKS = {"edsr_baseline_x4": EDSRBaselineX4, "deepaugment_cae": DeepAugmentCAE,
             "edsr_cifar": EDSRCifar, "cae_cifar": CAECifar}
-# Names before issue 22, which called rgd's CIFAR networks by the published ones' names.
+# Names rgd's small CIFAR networks once had. 'edsr' and 'cae' read as the published EDSR and
+# CAE, which they are not, so old configs stop with the new name rather than load the wrong net.
 RENAMED = {"edsr": "edsr_cifar", "cae": "cae_cifar"}
 
 

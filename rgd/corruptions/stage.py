@@ -13,8 +13,7 @@ the stage also returns two more AugMix views; the loss is then
 CE(f(x_1), y) + jsd_weight * JS(f(x_1), f(x_2), f(x_3)) with x_1 the un-mixed image, as the
 reference (`cifar.py`) computes it: clean, aug1, aug2 in one forward pass.
 """
-import logging
-
+from absl import logging
 import gin
 import tensorflow as tf
 
