@@ -318,7 +318,7 @@ def test_flags_are_read_from_the_module_and_rgd_cli():
   assert "logdir" in flags_of("tools/profile_step.py")[0]
 
 
-def test_seeded_mistakes_are_caught(tmp_path, monkeypatch):
+def test_seeded_mistakes_are_caught(monkeypatch):
   page = "docs/seeded.md"
   text = "\n".join([
       "# Title",
@@ -327,7 +327,7 @@ def test_seeded_mistakes_are_caught(tmp_path, monkeypatch):
       "python -m rgd.train --gin_file=g.gin \\",
       "  --not_a_flag=1 --model_dir=D  # --also_not_checked in a comment",
       "python tools/benchmark.py input --batch_size=8 --bogus",
-      "python -m rgd.evaluate --nomodel_dir",
+      "python -m rgd.evaluate --nojit --jit=false --nomodel_dir",
       "python tools/benchmark.py {train,nope,...} --steps=1",
       "```",
       "Run `python tools/make_tfrecords.py --nonexistent=3`; see [x](seeded.md),",
