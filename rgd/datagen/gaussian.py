@@ -32,7 +32,7 @@ class ClassConditionalGaussian:
     self.image_shape = tuple(int(s) for s in image_shape)
     self.num_classes = len(self.means)
     if len(self.factors) != self.num_classes:
-      raise ValueError(f"{len(self.factors)} covariance factors for {self.num_classes} means")
+      raise DataError(f"{len(self.factors)} covariance factors for {self.num_classes} means")
 
   @classmethod
   def fit(cls, images, labels, num_classes, jitter=1e-6):

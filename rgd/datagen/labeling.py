@@ -19,8 +19,8 @@ import numpy as np
 import tensorflow as tf
 
 from rgd import models
-from rgd.datagen import writer
-from rgd.errors import DataError
+from rgd.errors import ConfigError, DataError
+from rgd.runtime import digest
 
 
 class Labeler:
@@ -57,7 +57,7 @@ class Labeler:
     return {"name": self.name, "num_classes": self.num_classes, "from_logits": self.from_logits,
             "path": None if self.path is None else (
                 self.path if "://" in self.path else os.path.abspath(self.path)),
-            "sha256": None if self.path is None else writer.sha256_file(self.path)}
+            "sha256": None if self.path is None else digest.sha256_file(self.path)}
 
   def check(self, num_classes=None, image_shape=None):
     """Raises if the labeller's classes or input shape do not match the data."""
@@ -101,7 +101,7 @@ class TopKPerClass:
 
   def __init__(self, num_classes, k=None):
     if k is not None and k < 1:
-      raise ValueError(f"k must be positive, got {k}")
+      raise ConfigError(f"k must be positive, got {k}")
     self.num_classes = num_classes
     self.k = k
     self._buffers = [[] for _ in range(num_classes)]
