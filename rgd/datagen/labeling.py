@@ -9,9 +9,10 @@ An image's label is the classifier's argmax and its score is the log-softmax of 
 Ranking by log-probability (computed in float64 with log1p) rather than the softmax itself
 keeps confident images apart: once the logit margin exceeds ~17 the float32 softmax (and
 float32 log_softmax) of an image is exactly 1.0 (0.0), while -log1p(sum_j exp(z_j - z_y)) still
-differs between images. `TopKPerClass` selects in a bounded buffer per class (at most 2k candidates + one
-batch), so scoring 5M images needs memory for the kept ones only. Ties in score are broken by
-the input index, lower first, so the selection does not depend on batch size or order.
+differs between images. `TopKPerClass` selects in a bounded buffer per class (at most 2k
+candidates + one batch), so scoring 5M images needs memory for the kept ones only. Ties in
+score are broken by the input index, lower first, so the selection does not depend on batch
+size or order.
 """
 import os
 

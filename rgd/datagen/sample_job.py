@@ -123,8 +123,8 @@ def sample_to_folder(image_sampler, folder, num_images, chunk_size, worker=0, nu
                      progress=None, chunk_delay_s=0.0):
   """Samples this worker's chunks into folder/chunk-NNNNNNNN.npy (skipping those there), then
   folder/label.npy; returns (chunk paths in index order, label path). `folder` is local (the
-  pipeline's memory-mapped cache)."""
-  os.makedirs(folder, exist_ok=True)  # local only: memory-mapped cache
+  pipeline's local cache)."""
+  os.makedirs(folder, exist_ok=True)  # local only: the job's local cache
   chunks = chunk_ranges(num_images, chunk_size, worker, num_workers)
   paths = [os.path.join(folder, f"{CHUNK_PREFIX}{c:08d}.npy") for c, _, _ in chunks]
   for name in os.listdir(folder):  # local only: leftovers of a killed write
