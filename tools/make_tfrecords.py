@@ -105,8 +105,8 @@ def _run(f):
           num_classes=f.num_classes, num_images=f.num_images, chunk_size=f.chunk_size,
           batch_per_device=f.batch_per_device, num_steps=f.num_steps, s_churn=f.s_churn,
           guidance=f.guidance, debug_delay_s=f.debug_shard_delay_s),
-      labeler=f.labeler and labeling.Labeler.load(
-          f.labeler, from_logits=f.labeler_outputs == "logits"),
+      labeler=labeling.Labeler.load(f.labeler, from_logits=f.labeler_outputs == "logits")
+      if f.labeler else None,
       keep_per_class=f.keep_per_class or None, num_classes=f.num_classes,
       examples_per_shard=f.examples_per_shard, batch_size=f.batch_size, seed=f.seed,
       keep_cache=f.keep_cache, argv=sys.argv, shard_delay_s=f.debug_shard_delay_s,
