@@ -185,12 +185,14 @@ class Part:
     return Part(self.images.slice(lo, hi), self.labels and self.labels.slice(lo, hi))
 
   def read(self, rows):
-    """(uint8 images, int64 labels or None) of sorted positions `rows`; every check on pixel
-    and label values happens here, whichever way the source is read."""
+    """(uint8 images, int64 labels or None) of sorted positions `rows`."""
+    return self.read_images(rows), self.read_labels(rows)
+
+  def read_images(self, rows):
+    """uint8 images of sorted positions `rows`. This and read_labels are the checks on pixel
+    and label values, whichever way the source is read."""
     rows = np.asarray(rows, np.int64)
-    images = formats.to_uint8(self.images.read(rows), self.images.where,
-                              self.images.first + rows)
-    return images, self.read_labels(rows)
+    return formats.to_uint8(self.images.read(rows), self.images.where, self.images.first + rows)
 
   def read_labels(self, rows):
     """int64 labels of sorted positions `rows` (None without labels); raises on a negative
@@ -284,16 +286,19 @@ class Source:
     for start in range(0, self.num_images, chunk_size):
       stop = min(start + chunk_size, self.num_images)
       pieces = []
-      for f, part in enumerate(self.parts):
+      f = int(np.searchsorted(self._offsets, start, side="right")) - 1
+      while f < len(self.parts) and self._offsets[f] < stop:
         lo, hi = max(start, self._offsets[f]), min(stop, self._offsets[f + 1])
-        if lo < hi:
-          pieces.append(part.slice(int(lo - self._offsets[f]), int(hi - self._offsets[f])))
+        if lo < hi:  # (Files without images hold no piece.)
+          pieces.append(self.parts[f].slice(int(lo - self._offsets[f]),
+                                            int(hi - self._offsets[f])))
+        f += 1
       out.append(Chunk(start, stop, tuple(pieces)))
     return out
 
   def _take(self, sorted_indices):
     file_of = np.searchsorted(self._offsets, sorted_indices, side="right") - 1
-    parts = [self.parts[f].read(sorted_indices[file_of == f] - self._offsets[f])[0]
+    parts = [self.parts[f].read_images(sorted_indices[file_of == f] - self._offsets[f])
              for f in np.unique(file_of)]
     return np.concatenate(parts) if parts else np.zeros((0,) + self.image_shape, np.uint8)
 
