@@ -122,3 +122,16 @@ def test_layouts_of_each_input_form(tmp_path):
                        (str(tmp_path / "s1.npzx"), "unknown format")):
     with pytest.raises(SourceError, match=message):
       formats.resolve(bad)
+
+
+def test_a_file_without_images_between_others(tmp_path):
+  x, _ = make_images(30, num_classes=3, size=4, seed=2)
+  np.save(tmp_path / "a.npy", x[:10])
+  np.save(tmp_path / "b.npy", x[:0])
+  np.save(tmp_path / "c.npy", x[10:])
+  source = sources.open_source(str(tmp_path))
+  for chunk_size in (1, 3, 7, 10, 64):
+    cs = source.chunks(chunk_size)
+    assert all(c.pieces for c in cs) and not any(p.count == 0 for c in cs for p in c.pieces)
+    np.testing.assert_array_equal(_read_all(source, chunk_size)[1], x)
+  assert [len(c.pieces) for c in source.chunks(7)] == [1, 2, 1, 1, 1]  # [7, 14) spans a and c
