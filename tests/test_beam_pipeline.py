@@ -1,5 +1,6 @@
-"""rgd.datagen.beam_pipeline (tools/make_tfrecords.py --runner=...): on the same input, the
-Beam output holds exactly the single-process path's records, class by class; ties in score are
+"""The labelling job's Beam runner (rgd.datagen.pipeline.make_tfrecords(runner=...),
+tools/make_tfrecords.py --runner=...): on the same input, the Beam output holds exactly the
+in-process runner's records, class by class; ties in score are
 broken the same way (lower index first) however the input is cut into chunks; the tool's flags.
 Skipped without Apache Beam (pip install -e ".[beam]")."""
 import json
@@ -19,14 +20,13 @@ import tensorflow as tf
 from conftest import make_images
 from rgd.runtime import fileio
 from rgd.data import tfrecord
-from rgd.datagen import beam_pipeline, labeling, pipeline, sources
+from rgd.datagen import beam_pipeline, generators, labeling, metadata, pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(ROOT, "tools", "make_tfrecords.py")
 # Two worker processes: elements (chunks, the DoFns, the labeller path) really go through
 # pickling, and the labeller is loaded in each worker's DoFn.setup.
-TWO_PROCESSES = ("--runner=DirectRunner", "--direct_num_workers=2",
-                 "--direct_running_mode=multi_processing")
+TWO_PROCESSES = ("--direct_num_workers=2", "--direct_running_mode=multi_processing")
 
 
 def _colour_labeller(path, num_classes=3):
@@ -63,13 +63,12 @@ def _records_per_class(pattern):
   return dict(out)
 
 
-def _both(tmp_path, path, labeler, beam_args=TWO_PROCESSES, chunk_size=4096, **kw):
-  config = {"source": {"path": path}}
-  single = pipeline.make_tfrecords(str(tmp_path / "single"), config,
-                                   lambda cache: sources.open_source(path, cache),
-                                   labeler=labeler, **kw)
-  beam = beam_pipeline.make_tfrecords(str(tmp_path / "beam"), config, path, labeler=labeler,
-                                      beam_args=beam_args, chunk_size=chunk_size, **kw)
+def _both(tmp_path, path, labeler, beam_options=TWO_PROCESSES, chunk_size=4096, **kw):
+  images = generators.make(f"files:{path}")
+  single = pipeline.make_tfrecords(str(tmp_path / "single"), images, labeler=labeler, **kw)
+  beam = pipeline.make_tfrecords(str(tmp_path / "beam"), images, labeler=labeler,
+                                 runner="DirectRunner", beam_options=beam_options,
+                                 chunk_size=chunk_size, **kw)
   return single, beam
 
 
@@ -103,13 +102,11 @@ def test_same_records_per_class_as_the_single_process_path(tmp_path):
 
   # Keep everything (the 100M-image case: no selection pass), labels from the labeller.
   out = tmp_path / "all"
-  config = {"source": {"path": str(folder / "b.npy")}}
-  beam = beam_pipeline.make_tfrecords(str(out / "beam"), config, str(folder / "b.npy"),
-                                      labeler=labeler, examples_per_shard=2000,
-                                      beam_args=("--runner=DirectRunner",))
-  single = pipeline.make_tfrecords(str(out / "single"), config,
-                                   lambda c: sources.open_source(str(folder / "b.npy"), c),
-                                   labeler=labeler, examples_per_shard=2000)
+  images = generators.make(f"files:{folder / 'b.npy'}")
+  beam = pipeline.make_tfrecords(str(out / "beam"), images, labeler=labeler,
+                                 examples_per_shard=2000, runner="DirectRunner")
+  single = pipeline.make_tfrecords(str(out / "single"), images, labeler=labeler,
+                                   examples_per_shard=2000)
   _same_metadata(single, beam)
   assert _records_per_class(beam["pattern"]) == _records_per_class(single["pattern"])
 
@@ -134,7 +131,7 @@ def test_ties_break_by_lower_index_in_both_paths(tmp_path):
     best = idx[np.lexsort((idx, -logp[idx]))[:30]]
     assert logp[best[-1]] == logp[idx[np.lexsort((idx, -logp[idx]))[30]]]  # A tie at the cut.
     expected[c] = {(x[i].tobytes(), float(np.float32(np.exp(logp[i])))) for i in best}
-  single, beam = _both(tmp_path, path, labeler, beam_args=("--runner=DirectRunner",),
+  single, beam = _both(tmp_path, path, labeler, beam_options=(),
                        keep_per_class=30, examples_per_shard=25, batch_size=16, chunk_size=32)
   assert _records_per_class(single["pattern"]) == expected
   assert _records_per_class(beam["pattern"]) == expected
@@ -180,10 +177,10 @@ def test_inputs_labeller_and_output_in_a_bucket(tmp_path, monkeypatch):
   keras_model.model.save("ram://beam/colour.keras")
   os.remove(tmp_path / "colour.keras")
   labeler = labeling.Labeler.load("ram://beam/colour.keras")
-  meta = beam_pipeline.make_tfrecords(
-      "ram://beam/out", {"source": {"path": "ram://beam/in/*.npz"}}, "ram://beam/in/*.npz",
-      labeler=labeler, keep_per_class=20, examples_per_shard=30, batch_size=32, chunk_size=64,
-      beam_args=("--runner=DirectRunner",))
+  images = generators.make("files:ram://beam/in/*.npz")
+  meta = pipeline.make_tfrecords(
+      "ram://beam/out", images, labeler=labeler, keep_per_class=20, examples_per_shard=30,
+      batch_size=32, chunk_size=64, runner="DirectRunner")
   assert os.listdir(tmp_path) == []
   assert meta["labeler"]["path"] == "ram://beam/colour.keras"
   assert meta["pattern"] == "ram://beam/out/generated-*.tfrecord"
@@ -198,17 +195,26 @@ def test_inputs_labeller_and_output_in_a_bucket(tmp_path, monkeypatch):
   assert _records_per_class(meta["pattern"]) == expected
 
   # A finished job is not redone; another job into the same folder is refused, also by the
-  # single-process path (its job has no `writer: beam`).
+  # in-process runner (its job has no `writer: beam`).
   def again(**kw):
     args = dict(labeler=labeler, keep_per_class=20, examples_per_shard=30, batch_size=32,
-                chunk_size=64, beam_args=("--runner=DirectRunner",))
+                chunk_size=64, runner="DirectRunner")
     args.update(kw)
-    return beam_pipeline.make_tfrecords("ram://beam/out", {"source": {
-        "path": "ram://beam/in/*.npz"}}, "ram://beam/in/*.npz", **args)
+    return pipeline.make_tfrecords("ram://beam/out", images, **args)
   assert again()["created"] == meta["created"]
-  with pytest.raises(pipeline.JobMismatchError, match="examples_per_shard: was 30, now 10"):
+  with pytest.raises(metadata.JobMismatchError, match="examples_per_shard: was 30, now 10"):
     again(examples_per_shard=10)
-  with pytest.raises(pipeline.JobMismatchError, match="writer: was 'beam', now None"):
-    pipeline.make_tfrecords("ram://beam/out", {"source": {"path": "ram://beam/in/*.npz"}},
-                            None, labeler=labeler, keep_per_class=20, examples_per_shard=30,
-                            batch_size=32)
+  with pytest.raises(metadata.JobMismatchError, match="writer: was 'beam', now None"):
+    again(runner=None)
+
+
+def test_beam_refuses_an_unfinished_in_process_run(tmp_path):
+  x, y = make_images(10, num_classes=2, size=8, seed=8)
+  path = str(tmp_path / "s.npz")
+  np.savez(path, image=x, label=y)
+  os.makedirs(tmp_path / "out" / ".work")
+  open(tmp_path / "out" / ".work" / "plan.npz", "wb").close()
+  with pytest.raises(metadata.JobMismatchError, match=r"holds an unfinished in-process run "
+                     r"\(\.work/plan\.npz\); finish it without a runner"):
+    pipeline.make_tfrecords(str(tmp_path / "out"), generators.make(f"files:{path}"),
+                            runner="DirectRunner")

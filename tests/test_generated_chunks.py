@@ -1,7 +1,9 @@
-"""rgd.datagen.chunks: every input format listed and read in chunks through gfile gives the
-images, labels and indices of sources.open_source (the single-process reader), also from
-`ram://` (which stands for gs:// here), and bad input names the file."""
+"""rgd.datagen.sources in chunks (the Beam runner's work items): every input format read chunk
+by chunk, each chunk pickled as a worker gets it, gives the images, labels and indices that
+the same source gives by index, also from `ram://` (which stands for gs:// here); bad input
+names the file."""
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ import tensorflow as tf
 
 from conftest import make_images
 from rgd.runtime import fileio
-from rgd.datagen import chunks, formats, sources
+from rgd.datagen import formats, sources
 from rgd.errors import SourceError
 
 
@@ -29,8 +31,8 @@ def _write_inputs(d):
   return x, y
 
 
-def _read_all(listing, chunk_size):
-  parts = [c.read() for c in listing.chunks(chunk_size)]
+def _read_all(source, chunk_size):
+  parts = [pickle.loads(pickle.dumps(c)).read() for c in source.chunks(chunk_size)]
   labels = None if parts[0][2] is None else np.concatenate([p[2] for p in parts])
   return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), labels
 
@@ -41,15 +43,13 @@ def test_chunks_read_what_sources_read(tmp_path, name):
   _write_inputs(tmp_path)
   path = str(tmp_path / name)
   source = sources.open_source(path, str(tmp_path / "cache"))
-  listing = chunks.list_input(path, str(tmp_path / "extracted"))
-  assert (listing.num_images, listing.image_shape) == (source.num_images, source.image_shape)
-  assert listing.has_labels == (source.labels is not None)
+  assert source.has_labels == (name != "npys" and name != "npys/*.npy")
   for chunk_size in (7, 16, 64):  # 7 and 16 cut across the two .npy files (17 + 33 images).
-    cs = listing.chunks(chunk_size)
+    cs = source.chunks(chunk_size)
     assert [(c.start, c.stop) for c in cs] == [
         (s, min(s + chunk_size, source.num_images))
         for s in range(0, source.num_images, chunk_size)]
-    ids, images, labels = _read_all(listing, chunk_size)
+    ids, images, labels = _read_all(source, chunk_size)
     np.testing.assert_array_equal(ids, np.arange(source.num_images))
     np.testing.assert_array_equal(images, source.read(0, source.num_images))
     if source.labels is None:
@@ -57,7 +57,7 @@ def test_chunks_read_what_sources_read(tmp_path, name):
     else:
       np.testing.assert_array_equal(labels, source.labels)
   if name == "npys":
-    assert [len(c.pieces) for c in listing.chunks(16)] == [1, 2, 1, 1]  # [16, 32) spans both
+    assert [len(c.pieces) for c in source.chunks(16)] == [1, 2, 1, 1]  # [16, 32) spans both
 
 
 def test_remote_inputs_are_read_in_place(tmp_path):
@@ -65,39 +65,38 @@ def test_remote_inputs_are_read_in_place(tmp_path):
   fileio.save_npz("ram://chunks/set.npz", image=x, label=y)  # np.savez: stored, readable at offsets
   fileio.save_npz("ram://chunks/glob/a.npz", image=x[:9], label=y[:9])
   fileio.save_npz("ram://chunks/glob/b.npz", image=x[9:])
-  listing = chunks.list_input("ram://chunks/set.npz")
-  assert isinstance(listing.chunks(8)[1].pieces[0].images, chunks.Rows)  # Not extracted.
-  ids, images, labels = _read_all(listing, 8)
+  source = sources.open_source("ram://chunks/set.npz")
+  piece = source.chunks(8)[1].pieces[0].images
+  assert (piece.path, piece.first, piece.count) == ("ram://chunks/set.npz", 8, 8)  # In place.
+  ids, images, labels = _read_all(source, 8)
   np.testing.assert_array_equal(images, x)
   np.testing.assert_array_equal(labels, y)
   # A glob of .npz files is one set in name order; one file without labels: no labels.
-  listing = chunks.list_input("ram://chunks/glob/*.npz")
-  ids, images, labels = _read_all(listing, 6)
+  source = sources.open_source("ram://chunks/glob/*.npz")
+  ids, images, labels = _read_all(source, 6)
   np.testing.assert_array_equal(images, x)
-  assert labels is None and listing.kind == "npz" and not listing.has_labels
+  assert labels is None and source.kind == "npz" and not source.has_labels
 
 
 def test_bad_input_names_the_file(tmp_path):
   np.save(tmp_path / "f.npy", np.zeros((2, 4, 4, 3), np.float32))
   with pytest.raises(SourceError, match=r"f\.npy: images are float32; expected uint8"):
-    chunks.list_input(str(tmp_path / "f.npy"))
+    sources.open_source(str(tmp_path / "f.npy"))
   np.savez(tmp_path / "k.npz", x=np.zeros((2, 4, 4, 3), np.uint8))
   with pytest.raises(SourceError, match=r"k\.npz: missing key 'image'; found \['x'\]"):
-    chunks.list_input(str(tmp_path / "k.npz"))
+    sources.open_source(str(tmp_path / "k.npz"))
   np.savez(tmp_path / "l.npz", image=np.zeros((3, 4, 4, 3), np.uint8), label=np.zeros(2, int))
   with pytest.raises(SourceError, match=r"l\.npz\['label'\]: labels must have shape \[3\]"):
-    chunks.list_input(str(tmp_path / "l.npz"))
+    sources.open_source(str(tmp_path / "l.npz"))
   np.save(tmp_path / "w.npy", np.full((3, 4, 4, 3), 300, np.int16))
   with pytest.raises(SourceError, match=r"w\.npy: image 2 has values in \[300, 300\]"):
-    chunks.list_input(str(tmp_path / "w.npy")).chunks(2)[1].read()
+    sources.open_source(str(tmp_path / "w.npy")).chunks(2)[1].read()
   with pytest.raises(SourceError, match="nothing.npy: not found"):
-    chunks.list_input(str(tmp_path / "nothing.npy"))
+    sources.open_source(str(tmp_path / "nothing.npy"))
 
 
-def test_both_readers_resolve_layouts_through_one_format_layer(tmp_path):
-  """sources (os) and chunks (gfile) share rgd.datagen.formats.resolve: the same layout for each
-  input form, and the same refusals."""
-  import glob as glob_lib  # pylint: disable=g-import-not-at-top
+def test_layouts_of_each_input_form(tmp_path):
+  """formats.resolve: which files, in which order, for each input form, and the refusals."""
   x = np.zeros((2, 4, 4, 3), np.uint8)
   (tmp_path / "pair").mkdir()
   np.save(tmp_path / "pair" / "image.npy", x)
@@ -107,10 +106,6 @@ def test_both_readers_resolve_layouts_through_one_format_layer(tmp_path):
     np.save(tmp_path / "many" / f"{i}.npy", x)
   for i in (1, 0):
     np.savez(tmp_path / f"s{i}.npz", image=x)
-  on_os = lambda p: formats.resolve(p, os.path.exists, os.path.isdir, glob_lib.glob,
-                                    os.path.join)
-  on_gfile = lambda p: formats.resolve(p, fileio.gfile.exists, fileio.gfile.isdir,
-                                       fileio.gfile.glob, fileio.join)
   pair, many = str(tmp_path / "pair"), str(tmp_path / "many")
   expected = {
       pair: formats.Layout("npy", (f"{pair}/image.npy",), f"{pair}/label.npy"),
@@ -120,15 +115,23 @@ def test_both_readers_resolve_layouts_through_one_format_layer(tmp_path):
       str(tmp_path / "s1.npz"): formats.Layout("npz", (str(tmp_path / "s1.npz"),)),
   }
   for path, layout in expected.items():
-    assert on_os(path) == layout == on_gfile(path), path
+    assert formats.resolve(path) == layout, path
+  open(tmp_path / "s1.npzx", "w").close()
   for bad, message in ((str(tmp_path / "*"), "a glob must match .npy files only or .npz"),
                        (str(tmp_path / "nothing.npz"), "nothing.npz: not found"),
-                       (str(tmp_path / "s1.npz") + "x", "unknown format")):
-    for resolve in (on_os, on_gfile):
-      with pytest.raises(SourceError, match=message):
-        resolve(bad if not bad.endswith("x") else _touch(bad))
+                       (str(tmp_path / "s1.npzx"), "unknown format")):
+    with pytest.raises(SourceError, match=message):
+      formats.resolve(bad)
 
 
-def _touch(path):
-  open(path, "w").close()
-  return path
+def test_a_file_without_images_between_others(tmp_path):
+  x, _ = make_images(30, num_classes=3, size=4, seed=2)
+  np.save(tmp_path / "a.npy", x[:10])
+  np.save(tmp_path / "b.npy", x[:0])
+  np.save(tmp_path / "c.npy", x[10:])
+  source = sources.open_source(str(tmp_path))
+  for chunk_size in (1, 3, 7, 10, 64):
+    cs = source.chunks(chunk_size)
+    assert all(c.pieces for c in cs) and not any(p.count == 0 for c in cs for p in c.pieces)
+    np.testing.assert_array_equal(_read_all(source, chunk_size)[1], x)
+  assert [len(c.pieces) for c in source.chunks(7)] == [1, 2, 1, 1, 1]  # [7, 14) spans a and c

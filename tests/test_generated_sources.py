@@ -1,4 +1,6 @@
-"""rgd.datagen.sources: every input format reads back exactly; bad input names the file."""
+"""rgd.datagen.sources: every input format reads back exactly, locally and from a bucket; bad
+input names the file."""
+import io
 import os
 
 import numpy as np
@@ -8,6 +10,7 @@ import tensorflow as tf
 from conftest import make_images
 from rgd import errors
 from rgd.datagen import sources
+from rgd.runtime import fileio
 
 
 @pytest.fixture
@@ -21,8 +24,9 @@ def test_npz_stored_is_memory_mapped_and_exact(tmp_path, data):
   np.savez(path, image=x, label=y, extra=np.arange(3))
   src = sources.open_source(path)
   assert src.kind == "npz" and src.num_images == 23 and src.image_shape == (8, 8, 3)
-  # The image member is mapped where it lies in the zip, not loaded.
-  assert isinstance(src._arrays[0], np.memmap)
+  # The image member is read where it lies in the zip (at a byte offset), not extracted.
+  member = src.parts[0].images
+  assert member.path == path and member.offset > 0 and member.count == 23
   np.testing.assert_array_equal(src.read(0, 23), x)
   np.testing.assert_array_equal(src.read(5, 9), x[5:9])
   np.testing.assert_array_equal(src.labels, y)
@@ -92,7 +96,7 @@ def test_int_images_in_range_are_accepted(tmp_path, data):
     ("shape", r"s\.npz\['image'\]: images must have shape \[N, H, W, 3\], got \(4, 8, 8\)"),
     ("missing", r"m\.npz: missing key 'image'; found \['images'\]"),
     ("empty", r"e\.npz\['image'\]: no images"),
-    ("labels_float", r"l\.npz: labels must be integers"),
+    ("labels_float", r"l\.npz\['label'\]: labels must be integers"),
 ])
 def test_bad_npz_names_the_file(tmp_path, data, case, match):
   x, y = data
@@ -145,3 +149,77 @@ def test_folder_of_different_sizes_and_unknown_input(tmp_path, data):
     sources.open_source(str(tmp_path / "empty"))
   with pytest.raises(errors.SourceError, match="not found"):
     sources.open_source(str(tmp_path / "nope.npz"))
+
+
+def test_a_bucket_is_read_in_place_and_local_files_by_pread(tmp_path, data, monkeypatch):
+  # ram:// stands for gs://: the same bytes read through gfile give the same images; a
+  # compressed member is extracted into a cache on the same kind of filesystem.
+  x, y = data
+  fileio.save_npz("ram://sources/s.npz", image=x, label=y)
+  buf = io.BytesIO()
+  np.savez_compressed(buf, image=x, label=y)
+  fileio.atomic_write_bytes("ram://sources/c.npz", buf.getvalue())
+  np.save(tmp_path / "local.npy", x)
+  remote = sources.open_source("ram://sources/s.npz")
+  deflated = sources.open_source("ram://sources/c.npz", cache_dir="ram://sources/cache")
+  local = sources.open_source(str(tmp_path / "local.npy"))
+  assert tf.io.gfile.listdir("ram://sources/cache") == [
+      f"c.npz.image.{tf.io.gfile.stat('ram://sources/c.npz').length}."
+      f"{int(tf.io.gfile.stat('ram://sources/c.npz').mtime_nsec // 10**9)}.npy"]
+  idx = np.array([22, 0, 7, 8, 9, 3])
+  for src in (remote, deflated, local):
+    np.testing.assert_array_equal(src.take(idx), x[idx])
+  np.testing.assert_array_equal(remote.labels, y)
+  np.testing.assert_array_equal(deflated.labels, y)
+
+  # Once open, a local file's rows never go through gfile (os.pread); a bucket's must.
+  def no_gfile(*args, **kwargs):
+    raise AssertionError("read through gfile")
+  monkeypatch.setattr(tf.io.gfile, "GFile", no_gfile)
+  np.testing.assert_array_equal(local.take(idx), x[idx])
+  with pytest.raises(AssertionError, match="read through gfile"):
+    remote.take(idx)
+
+
+def test_glob_of_npz_and_one_label_file_for_several_npy(tmp_path, data):
+  x, y = data
+  np.savez(tmp_path / "a.npz", image=x[:9], label=y[:9])
+  np.savez(tmp_path / "b.npz", image=x[9:], label=y[9:])
+  src = sources.open_source(str(tmp_path / "*.npz"))
+  assert src.kind == "npz" and src.num_images == 23
+  np.testing.assert_array_equal(src.read(0, 23), x)
+  np.testing.assert_array_equal(src.labels, y)
+  np.testing.assert_array_equal(src.take([20, 8, 9]), x[[20, 8, 9]])
+  # One .npz without labels: the set has none.
+  np.savez(tmp_path / "b.npz", image=x[9:])
+  assert sources.open_source(str(tmp_path / "*.npz")).labels is None
+  # sample_job's layout: chunk files plus one label file for all of them.
+  for i, (a, b) in enumerate([(0, 10), (10, 23)]):
+    np.save(tmp_path / f"chunk{i}.npy", x[a:b])
+  np.save(tmp_path / "labels.npy", y)
+  src = sources.open_npy([str(tmp_path / "chunk0.npy"), str(tmp_path / "chunk1.npy")],
+                         str(tmp_path / "labels.npy"), name="edm:g")
+  assert src.path == "edm:g"
+  np.testing.assert_array_equal(src.labels, y)
+  np.testing.assert_array_equal(src.chunks(8)[1].read()[2], y[8:16])
+
+
+def test_negative_labels_and_truncated_files(tmp_path, data):
+  x, y = data
+  path = str(tmp_path / "n.npz")
+  np.savez(path, image=x, label=np.where(np.arange(23) == 4, -1, y))
+  src = sources.open_source(path)
+  with pytest.raises(errors.SourceError, match=r"n\.npz\['label'\]: label -1 of image 4 is "
+                     "negative"):
+    _ = src.labels
+  with pytest.raises(errors.SourceError, match=r"label -1 of image 4 is negative"):
+    src.chunks(8)[0].read()
+  np.testing.assert_array_equal(src.chunks(8)[1].read()[2], y[8:16])  # Other chunks read.
+  short = tmp_path / "t.npy"
+  np.save(short, x)
+  with open(short, "r+b") as f:
+    f.truncate(os.path.getsize(short) - 10)
+  src = sources.open_source(str(short))
+  np.testing.assert_array_equal(src.read(0, 22), x[:22])
+  with pytest.raises(errors.SourceError, match=r"t\.npy: file is shorter than its header says"):
+    src.read(20, 23)

@@ -2,7 +2,8 @@
 
 * Imports run one way: no module imports an entry point, and the pure parts (`rgd/attacks/`,
   `rgd/models/`) import no orchestration (training, evaluation, generated-data tools), no
-  runtime plumbing and no entry point.
+  runtime plumbing and no entry point. Between packages (and top-level modules) of rgd the
+  arrows make no cycle: if rgd.a imports rgd.b, nothing in rgd.b leads back to rgd.a.
 * Nothing in the repository points at a file outside it (the steering folder beside the
   checkout, or its recipes file): a user who clones rgd must be able to follow every reference;
   docs/recipes.md is rgd's own.
@@ -59,6 +60,80 @@ def test_pure_parts_import_no_orchestration_or_runtime(package):
   offenders = [(m, i) for m, path in _modules() if _under(m, [package])
                for i in rgd_imports(path) if _under(i, NOT_FOR_PARTS)]
   assert not offenders, offenders
+
+
+def _unit(name):
+  """The package (rgd.data) or top-level module (rgd.errors) a module belongs to."""
+  return ".".join(name.split(".")[:2])
+
+
+def package_graph(modules):
+  """{unit: {unit it imports: [(module, imported name)]}} over (name, path) pairs; imports of
+  the root package `rgd` itself (its docstring index) are no arrow."""
+  graph = {}
+  for m, path in modules:
+    for i in rgd_imports(path):
+      a, b = _unit(m), _unit(i)
+      if a != b and b != "rgd" and a != "rgd":
+        graph.setdefault(a, {}).setdefault(b, []).append((m, i))
+  return graph
+
+
+def package_cycles(graph):
+  """The strongly connected groups of more than one unit (Tarjan), each sorted, with one
+  import of each arrow inside it as evidence."""
+  index, low, stack, on_stack, groups = {}, {}, [], set(), []
+
+  def visit(v):
+    index[v] = low[v] = len(index)
+    stack.append(v)
+    on_stack.add(v)
+    for w in graph.get(v, {}):
+      if w not in index:
+        visit(w)
+        low[v] = min(low[v], low[w])
+      elif w in on_stack:
+        low[v] = min(low[v], index[w])
+    if low[v] == index[v]:
+      group = []
+      while True:
+        w = stack.pop()
+        on_stack.discard(w)
+        group.append(w)
+        if w == v:
+          break
+      if len(group) > 1:
+        groups.append(sorted(group))
+
+  for v in sorted(graph):
+    if v not in index:
+      visit(v)
+  return [{(a, b): min(graph[a][b]) for a in g for b in graph.get(a, {}) if b in g}
+          for g in groups]
+
+
+def test_no_import_cycle_between_packages():
+  cycles = package_cycles(package_graph(_modules()))
+  assert not cycles, cycles
+
+
+def test_the_cycle_check_catches_a_seeded_cycle(tmp_path):
+  # rgd.data -> rgd.runtime -> rgd.datagen -> rgd.data: a cycle of three, found as one group;
+  # rgd.errors, imported by all, is in none.
+  files = {"rgd.data.x": "from rgd.runtime import fileio\nfrom rgd import errors\n",
+           "rgd.runtime.fileio": "def f():\n  from rgd.datagen import writer\n",
+           "rgd.datagen.writer": "import rgd.data.tfrecord\nimport rgd.errors\n",
+           "rgd.errors": "", "rgd": "from rgd import errors\n"}
+  modules = []
+  for name, text in files.items():
+    path = tmp_path / f"{name}.py"
+    path.write_text(text)
+    modules.append((name, str(path)))
+  (cycle,) = package_cycles(package_graph(modules))
+  assert set(cycle) == {("rgd.data", "rgd.runtime"), ("rgd.runtime", "rgd.datagen"),
+                        ("rgd.datagen", "rgd.data")}
+  assert cycle[("rgd.runtime", "rgd.datagen")] == ("rgd.runtime.fileio", "rgd.datagen")
+  assert package_cycles(package_graph(modules[1:])) == []
 
 
 def test_the_rules_catch_a_seeded_violation(tmp_path):

@@ -1,5 +1,6 @@
-"""tools/make_tfrecords.py and rgd.datagen.pipeline: round trip through the training reader,
-top-k filtering, metadata, errors, and an interrupted run finished by a re-run."""
+"""tools/make_tfrecords.py and rgd.datagen.pipeline (in process): round trip through the
+training reader, top-k filtering, metadata, errors, generators by name, and an interrupted run
+finished by a re-run."""
 import glob
 import hashlib
 import json
@@ -16,8 +17,8 @@ import tensorflow as tf
 
 from conftest import make_images
 from rgd.data import datasets, tfrecord
-from rgd.errors import DataError
-from rgd.datagen import labeling, pipeline, sources
+from rgd.errors import ConfigError, DataError
+from rgd.datagen import generators, labeling, metadata, pipeline, sources
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(ROOT, "tools", "make_tfrecords.py")
@@ -25,8 +26,7 @@ TOOL = os.path.join(ROOT, "tools", "make_tfrecords.py")
 
 def _run(out, path, **kw):
   kw.setdefault("examples_per_shard", 7)
-  return pipeline.make_tfrecords(str(out), {"source": {"path": path}},
-                                 lambda cache: sources.open_source(path, cache), **kw)
+  return pipeline.make_tfrecords(str(out), generators.make(f"files:{path}"), **kw)
 
 
 def _by_bytes(images, labels):
@@ -114,15 +114,23 @@ def test_bad_jobs_are_refused(tmp_path):
   np.savez(path, image=x, label=y)
   with pytest.raises(DataError, match="labeller colour has 3 classes but the data has 4"):
     _run(tmp_path / "a", path, labeler=labeling.Labeler(_colour_model()), num_classes=4)
-  with pytest.raises(DataError, match="needs a labeller"):
+  with pytest.raises(ConfigError, match="needs a labeller"):
     _run(tmp_path / "b", path, keep_per_class=2)
+  with pytest.raises(ConfigError, match="examples_per_shard must be positive, got 0"):
+    _run(tmp_path / "b", path, examples_per_shard=0)
+  with pytest.raises(ConfigError, match="the Beam runner needs images every worker can read; "
+                     "'gaussian' generates into a local cache"):
+    pipeline.make_tfrecords(str(tmp_path / "b"), generators.make("gaussian"), runner="X")
+  with pytest.raises(ConfigError, match="loads the labeller on every worker"):
+    _run(tmp_path / "b", path, labeler=labeling.Labeler(_colour_model()), runner="X")
+  assert not os.path.exists(tmp_path / "b")  # Refused before anything is written.
   np.save(tmp_path / "nolabels.npy", x)
   with pytest.raises(DataError, match=r"nolabels\.npy: has no labels and no labeller"):
     _run(tmp_path / "c", str(tmp_path / "nolabels.npy"))
   with pytest.raises(DataError, match=r"s\.npz: label 2 of image \d+ is out of range \[0, 2\)"):
     _run(tmp_path / "d", path, num_classes=2)
   _run(tmp_path / "e", path)
-  with pytest.raises(pipeline.JobMismatchError, match="examples_per_shard: was 7, now 5"):
+  with pytest.raises(metadata.JobMismatchError, match="examples_per_shard: was 7, now 5"):
     _run(tmp_path / "e", path, examples_per_shard=5)
   assert _run(tmp_path / "e", path)["num_examples"] == 12  # Same job: already complete.
 
@@ -174,3 +182,56 @@ def test_killed_run_leaves_nothing_complete_and_a_rerun_finishes(tmp_path):
   # Identical to an uninterrupted run.
   clean = _run(tmp_path / "clean", path, examples_per_shard=5)
   assert [s["sha256"] for s in meta["shards"]] == [s["sha256"] for s in clean["shards"]]
+
+
+def test_generators_by_name(tmp_path, monkeypatch):
+  x, y = make_images(12, num_classes=3, size=8, seed=5)
+  path = str(tmp_path / "s.npz")
+  np.savez(path, image=x, label=y)
+  images = generators.make(f"files:{path}", num_per_class=5)  # Settings it does not take: ignored.
+  stat = os.stat(path)
+  assert images.source == {"kind": "input", "path": path, "size": stat.st_size,
+                           "mtime": int(stat.st_mtime)}
+  assert images.shared and (images.worker, images.num_workers) == (0, 1)
+  gauss = generators.make("gaussian", dataset="npz:/d", num_per_class=5, num_images=7)
+  assert gauss.source == {"kind": "gaussian", "dataset": "npz:/d", "split": "train_full",
+                          "num_per_class": 5, "generator_seed": 0}
+  assert not gauss.shared
+  with pytest.raises(ConfigError, match=r"generator 'nope:x': unknown; expected one of 'edm', "
+                     r"'files', 'gaussian'"):
+    generators.make("nope:x")
+  with pytest.raises(ConfigError, match="'gaussian' takes no argument"):
+    generators.make("gaussian:cifar10")
+  with pytest.raises(ConfigError, match="'edm:DIR' needs the folder"):
+    generators.make("edm")
+
+  # A new generator is one entry: here every image of `files` flipped left-right, written into
+  # the job's cache when (and only when) the job needs the images.
+  opened = []
+
+  @generators.register("flipped")
+  def flipped(arg):
+    def open_source(cache_dir):
+      opened.append(cache_dir)
+      os.makedirs(cache_dir, exist_ok=True)
+      np.savez(os.path.join(cache_dir, "f.npz"), image=x[:, :, ::-1], label=y)
+      return sources.open_source(os.path.join(cache_dir, "f.npz"))
+    return generators.Images({"kind": "flipped", "arg": arg}, open_source)
+  monkeypatch.setitem(generators.REGISTRY, "flipped", flipped)
+  meta = pipeline.make_tfrecords(str(tmp_path / "out"), generators.make("flipped:1"),
+                                 examples_per_shard=12)
+  assert meta["source"] == {"kind": "flipped", "arg": "1"} and len(opened) == 1
+  ex = tfrecord.parse_batch(next(iter(
+      tf.data.TFRecordDataset(tfrecord.list_shards(meta["pattern"])).batch(12))))
+  assert _by_bytes(ex["image"].numpy(), ex["label"].numpy()) == _by_bytes(x[:, :, ::-1], y)
+  pipeline.make_tfrecords(str(tmp_path / "out"), generators.make("flipped:1"),
+                          examples_per_shard=12)
+  assert len(opened) == 1  # Complete already: not generated again.
+
+
+def test_a_job_split_over_workers_writes_each_workers_share():
+  assert pipeline.worker_share("gs://b/out", 10, 1, 3) == ("gs://b/out/worker-00001-of-00003", 3)
+  assert [pipeline.worker_share("o", 10, w, 3)[1] for w in range(3)] == [4, 3, 3]
+  assert pipeline.worker_share("gs://b/out/", None, 2, 3) == ("gs://b/out/worker-00002-of-00003",
+                                                             None)
+  assert pipeline.worker_share("gs://b/out", 10, 0, 1) == ("gs://b/out", 10)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rgd.datagen import pipeline
+from rgd.datagen import generators, pipeline
 from rgd.datagen import sample_job
 from rgd.edm import store, unet
 
@@ -52,9 +52,7 @@ def test_work_split_over_workers(monkeypatch):
   covered = sorted(i for w in range(3) for _, s, e in sample_job.chunk_ranges(103, 7, w, 3)
                    for i in range(s, e))
   assert covered == list(range(103))
-  assert [sample_job.worker_keep(10, w, 3) for w in range(3)] == [4, 3, 3]
-  assert sample_job.worker_output_dir("gs://b/out", 1, 3) == "gs://b/out/worker-00001-of-00003"
-  assert sample_job.worker_output_dir("gs://b/out", 0, 1) == "gs://b/out"
+  # The job's share of each worker: tests/test_make_tfrecords.py (pipeline.worker_share).
 
 
 def _save_tiny_generator(folder):
@@ -102,9 +100,10 @@ def test_killed_sampling_job_resumes_to_the_uninterrupted_images(tmp_path):
     meta = json.load(f)
   assert meta["num_examples"] == 12 and meta["counts_per_class"] == [4, 4, 4]
 
-  config, opener = sample_job.make_opener(gen, 12, chunk_size=4, batch_per_device=2,
-                                          num_steps=2, s_churn=0.0, guidance=0.0)
-  clean = pipeline.make_tfrecords(str(tmp_path / "clean"), config, opener, examples_per_shard=5,
+  images = generators.make(f"edm:{gen}", num_images=12, chunk_size=4, batch_per_device=2,
+                           num_steps=2)
+  assert images.source["kind"] == "edm" and images.source["num_steps"] == 2
+  clean = pipeline.make_tfrecords(str(tmp_path / "clean"), images, examples_per_shard=5,
                                   keep_cache=True)
   assert [s["sha256"] for s in meta["shards"]] == [s["sha256"] for s in clean["shards"]]
   resumed = np.concatenate([np.load(p) for p in sorted(glob.glob(chunks))])

@@ -16,32 +16,34 @@ r"""Turns generated images into a pseudo-labelled, sharded TFRecord training set
       --num_per_class=100000 --labeler=LABELER/model.keras --output_dir=OUT
 
   # The same job on Apache Beam (pip install -e ".[beam]"): 2 local processes, or a cluster
-  # (docs/beam.md); --input may then also be a glob of .npz files:
+  # (docs/beam.md):
   python tools/make_tfrecords.py --input='gs://b/samples/*.npy' ... --runner=DirectRunner \
       --beam_pipeline_options="--direct_num_workers=2 --direct_running_mode=multi_processing"
 
-Inputs (--input): an .npz with `image` uint8 [N, H, W, 3] (and optional `label`), .npy files
-(a file, a glob or a folder), or a folder of PNG/JPEG images. Without --labeler the input's own
+Inputs (--input, the generator `files:PATH`): an .npz with `image` uint8 [N, H, W, 3] (and
+optional `label`), .npy files (a file, a glob or a folder), a folder of PNG/JPEG images, or a
+glob of .npz files; local or gs://. The generators are chosen by name in rgd.datagen.generators;
+the job is rgd.datagen.pipeline.make_tfrecords. Without --labeler the input's own
 labels are kept (the Gaussian's class, or the .npz `label`). Train on the result with
 `generated_pattern` = OUT/generated-*.tfrecord (see docs/generated_data.md). An interrupted run
 is finished by running the same command again.
 """
-import os
+import shlex
 import sys
 
 from absl import app
 from absl import flags
 from absl import logging
 
-from rgd.errors import DataError
-from rgd.datagen import pipeline
+from rgd.datagen import generators, labeling, pipeline
+from rgd.errors import ConfigError, DataError
 
 flags.DEFINE_string("input", None, "Generated images: .npz, .npy file/glob/folder, or a folder "
                     "of PNG/JPEG files.")
-flags.DEFINE_string("generator", None, "Generate the images instead of --input: "
-                    "'gaussian' = class-conditional Gaussian fitted on --dataset (seed 001 "
-                    "Sec. 3.2); 'edm:DIR' = the EDM trained by rgd.train_generator in DIR "
-                    "(rgd/datagen/sample_job.py).")
+flags.DEFINE_string("generator", None, "Generate the images instead of --input, by name "
+                    "(rgd/datagen/generators.py): 'gaussian' = class-conditional Gaussian fitted "
+                    "on --dataset (seed 001 Sec. 3.2); 'edm:DIR' = the EDM trained by "
+                    "rgd.train_generator in DIR; 'files:PATH' = --input=PATH.")
 flags.DEFINE_integer("num_images", 1_000_000, "Images to sample for --generator=edm:DIR "
                      "(image i is of class i % K).")
 flags.DEFINE_integer("num_steps", 18, "EDM sampler steps (18: 35 network evaluations).")
@@ -80,33 +82,6 @@ flags.DEFINE_float("debug_shard_delay_s", 0.0, "Testing only: sleep after each s
                    "each EDM chunk) so that a run can be interrupted.")
 
 
-def _input_config(path):
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  remote = "://" in path
-  info = {"kind": "input", "path": path if remote else os.path.abspath(path)}
-  if tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path):
-    stat = tf.io.gfile.stat(path)
-    info.update(size=stat.length, mtime=int(stat.mtime_nsec // 10**9))
-  return info
-
-
-def _gaussian_opener(dataset, split, num_per_class, seed, num_classes):
-  def open_source(cache_dir):
-    from rgd.data import datasets
-    from rgd.runtime import progress
-    from rgd.datagen import gaussian, sources
-    images, labels = datasets.load_split(dataset, split)
-    k = datasets.num_classes_of(dataset, num_classes)
-    logging.info("Fitting a class-conditional Gaussian to %d images of %s", len(images), dataset)
-    model = gaussian.ClassConditionalGaussian.fit(images, labels, k)
-    del images
-    bar = progress.Progress(num_per_class * k, "sampling", "img")
-    folder = gaussian.write_samples(model, num_per_class, os.path.join(cache_dir, "gaussian"),
-                                    seed=seed, progress=bar)
-    bar.close()
-    return sources.open_source(folder)
-  return open_source
-
 
 def main(argv):
   del argv
@@ -117,69 +92,32 @@ def main(argv):
     raise app.UsageError("give exactly one of --input and --generator")
   try:
     _run(f)
-  except DataError as e:  # Bad input: one clear line naming the file, no traceback.
+  except (ConfigError, DataError) as e:  # One clear line naming the file or flag, no traceback.
     sys.exit(f"error: {e}")
 
 
 def _run(f):
-  output_dir, keep = f.output_dir, f.keep_per_class
-  if f.generator and f.generator.startswith("edm:"):
-    from rgd.datagen import sample_job
-    worker, num_workers = sample_job.worker_split()
-    output_dir = sample_job.worker_output_dir(f.output_dir, worker, num_workers)
-    keep = sample_job.worker_keep(keep, worker, num_workers)
-    config, opener = sample_job.make_opener(
-        f.generator[4:], f.num_images, f.generator_seed, f.chunk_size, f.batch_per_device,
-        worker, num_workers, f.debug_shard_delay_s, num_steps=f.num_steps, s_churn=f.s_churn,
-        guidance=f.guidance)
-  elif f.generator == "gaussian":
-    config = {"source": {"kind": "gaussian", "dataset": f.dataset, "split": f.fit_split,
-                         "num_per_class": f.num_per_class, "generator_seed": f.generator_seed}}
-    opener = _gaussian_opener(f.dataset, f.fit_split, f.num_per_class, f.generator_seed,
-                              f.num_classes)
-  elif f.generator:
-    raise app.UsageError(f"--generator={f.generator}: expected 'gaussian' or 'edm:DIR'")
-  else:
-    from rgd.datagen import sources
-    config = {"source": _input_config(f.input)}
-
-    def opener(cache_dir):
-      return sources.open_source(f.input, cache_dir)
-  if f.runner:
-    return _run_beam(f, config)
-  labeler = None
-  if f.labeler:
-    from rgd.datagen import labeling
-    labeler = labeling.Labeler.load(f.labeler, from_logits=f.labeler_outputs == "logits")
   meta = pipeline.make_tfrecords(
-      output_dir, config, opener, labeler=labeler, keep_per_class=keep or None,
-      num_classes=f.num_classes, examples_per_shard=f.examples_per_shard,
-      batch_size=f.batch_size, seed=f.seed, keep_cache=f.keep_cache, argv=sys.argv,
-      shard_delay_s=f.debug_shard_delay_s)
-  logging.info("Wrote %d examples in %d shards to %s (per class: %s)", meta["num_examples"],
-               len(meta["shards"]), output_dir, meta["counts_per_class"])
-  print(f"{meta['num_examples']} examples, per class {meta['counts_per_class']}: "
-        f"{meta['pattern']}")
-
-
-def _run_beam(f, config):
-  import shlex  # pylint: disable=g-import-not-at-top
-  from rgd.datagen import beam_pipeline, labeling  # pylint: disable=g-import-not-at-top
-  if f.generator:
-    raise app.UsageError("--runner needs --input (write --generator's samples first)")
-  labeler = f.labeler and labeling.Labeler.load(f.labeler,
-                                                from_logits=f.labeler_outputs == "logits")
-  meta = beam_pipeline.make_tfrecords(
-      f.output_dir, config, f.input, labeler=labeler or None,
+      f.output_dir,
+      generators.make(
+          f.generator or f"files:{f.input}", dataset=f.dataset, fit_split=f.fit_split,
+          num_per_class=f.num_per_class, generator_seed=f.generator_seed,
+          num_classes=f.num_classes, num_images=f.num_images, chunk_size=f.chunk_size,
+          batch_per_device=f.batch_per_device, num_steps=f.num_steps, s_churn=f.s_churn,
+          guidance=f.guidance, debug_delay_s=f.debug_shard_delay_s),
+      labeler=labeling.Labeler.load(f.labeler, from_logits=f.labeler_outputs == "logits")
+      if f.labeler else None,
       keep_per_class=f.keep_per_class or None, num_classes=f.num_classes,
       examples_per_shard=f.examples_per_shard, batch_size=f.batch_size, seed=f.seed,
-      keep_cache=f.keep_cache, argv=sys.argv,
-      beam_args=[f"--runner={f.runner}"] + shlex.split(f.beam_pipeline_options))
+      keep_cache=f.keep_cache, argv=sys.argv, shard_delay_s=f.debug_shard_delay_s,
+      runner=f.runner, beam_options=shlex.split(f.beam_pipeline_options))
   if meta is None:
     print(f"submitted to {f.runner}; {f.output_dir}/metadata.json appears when it is done")
-  else:
-    print(f"{meta['num_examples']} examples, per class {meta['counts_per_class']}: "
-          f"{meta['pattern']}")
+    return
+  logging.info("Wrote %d examples in %d shards to %s (per class: %s)", meta["num_examples"],
+               len(meta["shards"]), meta["pattern"], meta["counts_per_class"])
+  print(f"{meta['num_examples']} examples, per class {meta['counts_per_class']}: "
+        f"{meta['pattern']}")
 
 
 if __name__ == "__main__":

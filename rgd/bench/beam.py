@@ -86,7 +86,7 @@ def main(argv):
   args = parse_args(argv)
   # Imported here: `tools/benchmark.py --help` works without apache-beam.
   # pylint: disable=g-import-not-at-top
-  from rgd.datagen import beam_pipeline, labeling, pipeline, sources
+  from rgd.datagen import generators, labeling, pipeline
   folder = args.dir or tempfile.mkdtemp(prefix="rgd_beam_")  # local only: benchmark scratch
   os.makedirs(folder, exist_ok=True)  # local only: benchmark scratch
   try:
@@ -104,20 +104,18 @@ def main(argv):
     keep = args.keep_per_class or None
     kw = dict(labeler=labeler, keep_per_class=keep, examples_per_shard=args.examples_per_shard,
               batch_size=args.batch_size)
-    config = {"source": {"path": inputs}}
+    images = generators.make(f"files:{inputs}")
     rows = []
     if args.single:
       start, cpu = time.perf_counter(), _cpu_seconds()
-      meta = pipeline.make_tfrecords(os.path.join(folder, "single"), config,
-                                     lambda c: sources.open_source(inputs, c), **kw)
+      meta = pipeline.make_tfrecords(os.path.join(folder, "single"), images, **kw)
       rows.append(("single process", time.perf_counter() - start, _cpu_seconds() - cpu,
                    meta["num_examples"]))
     for w in [int(x) for x in args.workers.split(",") if x]:
-      beam_args = ["--runner=DirectRunner", f"--direct_num_workers={w}",
-                   "--direct_running_mode=multi_processing"]
+      options = [f"--direct_num_workers={w}", "--direct_running_mode=multi_processing"]
       start, cpu = time.perf_counter(), _cpu_seconds()
-      meta = beam_pipeline.make_tfrecords(os.path.join(folder, f"beam{w}"), config, inputs,
-                                          beam_args=beam_args, **kw)
+      meta = pipeline.make_tfrecords(os.path.join(folder, f"beam{w}"), images,
+                                     runner="DirectRunner", beam_options=options, **kw)
       rows.append((f"Beam DirectRunner x{w}", time.perf_counter() - start,
                    _cpu_seconds() - cpu, meta["num_examples"]))
     print(f"{n} images {s}x{s}x3 in {args.num_files} .npy files, labeller {gflops:.4f} GFLOPs "

@@ -25,6 +25,7 @@ import numpy as np
 
 from rgd.data import datasets
 from rgd.datagen import writer
+from rgd.runtime import digest
 
 
 def parse_args(argv):
@@ -82,7 +83,7 @@ def main(argv):
     write_rate = n / (time.perf_counter() - start)
     start = time.perf_counter()
     for name in names:
-      writer.sha256_file(os.path.join(folder, name))
+      digest.sha256_file(os.path.join(folder, name))
     sha_rate = n / (time.perf_counter() - start)
     pattern = os.path.join(folder, f"{writer.DEFAULT_PREFIX}-*.tfrecord")
     parse_rate, train_rate = (

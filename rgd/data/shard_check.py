@@ -3,7 +3,7 @@
 Before training (`check_generated_shards`, cheap: one stat per shard and one record read):
   * the glob matches at least one file, and no file is empty (an empty shard is a valid, empty
     TFRecord file: with every shard empty the repeating reader would spin forever) unless
-    metadata.json records it as empty (rgd.datagen.beam_pipeline's hash sharding may);
+    metadata.json records it as empty (the Beam runner's hash sharding may);
   * when the shards' folder holds `metadata.json` (rgd.datagen.pipeline), every shard it
     lists that the glob selects exists with the size it records ('bytes'); with
     `verify_checksums` also its sha256 (a full read of the data: opt in);
@@ -23,9 +23,8 @@ import gin
 import numpy as np
 import tensorflow as tf
 
-from rgd.runtime import fileio
 from rgd.errors import DataError
-from rgd.datagen.writer import sha256_file
+from rgd.runtime import digest, fileio
 
 METADATA_FILE = "metadata.json"
 _HEADER_BYTES = 16  # length (8) + its CRC (4) before each record, data CRC (4) after it
@@ -79,7 +78,7 @@ def _check_against_metadata(meta_path, pattern, sizes, verify_checksums):
     if "bytes" in entry and sizes[path] != entry["bytes"]:
       raise DataError(f"{path}: {sizes[path]} bytes, but {meta_path} records {entry['bytes']} "
                       "(truncated, or a partial copy)")
-    if verify_checksums and entry.get("sha256") and sha256_file(path) != entry["sha256"]:
+    if verify_checksums and entry.get("sha256") and digest.sha256_file(path) != entry["sha256"]:
       raise DataError(f"{path}: sha256 differs from the one {meta_path} records (corrupt copy)")
     if entry.get("num_examples") == 0:
       empty.add(path)

@@ -2,14 +2,18 @@
 
 Seed 001 (Gowal et al. 2021) adds images from generative models to adversarial training. The
 path from images to a training set, one module per step:
-  sources        read generated images (.npz, .npy, PNG/JPEG folders) in batches or by index,
-                 without loading 1M+ images into memory
+  formats        the on-disk layouts (.npz, .npy, PNG/JPEG folders) and their header checks
+  sources        the one reader of generated images, through tf.io.gfile (local files by
+                 os.pread): in batches, by index or in chunks, without loading 1M+ images
+  generators     generated images chosen by name: files:PATH, gaussian, edm:DIR
   gaussian       the class-conditional Gaussian generator of seed 001 Sec. 3.2
   labeling       pseudo-labels from a non-robust classifier; top-k per class filtering
+  sample_job     sampling a trained EDM on the local devices, split over workers
   writer         sharded, atomic, restartable TFRecord writing (schema: rgd.data.tfrecord)
-  pipeline       the job of tools/make_tfrecords.py: label -> select -> write -> metadata.json
-  chunks         the same inputs listed once and read as chunks of rows through tf.io.gfile
-  beam_pipeline  the same job on Apache Beam (--runner=...): many workers, same records
+  metadata       metadata.json of a finished job, and matching a re-run against it
+  pipeline       the labelling job (tools/make_tfrecords.py): label -> select -> write ->
+                 metadata.json, in process or on Beam (runner=...)
+  beam_pipeline  the job's Beam runner: many workers, the same records
   complementarity  seed 001 App. D Algorithm 1: complementarity and coverage of a set; the
                  feature extractors
   fid            the Frechet distance (FID) of two image sets in an extractor's features

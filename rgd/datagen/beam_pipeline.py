@@ -1,12 +1,14 @@
-"""`tools/make_tfrecords.py --runner=...`: the job of rgd.datagen.pipeline on Apache Beam.
+"""The Beam runner of the labelling job (rgd.datagen.pipeline.make_tfrecords(runner=...)).
 
 Seed 001 trains on up to 100M generated images (Gowal et al. 2021, Sec. 4); labelling them is
 days of one machine, so the same job (label -> keep the top k per class -> sharded TFRecords +
 metadata.json) also runs as a Beam pipeline, on one machine (DirectRunner, several processes)
-or a cluster (Dataflow, Flink, Spark), with the same flags. Stages:
+or a cluster (Dataflow, Flink, Spark), with the same flags. The job (rgd.datagen.pipeline) has
+made its checks and opened the images; `run` builds and runs the pipeline. Stages:
 
-  Create(chunks)        the input listed once (rgd.datagen.chunks): chunks of `chunk_size`
-                        consecutive images; a worker reads only its chunk, through tf.io.gfile
+  Create(chunks)        the source cut once (rgd.datagen.sources.Source.chunks): chunks of
+                        `chunk_size` consecutive images; a worker reads only its chunk, through
+                        tf.io.gfile
   Score (top-k only)    labels a chunk in batches (the Keras labeller is loaded once per worker,
                         in DoFn.setup), keeps the chunk's best k per class, emits
                         (class, (score, -id)); Top.LargestPerKey keeps the best k per class
@@ -18,7 +20,7 @@ or a cluster (Dataflow, Flink, Spark), with the same flags. Stages:
   WriteShard            one shard per key, written atomically (rgd.data.tfrecord.write_shard)
   Finish                moves the shards into place, then writes metadata.json last
 
-Equal to the single-process path: the ids are sources.open_source's indices, the score is the
+Equal to the in-process runner: the ids are the source's indices, the score is the
 same Labeler's, the ranking is the same (score descending, then id ascending: the tuple
 (score, -id) orders as labeling.rank_order), and chunk_size is a multiple of batch_size, so the
 labeller sees the same batches (same floats) as labeling.label_source. So the records of every
@@ -34,24 +36,21 @@ the same fields and values except:
   * `created`, `command`.
 """
 import json
-import logging
 import math
 import time
 
+from absl import logging
 import apache_beam as beam
 from apache_beam.options import pipeline_options as beam_options
 import numpy as np
 
-from rgd.runtime import fileio
 from rgd.data import tfrecord
+from rgd.datagen import labeling, metadata, sources, writer
 from rgd.errors import DataError
-from rgd.datagen import chunks as chunks_lib
-from rgd.datagen import labeling, pipeline, writer
-from rgd.errors import SourceError
+from rgd.runtime import digest, fileio
 
 gfile = fileio.gfile
 BEAM_DIR = "beam"  # OUT/.work/beam: shards of a Beam run before they move into OUT.
-DEFAULT_CHUNK = 4096  # Images per chunk (rounded up to a multiple of batch_size).
 
 
 def shard_hash(ids, seed):
@@ -141,10 +140,8 @@ class RecordsFn(_Labelling):
     else:
       if self._labeler is not None:
         labels, scores = self._label(images)
-      elif self._num_classes is not None and labels.max() >= self._num_classes:
-        i = int(np.argmax(labels >= self._num_classes))
-        raise SourceError(f"{self._where}: label {int(labels[i])} of image {int(ids[i])} is out "
-                          f"of range [0, {self._num_classes})")
+      elif self._num_classes is not None:
+        sources.check_label_range(labels, ids, self._num_classes, self._where)
       for c, n in zip(*np.unique(labels, return_counts=True)):
         yield beam.pvalue.TaggedOutput("seen", (int(c), int(n)))
       total = self._num_images
@@ -176,7 +173,7 @@ class WriteShard(beam.DoFn):
     path = fileio.join(self._folder, name)
     tfrecord.write_shard(path, (it[2] for it in items))
     yield {"index": index, "num_shards": num_shards, "name": name,
-           "num_examples": len(items), "sha256": writer.sha256_file(path),
+           "num_examples": len(items), "sha256": digest.sha256_file(path),
            "bytes": int(fileio.gfile.stat(path).length),
            "label": np.array([it[3] for it in items], np.int32),
            "score": np.array([it[4] for it in items], np.float64)}
@@ -206,7 +203,7 @@ class Finish(beam.DoFn):
         name = tfrecord.shard_name(self._config["prefix"], i, num_shards)
         tfrecord.write_shard(fileio.join(folder, name), iter(()))
         by_index[i] = {"name": name, "num_examples": 0, "bytes": 0,
-                       "sha256": writer.sha256_file(fileio.join(folder, name)),
+                       "sha256": digest.sha256_file(fileio.join(folder, name)),
                        "label": np.zeros(0, np.int32), "score": np.zeros(0)}
       s = by_index[i]
       entries.append({"name": s["name"], "num_examples": s["num_examples"],
@@ -214,17 +211,13 @@ class Finish(beam.DoFn):
     labels = np.concatenate([by_index[i]["label"] for i in range(num_shards)]).astype(np.int64)
     scores = np.concatenate([by_index[i]["score"] for i in range(num_shards)])
     num_seen = np.array([seen.get(c, 0) for c in range(k)], np.int64)
-    keep = self._config["keep_per_class"]
-    short = [c for c in range(k) if keep and (labels == c).sum() < keep]
-    if short:
-      logging.warning("classes %s have fewer than %d images: kept %s", short, keep,
-                      [int((labels == c).sum()) for c in short])
+    metadata.warn_short_classes(labels, self._config["keep_per_class"], k)
     for e in entries:
       src = fileio.join(folder, e["name"])
       if gfile.exists(src) or not gfile.exists(fileio.join(self._out, e["name"])):
         # (A retried Finish finds the shards it moved already in place.)
         gfile.rename(src, fileio.join(self._out, e["name"]), overwrite=True)
-    meta = pipeline.build_metadata(self._out, self._config, labels, scores, num_seen, entries,
+    meta = metadata.build(self._out, self._config, labels, scores, num_seen, entries,
                                    self._has_scores, self._argv)
     meta["beam"] = self._beam
     fileio.atomic_write_text(fileio.join(self._out, writer.METADATA_FILE),
@@ -234,69 +227,37 @@ class Finish(beam.DoFn):
     yield meta["num_examples"]
 
 
-def make_tfrecords(output_dir, config, input_path, labeler=None, keep_per_class=None,
-                   num_classes=None, examples_per_shard=10_000, batch_size=256, seed=0,
-                   prefix=writer.DEFAULT_PREFIX, keep_cache=False, argv=None,
-                   beam_args=("--runner=DirectRunner",), chunk_size=DEFAULT_CHUNK):
-  """pipeline.make_tfrecords on Beam; returns the metadata dict (None when the runner does not
-  wait for the job, e.g. Dataflow without --wait).
-
-  `labeler`: a labeling.Labeler loaded from a path every worker can read (`labeler.path`).
-  `beam_args`: Beam pipeline options as command-line strings ("--runner=DataflowRunner", ...).
-  An interrupted job is rerun from the start (Beam runners retry failed work themselves)."""
-  config = pipeline.job_config(config, keep_per_class, examples_per_shard, seed, prefix,
-                               num_classes, labeler)
-  config["writer"] = "beam"
+def run(output_dir, source, config, labeler, num_classes, batch_size, chunk_size, argv,
+        options, keep_cache=False):
+  """Builds and runs the job's Beam pipeline; returns the metadata dict (None when the runner
+  does not wait for the job, e.g. Dataflow without --wait). Called by
+  rgd.datagen.pipeline.make_tfrecords after its checks: `source` is the opened images,
+  `config` the job's arguments (metadata.job_config), `labeler` loaded from a path every
+  worker can read, `chunk_size` a multiple of `batch_size`, `options` Beam's command-line
+  strings ("--runner=DataflowRunner", ...)."""
+  keep_per_class, examples_per_shard = config["keep_per_class"], config["examples_per_shard"]
   work = fileio.join(output_dir, writer.WORK_DIR)
   meta_path = fileio.join(output_dir, writer.METADATA_FILE)
-  if gfile.exists(meta_path):
-    meta = fileio.read_json(meta_path)
-    pipeline._check_same_job(meta_path, meta["job"], config)  # pylint: disable=protected-access
-    logging.info("%s is complete already", output_dir)
-    return meta
-  gfile.makedirs(work)
-  if gfile.exists(fileio.join(work, writer.PLAN_FILE)):
-    raise pipeline.JobMismatchError(f"{output_dir} holds an unfinished single-process run "
-                                    "(.work/plan.npz); finish it without --runner, or use a new "
-                                    "--output_dir")
-  if any(n.endswith(".tfrecord") for n in gfile.listdir(output_dir)):
-    raise pipeline.JobMismatchError(f"{output_dir} already holds TFRecords; use a new "
-                                    "--output_dir")
   folder = fileio.join(work, BEAM_DIR)
   if gfile.exists(folder):
     gfile.rmtree(folder)  # An interrupted Beam run's shards: its bundles are redone anyway.
   gfile.makedirs(folder)
 
-  listing = chunks_lib.list_input(input_path, extract_dir=fileio.join(work, "extracted"))
-  if labeler is None:
-    if keep_per_class is not None:
-      raise DataError("keeping the top images per class needs a labeller to score them "
-                      "(--labeler)")
-    if not listing.has_labels:
-      raise DataError(f"{input_path}: has no labels and no labeller was given (--labeler)")
-  else:
-    if labeler.path is None:
-      raise ValueError("the Beam pipeline loads the labeller on every worker: give a Labeler "
-                       "loaded from a path (Labeler.load)")
-    labeler.check(num_classes if num_classes is not None else labeler.num_classes,
-                  listing.image_shape)
-  k = num_classes if num_classes is not None else (labeler.num_classes if labeler else None)
-  chunk_size = batch_size * max(1, math.ceil(chunk_size / batch_size))
-  chunk_list = listing.chunks(chunk_size)
-  args = list(beam_args)
-  options = beam_options.PipelineOptions(args)
-  runner = options.view_as(beam_options.StandardOptions).runner
+  chunk_list = source.chunks(chunk_size)
+  args = list(options)
+  pipeline_options = beam_options.PipelineOptions(args)
+  runner = pipeline_options.view_as(beam_options.StandardOptions).runner
   beam_info = {"runner": runner, "options": args, "chunk_size": chunk_size,
                "num_chunks": len(chunk_list)}
   lpath = None if labeler is None else labeler.path
   logits = True if labeler is None else labeler.from_logits
-  logging.info("Beam (%s): %d images of %s in %d chunks", runner, listing.num_images,
-               input_path, len(chunk_list))
+  logging.info("Beam (%s): %d images of %s in %d chunks", runner, source.num_images,
+               source.path, len(chunk_list))
 
-  p = beam.Pipeline(options=options)
+  p = beam.Pipeline(options=pipeline_options)
   chunk_pc = p | "Chunks" >> beam.Create(chunk_list)  # Create reshuffles: chunks spread.
-  make_records = RecordsFn(lpath, logits, batch_size, seed, examples_per_shard,
-                           listing.num_images, num_classes, input_path)
+  make_records = RecordsFn(lpath, logits, batch_size, config["seed"], examples_per_shard,
+                           source.num_images, num_classes, source.path)
   if labeler is not None and keep_per_class is not None:
     scored = chunk_pc | "Score" >> beam.ParDo(
         ScoreChunk(lpath, logits, batch_size, keep_per_class)).with_output_types(
@@ -313,10 +274,10 @@ def make_tfrecords(output_dir, config, input_path, labeler=None, keep_per_class=
     records, seen = out.records, out.seen
   seen = seen | "CountSeen" >> beam.CombinePerKey(sum)
   shards = (records | "ByShard" >> beam.GroupByKey()
-            | "WriteShard" >> beam.ParDo(WriteShard(folder, prefix)))
+            | "WriteShard" >> beam.ParDo(WriteShard(folder, config["prefix"])))
   _ = (p | "Once" >> beam.Create([None])
-       | "Finish" >> beam.ParDo(Finish(output_dir, config, k, labeler is not None, argv,
-                                       beam_info, keep_cache),
+       | "Finish" >> beam.ParDo(Finish(output_dir, config, num_classes, labeler is not None,
+                                       argv, beam_info, keep_cache),
                                 shards=beam.pvalue.AsList(shards),
                                 seen=beam.pvalue.AsList(seen)))
   result = p.run()

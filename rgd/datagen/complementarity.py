@@ -24,6 +24,7 @@ import tensorflow as tf
 from rgd import models
 from rgd.data import tfrecord
 from rgd.datagen import inception, sources
+from rgd.errors import ConfigError, DataError
 from rgd.runtime import progress
 
 
@@ -65,7 +66,7 @@ def complementarity_and_coverage(train, test, generated, pca_dim=100):
   train, test, generated = (np.asarray(a, np.float64) for a in (train, test, generated))
   for name, a in (("train", train), ("test", test), ("generated", generated)):
     if a.ndim != 2 or len(a) < 2:
-      raise ValueError(f"{name} features must be [n >= 2, F], got {a.shape}")
+      raise DataError(f"{name} features must be [n >= 2, F], got {a.shape}")
   mean, comps = fit_pca(np.concatenate([train, test]), pca_dim)
   g_train, g_test, g_gen = (project(a, mean, comps) for a in (train, test, generated))
   n = len(g_gen)
@@ -92,7 +93,7 @@ def penultimate_extractor(model):
   pseudo-labeller's own feature space, used when no Inception weights are available."""
   dense = [l for l in model.layers if isinstance(l, keras.layers.Dense)]
   if not dense:
-    raise ValueError(f"model {model.name} has no Dense layer to take features before")
+    raise ConfigError(f"model {model.name} has no Dense layer to take features before")
   features = keras.Model(model.input, dense[-1].input)
   return lambda images: features(np.asarray(images, np.float32) / 255.0, training=False)
 
@@ -133,7 +134,7 @@ def choose_extractor(kind="auto", labeler=None, inception_weights=None, inceptio
   ~/.keras/models/classify_image_graph_def.pb), 'inception_v3' (Keras' ImageNet InceptionV3 from
   local weights `inception_weights`), 'labeler' (penultimate layer of the Keras model at
   `labeler`), or 'auto' (the first of these whose file is there). `info` names the extractor and
-  what its numbers compare with. Raises ValueError naming what is missing."""
+  what its numbers compare with. Raises ConfigError naming what is missing."""
   graph = inception_graph or default_path(inception.GRAPH_FILE)
   weights = inception_weights or default_path(INCEPTION_WEIGHTS)
   if kind == "auto":
@@ -141,25 +142,25 @@ def choose_extractor(kind="auto", labeler=None, inception_weights=None, inceptio
             "inception_v3" if tf.io.gfile.exists(weights) else "labeler")
   if kind == "inception_2015":
     if not tf.io.gfile.exists(graph):
-      raise ValueError(f"Inception 2015-12-05 graph not found at {graph}; put "
-                       f"{inception.GRAPH_FILE} of inception-2015-12-05.tgz there (or pass "
-                       "--inception_graph)")
+      raise ConfigError(f"Inception 2015-12-05 graph not found at {graph}; put "
+                        f"{inception.GRAPH_FILE} of inception-2015-12-05.tgz there (or pass "
+                        "--inception_graph)")
     return inception.inception_2015_extractor(graph), {
         "extractor": "inception_2015 (Inception-v3 graph of 2015-12-05, pool_3, 2048-d)",
         "weights": graph, "comparable_with": COMPARABLE["inception_2015"]}
   if kind == "inception_v3":
     if not tf.io.gfile.exists(weights):
-      raise ValueError(f"InceptionV3 weights not found at {weights}; copy Keras' "
-                       f"{INCEPTION_WEIGHTS} there or use --extractor=labeler")
+      raise ConfigError(f"InceptionV3 weights not found at {weights}; copy Keras' "
+                        f"{INCEPTION_WEIGHTS} there or use --extractor=labeler")
     return inception_extractor(weights), {
         "extractor": "inception_v3 (Keras ImageNet InceptionV3 pool, 2048-d; inputs resized to "
                      "299)", "weights": weights, "comparable_with": COMPARABLE["inception_v3"]}
   if kind != "labeler":
-    raise ValueError(f"unknown extractor {kind!r}: expected auto, inception_2015, inception_v3 "
-                     "or labeler")
+    raise ConfigError(f"unknown extractor {kind!r}: expected auto, inception_2015, inception_v3 "
+                      "or labeler")
   if not labeler:
-    raise ValueError("--extractor=labeler (the fallback without Inception weights) needs "
-                     "--labeler")
+    raise ConfigError("--extractor=labeler (the fallback without Inception weights) needs "
+                      "--labeler")
   model = models.load(labeler)
   return penultimate_extractor(model), {
       "extractor": f"labeler penultimate layer ({model.name})", "weights": labeler,
@@ -182,7 +183,7 @@ def balanced_sample(labels, n, num_classes, seed, total=None):
   rng = np.random.default_rng(seed)
   if labels is None:
     if total < n:
-      raise ValueError(f"{total} images, {n} needed")
+      raise DataError(f"{total} images, {n} needed")
     return np.sort(rng.choice(total, n, replace=False))
   labels = np.asarray(labels)
   picked = []
@@ -190,8 +191,8 @@ def balanced_sample(labels, n, num_classes, seed, total=None):
     m = n // num_classes + (k < n % num_classes)
     pool = np.flatnonzero(labels == k)
     if len(pool) < m:
-      raise ValueError(f"class {k} has {len(pool)} images, {m} needed for a class-balanced "
-                       f"sample of {n}")
+      raise DataError(f"class {k} has {len(pool)} images, {m} needed for a class-balanced "
+                      f"sample of {n}")
     picked.append(rng.choice(pool, m, replace=False))
   return np.sort(np.concatenate(picked))
 
@@ -223,11 +224,11 @@ def read_generated(path, n, num_classes, seed, cache_dir=None, balanced=True):
         break
     if not balanced:
       if len(images) < n:
-        raise ValueError(f"{path}: {len(images)} records, {n} needed")
+        raise DataError(f"{path}: {len(images)} records, {n} needed")
       return np.stack(images), np.array(labels)
     if (have < want).any():
-      raise ValueError(f"{path}: too few records per class for a balanced sample of {n}: "
-                       f"{have.tolist()}")
+      raise DataError(f"{path}: too few records per class for a balanced sample of {n}: "
+                      f"{have.tolist()}")
     return np.stack(images), np.array(labels)
   source = sources.open_source(path, cache_dir)
   if source.labels is not None:

@@ -1,10 +1,9 @@
-"""The on-disk formats of generated images, shared by the two readers.
+"""The on-disk formats of generated images: which layout a path is, and the header checks.
 
-`sources.py` (one machine, memory-mapped local files) and `chunks.py` (any process, byte ranges
-through tf.io.gfile) read the same inputs in the same order, so an image's index is the same in
-both. This module holds what they share: which layout a path is (`resolve`), the checks of a
-header before any pixel is read, the .npy header, and where a stored member's bytes start inside
-an .npz (a zip). Formats:
+rgd.datagen.sources reads these formats; this module holds what is known before any pixel is
+read: which layout a path is (`resolve`, through the given file-system functions), the checks
+of a header, the .npy header, and where a stored member's bytes start inside an .npz (a zip).
+Formats:
   * `.npz` with `image` uint8 [N, H, W, 3] and optional `label` int [N] (docs/recipes.md
     "Generated data");
   * `.npy`: a file, a glob or a folder of `.npy` files in name order; a folder with `image.npy`
@@ -18,6 +17,9 @@ import struct
 import numpy as np
 
 from rgd.errors import SourceError
+from rgd.runtime import fileio
+
+gfile = fileio.gfile
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 COPY_CHUNK = 64 << 20  # Bytes per read when extracting a compressed .npz member.
@@ -32,9 +34,10 @@ class Layout:
   label_file: str = None
 
 
-def resolve(path, exists, isdir, glob, join):
-  """The layout of `path`, through the given file-system functions (os.path or tf.io.gfile).
-  A glob may match .npy files or .npz files (read in name order as one set)."""
+def resolve(path):
+  """The layout of `path` (any filesystem, through tf.io.gfile). A glob may match .npy files
+  or .npz files (read in name order as one set)."""
+  exists, isdir, glob, join = gfile.exists, gfile.isdir, gfile.glob, fileio.join
   if any(c in path for c in "*?["):
     files = tuple(sorted(glob(path)))
     if not files:
@@ -87,14 +90,6 @@ def to_uint8(images, where, indices):
     raise SourceError(f"{where}: image {int(indices[i])} has values in [{images[i].min()}, "
                       f"{images[i].max()}]; expected [0, 255] (uint8)")
   return images.astype(np.uint8)
-
-
-def check_labels(labels, num_images, where):
-  labels = np.asarray(labels)
-  check_label_header(labels.dtype, labels.shape, num_images, where)
-  if num_images and labels.min() < 0:
-    raise SourceError(f"{where}: label {int(labels.min())} is negative")
-  return labels.astype(np.int64)
 
 
 def check_label_header(dtype, shape, num_images, where):

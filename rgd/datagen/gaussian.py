@@ -32,7 +32,7 @@ class ClassConditionalGaussian:
     self.image_shape = tuple(int(s) for s in image_shape)
     self.num_classes = len(self.means)
     if len(self.factors) != self.num_classes:
-      raise ValueError(f"{len(self.factors)} covariance factors for {self.num_classes} means")
+      raise DataError(f"{len(self.factors)} covariance factors for {self.num_classes} means")
 
   @classmethod
   def fit(cls, images, labels, num_classes, jitter=1e-6):
@@ -106,19 +106,20 @@ def _cholesky(cov, jitter):
 
 def write_samples(gaussian, num_per_class, folder, batch_size=1000, seed=0, progress=None):
   """Samples num_per_class images per class into folder/image.npy and folder/label.npy (the
-  layout `sources.open_source` reads, memory-mapped), streaming: one batch in memory at a time.
+  layout `sources.open_source` reads, by index), streaming: one batch in memory at a time.
 
   Both files are written under temporary names and renamed, label.npy last, so a folder with
   label.npy is complete; a re-run with an existing complete folder returns at once.
-  `folder` is local (a memory-mapped cache; rgd.datagen.pipeline keeps it on local disk).
+  `folder` is local (a cache written with local file calls; rgd.datagen.pipeline keeps it on
+  local disk).
   """
   image_path, label_path = os.path.join(folder, "image.npy"), os.path.join(folder, "label.npy")
   total = num_per_class * gaussian.num_classes
-  if os.path.exists(label_path) and os.path.exists(image_path):  # local only: memory-mapped cache
-    done = np.load(label_path, allow_pickle=False)  # local only: memory-mapped cache
+  if os.path.exists(label_path) and os.path.exists(image_path):  # local only: the job's local cache
+    done = np.load(label_path, allow_pickle=False)  # local only: the job's local cache
     if len(done) == total:
       return folder
-  os.makedirs(folder, exist_ok=True)  # local only: memory-mapped cache
+  os.makedirs(folder, exist_ok=True)  # local only: the job's local cache
   tmp_images = os.path.join(folder, ".image.npy.tmp")
   images = np.lib.format.open_memmap(tmp_images, mode="w+", dtype=np.uint8,
                                      shape=(total,) + gaussian.image_shape)
@@ -130,8 +131,8 @@ def write_samples(gaussian, num_per_class, folder, batch_size=1000, seed=0, prog
       progress.update(len(x))
   images.flush()
   del images
-  os.replace(tmp_images, image_path)  # local only: memory-mapped cache
+  os.replace(tmp_images, image_path)  # local only: the job's local cache
   tmp_labels = os.path.join(folder, ".label.tmp.npy")
   np.save(tmp_labels, labels)
-  os.replace(tmp_labels, label_path)  # local only: memory-mapped cache
+  os.replace(tmp_labels, label_path)  # local only: the job's local cache
   return folder

@@ -9,9 +9,10 @@ An image's label is the classifier's argmax and its score is the log-softmax of 
 Ranking by log-probability (computed in float64 with log1p) rather than the softmax itself
 keeps confident images apart: once the logit margin exceeds ~17 the float32 softmax (and
 float32 log_softmax) of an image is exactly 1.0 (0.0), while -log1p(sum_j exp(z_j - z_y)) still
-differs between images. `TopKPerClass` selects in a bounded buffer per class (at most 2k candidates + one
-batch), so scoring 5M images needs memory for the kept ones only. Ties in score are broken by
-the input index, lower first, so the selection does not depend on batch size or order.
+differs between images. `TopKPerClass` selects in a bounded buffer per class (at most 2k
+candidates + one batch), so scoring 5M images needs memory for the kept ones only. Ties in
+score are broken by the input index, lower first, so the selection does not depend on batch
+size or order.
 """
 import os
 
@@ -19,8 +20,8 @@ import numpy as np
 import tensorflow as tf
 
 from rgd import models
-from rgd.datagen import writer
-from rgd.errors import DataError
+from rgd.errors import ConfigError, DataError
+from rgd.runtime import digest
 
 
 class Labeler:
@@ -57,7 +58,7 @@ class Labeler:
     return {"name": self.name, "num_classes": self.num_classes, "from_logits": self.from_logits,
             "path": None if self.path is None else (
                 self.path if "://" in self.path else os.path.abspath(self.path)),
-            "sha256": None if self.path is None else writer.sha256_file(self.path)}
+            "sha256": None if self.path is None else digest.sha256_file(self.path)}
 
   def check(self, num_classes=None, image_shape=None):
     """Raises if the labeller's classes or input shape do not match the data."""
@@ -101,7 +102,7 @@ class TopKPerClass:
 
   def __init__(self, num_classes, k=None):
     if k is not None and k < 1:
-      raise ValueError(f"k must be positive, got {k}")
+      raise ConfigError(f"k must be positive, got {k}")
     self.num_classes = num_classes
     self.k = k
     self._buffers = [[] for _ in range(num_classes)]

@@ -12,7 +12,7 @@ Work is cut into chunks of `chunk_size` consecutive indices. With W workers (TF_
 rgd.train) worker w takes chunks w, w + W, w + 2W, ...; within a worker every step samples
 `batch_per_device` images on each local device (tf.distribute.MirroredStrategy over the local
 GPUs, or the default strategy). Each worker writes its own chunks, and then its own shards
-(OUT/worker-w-of-W/ when W > 1), through the existing labelling / top-k / writing path
+(OUT/worker-w-of-W/ when W > 1, rgd.datagen.pipeline.worker_share), through the labelling job
 (rgd.datagen.pipeline), which reads the chunks as one `sources.open_npy` source.
 
 Restart: a chunk is written under a temporary name and renamed (atomic on a local disk), and
@@ -29,7 +29,6 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from rgd.data.datasets import split_counts
 from rgd.datagen import sources
 from rgd.edm import denoiser, sampler, store
 from rgd.runtime import progress as progress_lib, strategy as strategy_lib
@@ -48,21 +47,6 @@ def worker_split():
     return 0, 1
   task = config.get("task", {})
   return tasks.index((task.get("type", "worker"), int(task.get("index", 0)))), len(tasks)
-
-
-def worker_output_dir(output_dir, worker, num_workers):
-  """Each worker writes its own shards, into OUT/worker-w-of-W/ (OUT itself for one worker);
-  train on the glob OUT/worker-*/generated-*.tfrecord."""
-  if num_workers == 1:
-    return output_dir
-  return output_dir.rstrip("/") + f"/worker-{worker:05d}-of-{num_workers:05d}"
-
-
-def worker_keep(keep_per_class, worker, num_workers):
-  """This worker's share of a total per-class top-k (each worker ranks its own images)."""
-  if not keep_per_class:
-    return keep_per_class
-  return split_counts(int(keep_per_class), num_workers)[worker]
 
 
 def chunk_ranges(num_images, chunk_size, worker=0, num_workers=1):
@@ -139,8 +123,8 @@ def sample_to_folder(image_sampler, folder, num_images, chunk_size, worker=0, nu
                      progress=None, chunk_delay_s=0.0):
   """Samples this worker's chunks into folder/chunk-NNNNNNNN.npy (skipping those there), then
   folder/label.npy; returns (chunk paths in index order, label path). `folder` is local (the
-  pipeline's memory-mapped cache)."""
-  os.makedirs(folder, exist_ok=True)  # local only: memory-mapped cache
+  pipeline's local cache)."""
+  os.makedirs(folder, exist_ok=True)  # local only: the job's local cache
   chunks = chunk_ranges(num_images, chunk_size, worker, num_workers)
   paths = [os.path.join(folder, f"{CHUNK_PREFIX}{c:08d}.npy") for c, _, _ in chunks]
   for name in os.listdir(folder):  # local only: leftovers of a killed write
@@ -169,12 +153,13 @@ def sample_to_folder(image_sampler, folder, num_images, chunk_size, worker=0, nu
 
 def make_opener(generator_dir, num_images, seed=0, chunk_size=10_000, batch_per_device=64,
                 worker=0, num_workers=1, chunk_delay_s=0.0, **sampler_kwargs):
-  """(config, open_source) for rgd.datagen.pipeline.make_tfrecords: the source is this
-  worker's sampled chunks, labelled with the class each image was generated for."""
+  """(description, open_source) of the `edm:DIR` generator (rgd.datagen.generators): the
+  source is this worker's sampled chunks, labelled with the class each image was generated
+  for."""
   info = store.load_info(generator_dir)
-  config = {"source": dict(kind="edm", generator=generator_dir, generator_step=info.get("step"),
-                           num_images=num_images, generator_seed=seed, chunk_size=chunk_size,
-                           worker=worker, num_workers=num_workers, **sampler_kwargs)}
+  description = dict(kind="edm", generator=generator_dir, generator_step=info.get("step"),
+                     num_images=num_images, generator_seed=seed, chunk_size=chunk_size,
+                     worker=worker, num_workers=num_workers, **sampler_kwargs)
 
   def open_source(cache_dir):
     strategy = local_strategy()
@@ -192,4 +177,4 @@ def make_opener(generator_dir, num_images, seed=0, chunk_size=10_000, batch_per_
                                          chunk_delay_s)
     bar.close()
     return sources.open_npy(paths, label_path, name=f"edm:{generator_dir}")
-  return config, open_source
+  return description, open_source

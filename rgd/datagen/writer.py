@@ -13,15 +13,15 @@ pieces of `examples_per_shard`. Random order spreads every class over every shar
 training reader, which interleaves a few shards at a time, sees class-balanced batches even when
 the input file was sorted by class.
 """
-import hashlib
 import json
 import os
 import time
 
 import numpy as np
 
-from rgd.runtime import fileio
 from rgd.data import tfrecord
+from rgd.errors import ConfigError
+from rgd.runtime import digest, fileio
 
 WORK_DIR = ".work"
 PLAN_FILE = "plan.npz"
@@ -29,19 +29,11 @@ METADATA_FILE = "metadata.json"
 DEFAULT_PREFIX = "generated"
 
 
-def sha256_file(path, chunk=1 << 20):
-  h = hashlib.sha256()
-  with fileio.gfile.GFile(path, "rb") as f:
-    for block in iter(lambda: f.read(chunk), b""):
-      h.update(block)
-  return h.hexdigest()
-
-
 def shard_entry(path, num_examples):
   """metadata.json's description of one written shard: name, count, size in bytes (checked
   before training, rgd.data.shard_check) and sha256 (checked on request)."""
   return {"name": os.path.basename(path), "num_examples": int(num_examples),
-          "bytes": int(fileio.gfile.stat(path).length), "sha256": sha256_file(path)}
+          "bytes": int(fileio.gfile.stat(path).length), "sha256": digest.sha256_file(path)}
 
 
 def make_plan(indices, labels, scores, seed):
@@ -67,7 +59,7 @@ def load_plan(path):
 def shard_ranges(num_examples, examples_per_shard):
   """[(start, stop)] of each shard; the last may be shorter."""
   if examples_per_shard < 1:
-    raise ValueError(f"examples_per_shard must be positive, got {examples_per_shard}")
+    raise ConfigError(f"examples_per_shard must be positive, got {examples_per_shard}")
   return [(s, min(s + examples_per_shard, num_examples))
           for s in range(0, num_examples, examples_per_shard)]
 
@@ -97,19 +89,6 @@ def write_shards(source, plan, folder, examples_per_shard, prefix=DEFAULT_PREFIX
     if shard_delay_s:
       time.sleep(shard_delay_s)  # Test hook: makes a run slow enough to interrupt.
   return names
-
-
-def confidence_stats(labels, confidences, num_classes):
-  """Per-class and overall statistics of the kept images' confidences (softmax of the label)."""
-  def stats(c):
-    if len(c) == 0:
-      return {"count": 0}
-    q = np.percentile(c, [1, 5, 50, 95])
-    return {"count": int(len(c)), "min": float(c.min()), "mean": float(c.mean()),
-            "max": float(c.max()), "p01": float(q[0]), "p05": float(q[1]),
-            "median": float(q[2]), "p95": float(q[3])}
-  return {"overall": stats(confidences),
-          "per_class": [stats(confidences[labels == k]) for k in range(num_classes)]}
 
 
 def clean_stale_temporaries(folder):
