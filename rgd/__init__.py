@@ -5,7 +5,8 @@ Rooms by purpose; imports run one way, from the entry points down to the pure pa
   entry points   train, evaluate, certify, train_generator, train_corruption_net, convert
                  (DeepMind/RobustBench PyTorch checkpoints in and out): flags and `main` only;
                  `cli` holds what they share (common flags, gin start, exits)
-  training/      the loop, the trainer's step, objectives (TRADES, PGD-AT, AugMix's JS term),
+  training/      the loop, the trainer's step, objectives (a protocol and a registry: TRADES,
+                 PGD-AT, MART, standard, GloRo, l_inf-dist; corruption and JS wrappers),
                  validation, weight average, schedules, the skip-step policy
   evaluation/    attack suites run as cascades, model checks, per-stage resume, reports of
                  robust accuracy, CIFAR-10-C and certified accuracy
@@ -17,7 +18,7 @@ Rooms by purpose; imports run one way, from the entry points down to the pure pa
   runtime/       strategy, checkpoints, preemption (SIGTERM, agreed across workers), file I/O
                  through gfile, seeds, progress, fault injection
   corruptions/   AdA, DeepAugment and their corruption networks (seed 003)
-  certified/     certifiable layers, models, certificates and objectives (seed 004)
+  certified/     certifiable layers, models and certificates (seed 004)
   augment/       batch augmentations (CutMix, MixUp, AutoAugment, AugMix, ...)
   attacks/       attack parts and attacks (PGD, APGD, MultiTargeted, FAB, Square): pure
   models/        architectures; normalisation inside the model, float32 logits: pure

@@ -9,7 +9,9 @@ import tensorflow as tf
 from conftest import make_images
 from rgd import attacks
 from rgd.evaluation import cascade
-from rgd.certified import certificate, gloro, layers, models, objective
+from rgd.certified import certificate, gloro, layers, models
+from rgd.training.objectives import base as objective_base
+from rgd.training.objectives import certified as objective
 
 SIZE = 16     # 16x16 images: LiResNet's stride-2 stem and 4x4/4 neck still apply
 
@@ -27,7 +29,9 @@ def _train(net, kind, eps, steps, lr, **kw):
   @tf.function
   def train_step():
     with tf.GradientTape() as tape:
-      parts, _, _ = obj.loss(lambda z: net(z, training=True), x, y1h)
+      fn = lambda z: net(z, training=True)
+      parts, _, _ = obj.losses(objective_base.Passes(fn, fn, fn),
+                               objective_base.StepBatch(x, y1h, tf.constant([0, 0])))
       loss = tf.reduce_mean(parts["total"])
     opt.apply(tape.gradient(loss, net.trainable_variables), net.trainable_variables)
     step.assign_add(1)

@@ -99,8 +99,16 @@ def test_training_step_with_ada_and_augmix_jsd():
   assert set(logs) >= {"total", "ce", "jsd"}
   total, ce, jsd = (float(logs[k]) for k in ("total", "ce", "jsd"))
   assert total == pytest.approx(ce + 12. * jsd, rel=1e-5) and jsd > 0
-  with pytest.raises(ValueError, match="kind='standard'"):
-    objectives.Objective(kind="trades", corruption=corruption)
+  # The stage and the JS term wrap any objective: TRADES' parts plus the weighted JS term.
+  objective = objectives.Objective(kind="trades", attack_steps=1, corruption=corruption)
+  assert isinstance(objective, objectives.Corrupted) and objective.name == "trades"
+  assert isinstance(objective.inner.inner, objectives.Trades)
+  trainer = RobustTrainer(net, objective, 8, weight_decay=1e-4)
+  trainer.compile(optimizer=tf.keras.optimizers.SGD(0.1))
+  logs = trainer.train_step(_batch(8))
+  total, ce, kl, jsd = (float(logs[k]) for k in ("total", "ce", "kl", "jsd"))
+  assert total == pytest.approx(ce + 6. * kl + 12. * jsd, rel=1e-5) and jsd > 0 and kl > 0
+  assert "adv_correct" in logs and "clean_correct" in logs
 
 
 def test_keras_augmix_is_not_replayable_which_is_why_rgd_has_its_own():

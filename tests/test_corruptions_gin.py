@@ -32,8 +32,8 @@ def test_ada_augmix_gin_builds_the_seed_003_pipeline(tmp_path):
   networks.save_params(weights, net.init(0))
   _parse(["gin/preact_resnet50_ada_augmix.gin"], [f"CORRUPTION_WEIGHTS='{weights}'"])
   objective = objectives.Objective()
-  assert objective.kind == "standard"
-  c = objective.corruption
+  assert objective.name == "standard" and objective.threat is None
+  c = objective.stage
   assert isinstance(c.ada, ada.AdA) and isinstance(c.augmix, augmix.AugMix)
   # The published network by default (seed 003 Sec. 2: DeepAugment's EDSR), x4 and back.
   assert isinstance(c.ada.network, networks.EDSRBaselineX4) and c.ada.network.downsample
@@ -55,7 +55,7 @@ def test_rgd_own_network_by_macro_and_old_names_refused(tmp_path):
   networks.save_params(weights, networks.EDSRCifar(num_blocks=16, features=64).init(0))
   _parse(["gin/preact_resnet50_ada.gin"], [f"CORRUPTION_WEIGHTS='{weights}'",
                                            "CORRUPTION_NETWORK='edsr_cifar'"])
-  assert isinstance(objectives.Objective().corruption.ada.network, networks.EDSRCifar)
+  assert isinstance(objectives.Objective().stage.ada.network, networks.EDSRCifar)
   # The published network's gin with rgd's weights: the mismatch names the file.
   _parse(["gin/preact_resnet50_ada.gin"], [f"CORRUPTION_WEIGHTS='{weights}'"])
   with pytest.raises(Exception, match="edsr_cifar.npz"):
@@ -73,8 +73,8 @@ def test_missing_weights_macro_fails_loudly():
 def test_ada_trades_gin_combines_both():
   _parse(["gin/wrn28_10_ada_trades.gin"], ["CORRUPTION_WEIGHTS=None"])  # debug: untrained net
   objective = objectives.Objective()
-  assert objective.kind == "trades" and isinstance(objective.corruption.ada, ada.AdA)
-  assert objective.corruption.augmix is None
+  assert objective.name == "trades" and isinstance(objective.stage.ada, ada.AdA)
+  assert objective.stage.augmix is None and isinstance(objective.inner, objectives.Trades)
 
 
 def test_training_run_with_ada_and_augmix(tmp_path):

@@ -6,6 +6,7 @@ import keras
 
 from rgd.training import objectives
 from rgd.attacks import losses
+from rgd.errors import ConfigError
 
 
 def _np_log_softmax(z):
@@ -38,14 +39,18 @@ def test_trades_loss_matches_hand_computation():
 
 def test_objective_loss_takes_clean_and_adversarial_logits_from_their_passes():
   model = _tiny_linear_model()
-  obj = objectives.Objective(kind="trades", beta=2.0)
+  obj = objectives.Objective(kind="trades", beta=2.0, attack_steps=2, batch_stats_attack=False)
   x = tf.random.stateless_uniform([4, 2, 2, 3], [1, 2])
-  x_adv = tf.clip_by_value(x + 0.01, 0, 1)
   y = tf.one_hot([0, 1, 2, 0], 3)
+  seed = tf.constant([5, 6])
+  attack_fn = lambda z: model(z, training=False)
+  x_adv = obj.adversarial_examples(attack_fn, x, y, seed)
+  assert float(tf.reduce_max(tf.abs(x_adv - x))) > 0
   calls = []
   clean_fn = lambda z: calls.append("clean") or model(z)
   train_fn = lambda z: calls.append("train") or model(z, training=True)
-  parts, clean_logits, adv_logits = obj.loss(clean_fn, train_fn, x, x_adv, y)
+  parts, clean_logits, adv_logits = obj.losses(
+      objectives.Passes(attack_fn, clean_fn, train_fn), objectives.StepBatch(x, y, seed))
   assert calls == ["clean", "train"]  # the updating pass comes last, on x_adv only
   np.testing.assert_allclose(clean_logits, model(x), rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(adv_logits, model(x_adv), rtol=1e-5, atol=1e-6)
@@ -92,17 +97,20 @@ def test_standard_objective_has_no_attack_and_plain_ce():
   x = tf.random.stateless_uniform([3, 2, 2, 3], [1, 1])
   y = tf.one_hot([0, 1, 2], 3)
   assert obj.adversarial_examples(model, x, y, tf.constant([0, 0])) is None
-  parts, _, _ = obj.loss(model, model, x, None, y)
+  assert obj.attack is None and obj.threat is None
+  parts, clean_logits, adv_logits = obj.losses(objectives.Passes(model, model, model),
+                                               objectives.StepBatch(x, y, tf.constant([0, 0])))
+  assert adv_logits is None and set(parts) == {"total", "ce"}
   expected = tf.keras.losses.categorical_crossentropy(y, model(x), from_logits=True)
   np.testing.assert_allclose(parts["total"], expected, rtol=1e-5)
 
 
-@pytest.mark.parametrize("kwargs,match", [(dict(kind="mart"), "Unknown objective"),
+@pytest.mark.parametrize("kwargs,match", [(dict(kind="nope"), "Objective.kind='nope'"),
                                           (dict(eps=0.0), "eps"),
                                           (dict(attack_optimizer="lbfgs"), "attack_optimizer"),
                                           (dict(kl_attack_target="logits"), "kl_attack_target")])
 def test_objective_rejects_bad_settings(kwargs, match):
-  with pytest.raises(ValueError, match=match):
+  with pytest.raises(ConfigError, match=match):
     objectives.Objective(**kwargs)
 
 

@@ -1,6 +1,7 @@
 """The real entry point, run as users run it: end to end, resume after SIGKILL, SIGTERM, and
 bad configuration. Each run is a subprocess on a tiny npz data set written by the test."""
 import glob
+import json
 import os
 import signal
 import subprocess
@@ -50,6 +51,10 @@ def test_debug_run_end_to_end(npz_dataset, tmp_path):
   assert glob.glob(os.path.join(model_dir, "train", "events.out.tfevents.*"))
   assert glob.glob(os.path.join(model_dir, "validation", "events.out.tfevents.*"))
   assert "Objective.kind = 'trades'" in open(os.path.join(model_dir, "operative_config.gin")).read()
+  # model.json records the objective's threat (what rgd.evaluate defaults to).
+  info = json.load(open(os.path.join(model_dir, "model.json")))
+  assert info["objective"] == "trades" and info["norm"] == "linf"
+  assert info["threat"] == {"norm": "linf", "eps": info["eps"]} and 0 < info["eps"] <= 1
   assert "ETA" in result.stderr and "validation: clean" in result.stderr
   # No temporary files are left behind by the atomic writes.
   assert not glob.glob(os.path.join(model_dir, ".tmp-*"))

@@ -90,7 +90,7 @@ class _Counting(RobustTrainer):
     return tuple(counted(fn) for fn in super().network_fns())
 
 
-class _NoSharing(objectives.Objective):
+class _NoSharing(objectives.Trades):
   def shares_clean_pass(self):
     return False
 
@@ -101,7 +101,7 @@ def test_deepmind_mode_reuses_the_clean_pass_as_attack_target(batch_stats_attack
   TRADES-K step runs K + 2 network passes, not K + 3, and the update is exactly the one with a
   separate target pass. Zhang's mode (eval-mode target, training-mode clean term) keeps both."""
   results = {}
-  for cls in (objectives.Objective, _NoSharing):
+  for cls in (objectives.Trades, _NoSharing):
     keras.utils.set_random_seed(3)
     net = models.get_model("tiny_cnn", width=4)
     trainer = _Counting(net, cls(attack_steps=3, batch_stats_attack=batch_stats_attack),
@@ -114,7 +114,7 @@ def test_deepmind_mode_reuses_the_clean_pass_as_attack_target(batch_stats_attack
     for _ in range(2):  # the head starts at zero: step 2 moves every weight
       logs = trainer.train_step({"image": x, "label": y})
     results[cls] = (_Counting.calls, [w.numpy() for w in net.weights], float(logs["total"]))
-  shared, separate = results[objectives.Objective], results[_NoSharing]
+  shared, separate = results[objectives.Trades], results[_NoSharing]
   assert separate[0] == 2 * (3 + 3)
   assert shared[0] == (2 * (3 + 2) if batch_stats_attack else separate[0])
   assert shared[2] == separate[2]

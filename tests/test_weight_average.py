@@ -64,7 +64,8 @@ def test_train_step_gradient_includes_coupled_weight_decay():
   before = {v.path: v.numpy().copy() for v in net.trainable_variables}
   with tf.GradientTape() as tape:
     fn = lambda z: net(z, training=True)
-    parts, _, _ = obj.loss(fn, fn, x, None, y)
+    parts, _, _ = obj.losses(objectives.Passes(fn, fn, fn),
+                             objectives.StepBatch(x, y, tf.constant([0, 0])))
     data_loss = tf.reduce_mean(parts["total"])
   data_grads = dict(zip([v.path for v in net.trainable_variables],
                         tape.gradient(data_loss, net.trainable_variables)))

@@ -64,8 +64,8 @@ def time_step(strategy, model_name, kind, args):
     avg = models.get_model(model_name, num_classes=10)
     eps = 36 / 255 if kind == "gloro" else 8 / 255
     objective = objectives.Objective(kind=kind, norm="l2" if kind == "gloro" else "linf", eps=eps)
-    if objective.certified is not None:
-      objective.certified.power_iterations = args.power_iterations
+    if isinstance(objective, objectives.GloRo):
+      objective.power_iterations = args.power_iterations
     trainer = RobustTrainer(net, objective, args.batch_size, weight_decay=0.0)
     trainer.compile(optimizer=keras.optimizers.Adam(1e-4))
     trainer.optimizer.build(net.trainable_variables)

@@ -6,13 +6,13 @@
   models       liresnet (GloroNet), linf_dist_net, sortnet
   gloro        GloRo: product bound, K_ij, y_bot, losses, eps schedule
   linf_dist    p annealing, mixture loss
-  objective    CertifiedObjective: the 'gloro' / 'linf_dist' kinds of rgd.training.objectives.Objective
   certificate  sound certification (float32, rounding margin, ties never certify)
   validation   certified accuracy of the averaged model during training (rgd.train)
 
     result = certificate.certify(model, images, labels)
     certificate.certified_accuracy(result, 36 / 255)
 
+The training objectives GloRo and LinfDist are in rgd/training/objectives/certified.py.
 `python -m rgd.certify --model_dir=DIR` is the entry point; docs/certified.md the guide.
 """
-from rgd.certified import certificate, gloro, layers, linf_dist, lipschitz, models, objective
+from rgd.certified import certificate, gloro, layers, linf_dist, lipschitz, models

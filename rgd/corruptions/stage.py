@@ -4,14 +4,15 @@ methods"): (DeepAugment data) -> pad-crop-flip -> AdA -> AugMix.
 DeepAugment data and pad-crop-flip come from the input pipeline (rgd.data.datasets). AdA needs the
 classifier, so it runs in the training step; AugMix must come after it, so with AdA it runs in
 the step too (without AdA, AugMix can run in the input pipeline: AUGMENTATION='augmix').
-`CorruptionStage` is an option of `rgd.training.objectives.Objective` (`Objective.corruption`): the AdA
-images *replace* the clean ones, as in the seed's saddle-point problem (Eq. 3), and every
-following term (CE, or TRADES' clean and adversarial terms) sees them.
+`CorruptionStage` is an option of `rgd.training.objectives.Objective` (`Objective.corruption`),
+which wraps whichever objective is chosen (`objectives.Corrupted`): the AdA images *replace* the
+clean ones, as in the seed's saddle-point problem (Eq. 3), and every following term (CE, or
+TRADES' clean and adversarial terms) sees them.
 
 With `jsd_weight > 0` (AugMix's Jensen-Shannon consistency, weight 12 in the AugMix reference)
-the stage also returns two more AugMix views; the loss is then
-CE(f(x_1), y) + jsd_weight * JS(f(x_1), f(x_2), f(x_3)) with x_1 the un-mixed image, as the
-reference (`cifar.py`) computes it: clean, aug1, aug2 in one forward pass.
+the stage also returns two more AugMix views; the loss is then the objective's plus
+jsd_weight * JS(f(x_1), f(x_2), f(x_3)) with x_1 the un-mixed image (`objectives.JensenShannon`),
+as the reference (`cifar.py`) computes it: clean, aug1, aug2 in one forward pass.
 """
 from absl import logging
 import gin

@@ -11,6 +11,7 @@ import tensorflow as tf
 import rgd
 from rgd import models
 from rgd.runtime import fileio
+from rgd.training import objectives
 
 NORMS = ("linf", "l2")
 
@@ -62,9 +63,8 @@ def run_defaults(model_dir=None, model_path=None):
 def resolve_target(run, dataset=None, norm=None, eps=None):
   """(dataset, norm, eps, data_dir, origin): the flags where given, else the run's own, else
   CIFAR-10 Linf 8/255. A standard (non-robust) run has no threat model of its own."""
-  robust = run.get("objective", "trades") != "standard"
-  own = dict(dataset=run.get("dataset"), norm=run.get("norm") if robust else None,
-             eps=run.get("eps") if robust else None)
+  threat = objectives.recorded_threat(run) or {}
+  own = dict(dataset=run.get("dataset"), norm=threat.get("norm"), eps=threat.get("eps"))
   given = dict(dataset=dataset, norm=norm, eps=eps)
   chosen, origin = {}, []
   for key in ("dataset", "norm", "eps"):

@@ -22,6 +22,7 @@ from rgd.data import datasets, shard_check
 from rgd.runtime import checkpointing, fileio, preemption, seeds, strategy as strategy_lib
 from rgd.runtime.progress import format_duration
 from rgd.training import init_checkpoint as init_checkpoint_lib, nan_policy as nan_policy_lib
+from rgd.training import metric_names as names
 from rgd.training import objectives, optimizers, schedules, validation, weight_average
 from rgd.training.trainer import RobustTrainer, make_distributed_step
 
@@ -100,8 +101,8 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
                                           val_images, val_labels, eval_batch_size, seed,
                                           train_images=inputs.images)
   # What the exports were trained for: rgd.evaluate --model_dir defaults to it.
-  run_info = dict(dataset=dataset, num_classes=inputs.num_classes, objective=state.objective.kind,
-                  norm=state.objective.norm, eps=state.objective.eps, data_dir=data_dir)
+  run_info = dict(dataset=dataset, num_classes=inputs.num_classes, data_dir=data_dir,
+                  **state.objective.run_info())  # objective, norm, eps, threat
 
   writers = {}
   if chief:
@@ -230,7 +231,7 @@ def _validate(validator, state, step, writers, chief, model_dir, run_info):
     with writers["validation"].as_default(step=step):
       tf.summary.scalar("accuracy/clean", clean)
       tf.summary.scalar(f"accuracy/{validator.robust_name}", robust)
-  score = robust if state.objective.kind != "standard" else clean
+  score = validator.score(clean, robust)
   if score > float(state.best_score.numpy()):
     state.best_score.assign(score)
     if chief:
@@ -254,7 +255,7 @@ def _write_operative_config(model_dir, writer, step):
 
 
 # The one value the distributed step returns that is not a sum over examples.
-_PER_STEP = "ema_decay"
+_PER_STEP = names.EMA_DECAY
 
 
 def _log_train(sums, last, step, total_steps, t0, step0, start, lr, skipped_total, writer):
@@ -262,14 +263,14 @@ def _log_train(sums, last, step, total_steps, t0, step0, start, lr, skipped_tota
   part, e.g. AugMix's `jsd`, reaches TensorBoard without touching this loop), accuracies, the
   learning rate, the last EMA decay, img/s and, under 'skip_step', the cumulative count of
   skipped steps."""
-  n = max(sums.get("count", 1.0), 1.0)
+  n = max(sums.get(names.COUNT, 1.0), 1.0)
   elapsed = time.time() - t0
   img_per_s = n / max(elapsed, 1e-9)
-  logs = {"loss": sums.get("total", 0.0) / n}
+  logs = {names.LOSS: sums.get(names.TOTAL, 0.0) / n}
   for k, v in sorted(sums.items()):
-    if k in ("count", "total"):  # the divisor; logged as `loss` above
+    if k in (names.COUNT, names.TOTAL):  # the divisor; logged as `loss` above
       continue
-    logs[k.replace("_correct", "_accuracy")] = v / n
+    logs[names.accuracy_name(k)] = v / n
   logs.update(learning_rate=lr, images_per_second=img_per_s)
   if _PER_STEP in last:
     logs[_PER_STEP] = last[_PER_STEP]

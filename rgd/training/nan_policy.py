@@ -30,6 +30,7 @@ import math
 import tensorflow as tf
 
 from rgd.errors import NonFiniteError, TooManySkippedSteps
+from rgd.training import metric_names as names
 
 POLICIES = ("stop", "skip_step")
 
@@ -73,8 +74,8 @@ class NanPolicy:
 
   def after_step(self, out, step, last_checkpoint):
     out = dict(out)
-    skipped = out.pop("skipped", 0.0) > 0.5
-    nonfinite_grads = out.pop("nonfinite_gradients", 0.0) > 0
+    skipped = out.pop(names.SKIPPED, 0.0) > 0.5
+    nonfinite_grads = out.pop(names.NONFINITE_GRADIENTS, 0.0) > 0
     if skipped:
       self.checkpoint_objects()["skipped_steps"].assign_add(1)
       self.consecutive += 1

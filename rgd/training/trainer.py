@@ -1,16 +1,17 @@
 """The Keras model that owns the robust training step (keras-io "custom train_step" pattern).
 
-`RobustTrainer.train_step(batch)` is written for one replica: it builds adversarial examples
-without updating BN statistics, computes the objective in training mode, scales the loss
-for the *global* batch, adds weight decay on conv/dense weights only (not BN), and applies the
-update.
+`RobustTrainer.train_step(batch)` is written for one replica and reads the same for every
+objective (the protocol of rgd.training.objectives): corrupt (the objective's corruption
+stage, if any), losses (the objective's parts; its attack runs inside, unrecorded), scale (for
+the *global* batch, plus weight decay on conv/dense weights only, not BN), apply.
 `rgd.train` runs it under any `tf.distribute` strategy and updates the weight average after it.
 """
 import keras
 import tensorflow as tf
 
 from rgd.runtime import seeds
-from rgd.training import nan_policy
+from rgd.training import metric_names as names, nan_policy
+from rgd.training.objectives import base as objective_base
 from rgd.attacks import losses
 from rgd.data.datasets import to_float
 from rgd.models.common import batchnorm_statistics
@@ -65,7 +66,7 @@ class RobustTrainer(keras.Model):
 
   def network_fns(self):
     """(attack_fn, clean_fn, train_fn): the network as the attack, TRADES' clean term and the
-    updating pass call it (rgd/training/objectives.py docstring). In DeepMind's mode the first two run with
+    updating pass call it (`objectives.Passes`; rgd/training/objectives/adversarial.py). In DeepMind's mode the first two run with
     batch statistics, which moves the BN moving averages as a side effect; `train_fn` first puts
     them back, so that only the training pass updates them."""
     net = self.network
@@ -81,6 +82,14 @@ class RobustTrainer(keras.Model):
       return train(x)
     return train, train, train_fn
 
+  def scaled_loss(self, total):
+    """The replica's share of the global-batch loss: the sum over this replica's examples / the
+    global batch (summing the replicas' gradients, what the optimizer's all-reduce does, gives
+    the global-batch mean), plus 1/R of the decay term, so it is counted once."""
+    num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    loss = tf.reduce_sum(total) / self.global_batch_size
+    return loss + self.weight_decay_loss() / tf.cast(num_replicas, tf.float32)
+
   def train_step(self, batch):
     images, labels = batch["image"], batch["label"]
     if images.dtype == tf.uint8:  # converted here, on the device (rgd.data.datasets.make_train_dataset)
@@ -91,23 +100,12 @@ class RobustTrainer(keras.Model):
       bn_saved = [tf.identity(v.value) for v in bn_stats]
     attack_fn, clean_fn, train_fn = self.network_fns()
     seed, init_slice = self.attack_start(tf.shape(images)[0])
-    # Seed 003's corruption stage (AdA, AugMix) first: its images replace the clean ones.
-    images, views = self.objective.corrupt(attack_fn, images, labels, seed)
+    batch = objective_base.StepBatch(images, labels, seed, init_slice)
+    batch = self.objective.corrupt(attack_fn, batch)  # seed 003's stage; identity without one
     with tf.GradientTape() as tape:
-      # DeepMind's BN mode: the clean pass is also the attack's target (Objective.
-      # shares_clean_pass); it runs first, under the tape, and the attack is not recorded.
-      shared = clean_fn(images) if self.objective.shares_clean_pass() else None
-      with tape.stop_recording():
-        adv_images = self.objective.adversarial_examples(attack_fn, images, labels, seed,
-                                                         init_slice, clean_logits=shared)
-      parts, clean_logits, adv_logits = self.objective.loss(clean_fn, train_fn, images,
-                                                            adv_images, labels, views,
-                                                            clean_logits=shared)
-      # Sum over this replica's examples / global batch: summing the replicas' gradients (what
-      # the optimizer's all-reduce does) then gives the global-batch mean.
-      loss = tf.reduce_sum(parts["total"]) / self.global_batch_size
-      # Each replica adds 1/R of the decay term, so it is counted once after the all-reduce.
-      loss += self.weight_decay_loss() / tf.cast(num_replicas, tf.float32)
+      out = self.objective.losses(
+          objective_base.Passes(attack_fn, clean_fn, train_fn, tape), batch)
+      loss = self.scaled_loss(out.parts[names.TOTAL])
     variables = self.network.trainable_variables
     grads = tape.gradient(loss, variables)
     logs = {}
@@ -116,23 +114,22 @@ class RobustTrainer(keras.Model):
       nan_policy.apply_if(ok, self.optimizer, grads, variables)
       nan_policy.keep_if_skipped(ok, bn_stats, bn_saved)
       # Summed over replicas by the loop: 1 for a skipped step.
-      logs["skipped"] = (1.0 - tf.cast(ok, tf.float32)) / tf.cast(num_replicas, tf.float32)
+      logs[names.SKIPPED] = (1.0 - tf.cast(ok, tf.float32)) / tf.cast(num_replicas, tf.float32)
     else:
       self.optimizer.apply(grads, variables)
       # 1 where this replica's gradients hold a NaN/Inf: one reduction over memory the update
       # reads anyway; the loop stops on it before anything is saved (rgd.train).
-      logs["nonfinite_gradients"] = 1.0 - tf.cast(tf.reduce_all(tf.stack(
+      logs[names.NONFINITE_GRADIENTS] = 1.0 - tf.cast(tf.reduce_all(tf.stack(
           [tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None])), tf.float32)
 
     hard = tf.argmax(labels, axis=1, output_type=tf.int32)
-    logs.update({name: tf.reduce_sum(value) for name, value in parts.items()})
-    logs["count"] = tf.cast(tf.shape(images)[0], tf.float32)
-    if clean_logits is not None:
-      logs["clean_correct"] = tf.reduce_sum(
-          tf.cast(tf.logical_not(losses.misclassified(clean_logits, hard)), tf.float32))
-    if adv_images is not None:
-      logs["adv_correct"] = tf.reduce_sum(
-          tf.cast(tf.logical_not(losses.misclassified(adv_logits, hard)), tf.float32))
+    logs.update({name: tf.reduce_sum(value) for name, value in out.parts.items()})
+    logs[names.COUNT] = tf.cast(tf.shape(images)[0], tf.float32)
+    for name, logits in ((names.CLEAN_CORRECT, out.clean_logits),
+                         (names.ADV_CORRECT, out.adv_logits)):
+      if logits is not None:
+        logs[name] = tf.reduce_sum(
+            tf.cast(tf.logical_not(losses.misclassified(logits, hard)), tf.float32))
     return logs
 
 
@@ -151,9 +148,9 @@ def make_distributed_step(strategy, trainer, weight_average, jit_compile=False):
             for k, v in per_replica.items()}
     step_number = trainer.optimizer.iterations - 1
     if trainer.skip_nonfinite:  # a skipped step leaves the average alone too
-      logs["ema_decay"] = tf.cond(logs["skipped"] > 0.5, lambda: tf.constant(0.0),
+      logs[names.EMA_DECAY] = tf.cond(logs[names.SKIPPED] > 0.5, lambda: tf.constant(0.0),
                                   lambda: weight_average.update(step_number))
     else:
-      logs["ema_decay"] = weight_average.update(step_number)
+      logs[names.EMA_DECAY] = weight_average.update(step_number)
     return logs
   return step

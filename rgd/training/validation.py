@@ -1,9 +1,11 @@
 """Validation of the weight-averaged model on the held-out images, for the training loop.
 
 `make_validator` returns `run(step) -> (clean accuracy, robust accuracy)` with `run.robust_name`
-naming the second number in TensorBoard:
-  * PGD-40 (Adam, margin loss) as DeepMind's experiment validates, for the attack objectives;
-  * certified accuracy at the training eps for the certified objectives (seed 004). The averaged
+naming the second number in TensorBoard and `run.score(clean, robust)` the number that selects
+model.keras. What is checked is the objective's choice (`objective.validation()`, the protocol of
+rgd.training.objectives), one of:
+  * `pgd40_check`: PGD-40 (Adam, margin loss) as DeepMind's experiment validates;
+  * `certified_check`: certified accuracy at the training eps (seed 004). The averaged
     model's power iterates are not averaged (they are not weights): before certifying, its
     iterates are run to convergence (`refresh=True`, so that model.keras is exported with
     converged iterates), and the certificate itself uses the certified SVD/FFT bounds
@@ -24,12 +26,29 @@ from rgd.runtime import seeds, strategy as strategy_lib
 
 def make_validator(strategy, avg_network, objective, images, labels, batch_size, seed,
                    train_images=None):
-  """The validator for `objective`'s kind (module docstring)."""
-  if objective.certified is not None:
-    return make_certified_validator(avg_network, objective.eps, images, labels, batch_size,
-                                    train_images)
-  return make_pgd40_validator(strategy, avg_network, objective, images, labels, batch_size,
-                              seed)
+  """The validator `objective.validation()` asks for (module docstring)."""
+  spec = objective.validation()
+  run = spec.check(strategy, avg_network, spec.threat, images, labels, batch_size, seed,
+                   train_images)
+  run.score = (lambda clean, robust: robust) if spec.selects_robust else (
+      lambda clean, robust: clean)
+  return run
+
+
+def pgd40_check(strategy, avg_network, threat, images, labels, batch_size, seed,
+                train_images=None):
+  """`make_pgd40_validator` at `threat` (the signature of every check)."""
+  del train_images
+  return make_pgd40_validator(strategy, avg_network, threat.norm, threat.eps, images, labels,
+                              batch_size, seed)
+
+
+def certified_check(strategy, avg_network, threat, images, labels, batch_size, seed,
+                    train_images=None):
+  """`make_certified_validator` at the threat's eps."""
+  del strategy, seed
+  return make_certified_validator(avg_network, threat.eps, images, labels, batch_size,
+                                  train_images)
 
 
 def make_certified_validator(avg_network, eps, images, labels, batch_size=256,
@@ -47,15 +66,14 @@ def make_certified_validator(avg_network, eps, images, labels, batch_size=256,
   return run
 
 
-def make_pgd40_validator(strategy, avg_network, objective, images, labels, batch_size, seed):
+def make_pgd40_validator(strategy, avg_network, norm, eps, images, labels, batch_size, seed):
   """PGD-40 (Adam, margin loss; DeepMind's experiment.py `_eval_batch`, docs/recipes.md
   "Validation") and clean accuracy of the averaged model on the held-out images."""
   batch_size = min(batch_size, int(math.ceil(len(images) / strategy.num_replicas_in_sync)) *
                    strategy.num_replicas_in_sync)
   batch_size -= batch_size % strategy.num_replicas_in_sync
   dataset = datasets.make_eval_dataset(images, labels, batch_size)
-  attack = pgd.pgd40_adam_margin(objective.norm, objective.eps if objective.kind != "standard"
-                                 else 8. / 255)
+  attack = pgd.pgd40_adam_margin(norm, eps)
   model_fn = lambda x: avg_network(x, training=False)
 
   def replica_fn(batch, index):
