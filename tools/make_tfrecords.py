@@ -33,7 +33,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from rgd.errors import DataError
+from rgd import cli
 from rgd.datagen import pipeline
 
 flags.DEFINE_string("input", None, "Generated images: .npz, .npy file/glob/folder, or a folder "
@@ -115,10 +115,7 @@ def main(argv):
     raise app.UsageError("--output_dir is required")
   if (f.input is None) == (f.generator is None):
     raise app.UsageError("give exactly one of --input and --generator")
-  try:
-    _run(f)
-  except DataError as e:  # Bad input: one clear line naming the file, no traceback.
-    sys.exit(f"error: {e}")
+  _run(f)
 
 
 def _run(f):
@@ -183,4 +180,4 @@ def _run_beam(f, config):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, "make_tfrecords.py")

@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from rgd.certified import gloro, interval, linf_dist, precision
+from rgd.errors import ConfigError
 
 LINF_BOUNDS = ("interval", "margin")
 ROUNDING_RELATIVE = {"float32": 1e-5, "bfloat16": 2.0 ** -6, "float16": 2.0 ** -9,
@@ -101,7 +102,7 @@ def lipschitz_info(model, refresh=True):
     return dict(kind="linf_dist", norm="linf",
                 logit_scale=float(keras.ops.convert_to_numpy(linf_dist.logit_scale(model).value())),
                 input_std=linf_dist.input_std(model))
-  raise ValueError(f"{model.name} is not a certifiable model (GloRo or l_inf-dist)")
+  raise ConfigError(f"{model.name} is not a certifiable model (GloRo or l_inf-dist)")
 
 
 def radii_from_logits(info, logits, dtype="float32"):
@@ -115,7 +116,7 @@ def certify(model, images, labels, batch_size=256, refresh=True, radii=(), linf_
   """Returns dict(predictions, radius, correct, certified_at, logits, info, precision); images
   uint8 or float in [0, 1]. `linf_bound`: 'interval' or 'margin' (module docstring)."""
   if linf_bound not in LINF_BOUNDS:
-    raise ValueError(f"linf_bound={linf_bound!r}: expected one of {LINF_BOUNDS}")
+    raise ConfigError(f"linf_bound={linf_bound!r}: expected one of {LINF_BOUNDS}")
   with precision.exact_float32() as settings:
     model = float32_model(model)
     info = lipschitz_info(model, refresh)

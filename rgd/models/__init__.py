@@ -55,8 +55,8 @@ def get_model(name=gin.REQUIRED, num_classes=10, input_shape=(32, 32, 3), normal
   `dm_preact_resnet*` (relu), e.g. to match a converted PyTorch checkpoint.
   """
   if normalization not in NORMALIZATION:
-    raise ValueError(f"Unknown normalization {normalization!r}; "
-                     f"expected one of {sorted(NORMALIZATION)}")
+    raise ConfigError(f"Unknown normalization {normalization!r}; "
+                      f"expected one of {sorted(NORMALIZATION)}")
   mean, std = NORMALIZATION[normalization]
   kw = dict(num_classes=num_classes, input_shape=tuple(input_shape), mean=mean, std=std,
             layers=Layers(conv_init, bn_offset, head_init, fused_bn))
@@ -82,7 +82,7 @@ def get_model(name=gin.REQUIRED, num_classes=10, input_shape=(32, 32, 3), normal
     return dm_preact_resnet(int(name[-2:]), activation=activation or "relu", **kw)
   if name == "tiny_cnn":
     return tiny_cnn(width or 32, **kw)
-  raise ValueError(f"Unknown model {name!r}; expected one of {MODEL_NAMES}")
+  raise ConfigError(f"Unknown model {name!r}; expected one of {MODEL_NAMES}")
 
 
 def load(path):
