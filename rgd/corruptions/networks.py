@@ -403,7 +403,7 @@ def load_params(path, network, seed=0):
   tools/convert_corruption_net.py from the published PyTorch files); the names and shapes must
   match `network.init()`."""
   if not tf.io.gfile.exists(path):
-    raise FileNotFoundError(f"corruption network weights: no file {path}")
+    raise ConfigError(f"corruption network weights: no file {path}")
   with tf.io.gfile.GFile(path, "rb") as f:
     raw = np.load(io.BytesIO(f.read()), allow_pickle=False)
     loaded = {k: raw[k] for k in raw.files}

@@ -122,8 +122,8 @@ def read_state_dict(path):
 def read_torch(path):
   """{name: numpy array} of a PyTorch file of any name (`.pt`, `.pth`, DeepAugment's `.state`),
   read with torch.load(weights_only=True)."""
-  torch = _optional("torch", path)
   data = _read_bytes(path)
+  torch = _optional("torch", path)
   try:
     obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
   except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
