@@ -49,7 +49,7 @@ def main(argv):
   if FLAGS.network:
     net = networks.get_network(FLAGS.network)
   else:
-    gin.parse_config_file(FLAGS.corruption_gin)
+    cli.parse_gin([FLAGS.corruption_gin], [])  # a missing or bad file: ConfigError naming it
     name = gin.query_parameter("train_corruption_net.network")
     kwargs = gin.query_parameter("train_corruption_net.network_kwargs") or {}
     net = networks.get_network(name, **kwargs)
