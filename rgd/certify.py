@@ -42,10 +42,8 @@ def main(argv):
   radii = [target.parse_eps(r, "--radii") if r not in ("0", "0.0") else 0.0
            for r in FLAGS.radii] if FLAGS.radii else None
   model, path, step = target.load_model(FLAGS.model_dir, FLAGS.model)
-  try:
-    norm = certificate.lipschitz_info(certificate.float32_model(model), refresh=False)["norm"]
-  except ConfigError as e:  # name the file: the model's own name may say nothing
-    raise ConfigError(f"{path}: {e}") from e
+  with target.naming(path):  # not certifiable: exit 2 naming the file
+    norm = certificate.certifiable_norm(model)
   # Dataset and eps default to what the run was trained on (DIR/model.json), as rgd.evaluate.
   run = target.run_defaults(FLAGS.model_dir, FLAGS.model)
   dataset = FLAGS.dataset or run.get("dataset") or target.DEFAULT_TARGET["dataset"]

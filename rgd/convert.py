@@ -22,7 +22,7 @@ from absl import flags
 
 from rgd import cli, models
 from rgd.errors import ConfigError
-from rgd.evaluation.target import load_model, parse_eps
+from rgd.evaluation.target import load_model, naming, parse_eps
 from rgd.models import torch_format
 from rgd.interop import published
 
@@ -54,7 +54,8 @@ def main(argv):
           f"{info['activation']}, {info['normalization']})")
     return
   model, path, _ = load_model(FLAGS.model_dir, FLAGS.model)
-  args = published.export_checkpoint(model, FLAGS.output)
+  with naming(path):  # a model without a PyTorch twin: exit 2 naming the file
+    args = published.export_checkpoint(model, FLAGS.output)
   print(f"{path} -> {FLAGS.output} ({args['cls']} depth {args['depth']} width "
         f"{args['width']}, {args['activation']})")
 

@@ -169,7 +169,7 @@ def _cases(f):
       "convert": [
           ([f"--input={nope}.pt", f"--output={nope}"], [f"{nope}.pt", "no such file"]),
           ([f"--input={f['badnpy']}", f"--output={nope}"], [f["badnpy"], "not a .npy"]),
-          ([f"--model={plain}", f"--output={nope}.safetensors"], ["tiny_cnn", "wrn-D-W"]),
+          ([f"--model={plain}", f"--output={nope}.safetensors"], [plain, "tiny_cnn", "wrn-D-W"]),
           ([f"--model={absent}", f"--output={nope}.pt"], [absent, "is missing"]),
           ([f"--input={nope}.pt"], ["--output is required"]),
           ([f"--input={nope}.pt", f"--output={nope}", "--activation=tanh"],

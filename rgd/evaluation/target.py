@@ -1,6 +1,7 @@
 """Which model an evaluation reads and against which threat model: the shared start of
 rgd.evaluate and rgd.certify. A run's `model.json` (written by rgd.train) supplies the dataset,
 norm and eps it was trained for; flags override them."""
+import contextlib
 import os
 import platform
 
@@ -49,6 +50,16 @@ def load_model(model_dir=None, model_path=None):
   if tf.io.gfile.exists(info_path):
     step = fileio.read_json(info_path).get("step")
   return model, path, step
+
+
+@contextlib.contextmanager
+def naming(path):
+  """A ConfigError raised inside (a model of the wrong kind) names the model file `path`: the
+  model's own name may say nothing about where it came from."""
+  try:
+    yield
+  except ConfigError as e:
+    raise ConfigError(f"{path}: {e}") from e
 
 
 DEFAULT_TARGET = dict(dataset="cifar10", norm="linf", eps=8 / 255)
