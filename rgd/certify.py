@@ -15,10 +15,11 @@ TensorBoard scalars.
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from rgd import cli
 from rgd.certified import certificate
+from rgd.errors import ConfigError
 from rgd.data import datasets
 from rgd.evaluation import certified, target
 
@@ -34,9 +35,15 @@ flags.DEFINE_integer("num_train_examples", 10000, "Training images for the gener
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  cli.parse_gin_or_exit("rgd.certify", require_model_dir=False)
+    raise ConfigError(f"unexpected arguments: {argv[1:]}")
+  cli.parse_gin_or_exit(require_model_dir=False)
+  # Flags first: a typo fails before the model and the data are read.
+  eps = target.parse_eps(FLAGS.eps) if FLAGS.eps is not None else None
+  radii = [target.parse_eps(r, "--radii") if r not in ("0", "0.0") else 0.0
+           for r in FLAGS.radii] if FLAGS.radii else None
   model, path, step = target.load_model(FLAGS.model_dir, FLAGS.model)
+  with target.naming(path):  # not certifiable: exit 2 naming the file
+    norm = certificate.certifiable_norm(model)
   # Dataset and eps default to what the run was trained on (DIR/model.json), as rgd.evaluate.
   run = target.run_defaults(FLAGS.model_dir, FLAGS.model)
   dataset = FLAGS.dataset or run.get("dataset") or target.DEFAULT_TARGET["dataset"]
@@ -49,12 +56,9 @@ def main(argv):
                                                  data_dir=run.get("data_dir"))
     train_images = train_images[:FLAGS.num_train_examples]
     train_labels = train_labels[:FLAGS.num_train_examples]
-  eps = target.parse_eps(FLAGS.eps) if FLAGS.eps is not None else run.get("eps")
+  eps = eps if eps is not None else run.get("eps")
   if eps is None:
-    norm = certificate.lipschitz_info(certificate.float32_model(model), refresh=False)["norm"]
     eps = 36 / 255 if norm == "l2" else 8 / 255
-  radii = [target.parse_eps(r, "--radii") if r not in ("0", "0.0") else 0.0
-           for r in FLAGS.radii] if FLAGS.radii else None
   output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir or os.path.dirname(path), "eval")
   settings = dict(model=path, checkpoint_step=step, dataset=dataset, split=FLAGS.split,
                   command=" ".join(sys.argv))
@@ -71,4 +75,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, "rgd.certify")

@@ -18,10 +18,11 @@ A file that is not a plain state dict (any other pickled object, unknown tensors
 is refused with exit status 2 and a message naming it; nothing in it is executed.
 docs/published_models.md has the details.
 """
-from absl import app, flags
+from absl import flags
 
-from rgd import cli, errors, models
-from rgd.evaluation.target import load_model, parse_eps
+from rgd import cli, models
+from rgd.errors import ConfigError
+from rgd.evaluation.target import load_model, naming, parse_eps
 from rgd.models import torch_format
 from rgd.interop import published
 
@@ -41,27 +42,23 @@ flags.DEFINE_bool("bn_offset", True, "Import into BatchNorms with offsets (beta)
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    raise ConfigError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS.output:
-    raise app.UsageError("--output is required")
-  try:
-    if FLAGS.input:
-      eps = parse_eps(FLAGS.eps) if FLAGS.eps else None
-      _, info = published.import_checkpoint(
-          FLAGS.input, FLAGS.output, FLAGS.activation, FLAGS.normalization, FLAGS.bn_offset,
-          FLAGS.dataset, FLAGS.norm, eps)
-      print(f"{FLAGS.input} -> {FLAGS.output}/model.keras ({info['architecture']}, "
-            f"{info['activation']}, {info['normalization']})")
-      return
-    model, path, _ = load_model(FLAGS.model_dir, FLAGS.model)
+    raise ConfigError("--output is required")
+  if FLAGS.input:
+    eps = parse_eps(FLAGS.eps) if FLAGS.eps else None
+    _, info = published.import_checkpoint(
+        FLAGS.input, FLAGS.output, FLAGS.activation, FLAGS.normalization, FLAGS.bn_offset,
+        FLAGS.dataset, FLAGS.norm, eps)
+    print(f"{FLAGS.input} -> {FLAGS.output}/model.keras ({info['architecture']}, "
+          f"{info['activation']}, {info['normalization']})")
+    return
+  model, path, _ = load_model(FLAGS.model_dir, FLAGS.model)
+  with naming(path):  # a model without a PyTorch twin: exit 2 naming the file
     args = published.export_checkpoint(model, FLAGS.output)
-    print(f"{path} -> {FLAGS.output} ({args['cls']} depth {args['depth']} width "
-          f"{args['width']}, {args['activation']})")
-  except (errors.DataError, ValueError, FileNotFoundError) as e:
-    cli.fail("rgd.convert", e, 2)
-  except ImportError as e:  # torch / safetensors are optional
-    cli.fail("rgd.convert", f"{e}: install the extra with pip install -e \".[torch]\"", 2)
+  print(f"{path} -> {FLAGS.output} ({args['cls']} depth {args['depth']} width "
+        f"{args['width']}, {args['activation']})")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, "rgd.convert")

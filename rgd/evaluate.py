@@ -21,19 +21,20 @@ CIFAR-10-C folder instead of tfds. Deterministic for a given --seed.
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 import gin
 
-from rgd import cli, errors, evaluation
+from rgd import cli, evaluation
 from rgd.data import datasets
 from rgd.evaluation import adversarial, cifar10c
+from rgd.errors import ConfigError
 from rgd.evaluation.target import load_model, resolve_target, run_defaults, versions
 from rgd.runtime import fileio, strategy as strategy_lib
 
 FLAGS = flags.FLAGS
 cli.define_model_flags()  # --model, --dataset, --split, --eps, --num_examples, --batch_size, ...
-flags.DEFINE_string("suite", "aa+mt", f"One of {sorted(evaluation.SUITES)} (cifar10c: common "
-                    "corruptions, rgd/evaluation/cifar10c.py).")
+flags.DEFINE_enum("suite", "aa+mt", sorted(evaluation.SUITES), "Attack suite (cifar10c: common "
+                  "corruptions, rgd/evaluation/cifar10c.py).")
 cli.define_norm_flag()  # --norm
 flags.DEFINE_string("cifar10c_dir", None, "--suite=cifar10c from Hendrycks' CIFAR-10-C folder "
                     "(DIR/<corruption>.npy, DIR/labels.npy; a bucket works) instead of tfds' "
@@ -44,17 +45,13 @@ flags.DEFINE_bool("jit", False, "Compile the attacks with XLA.")
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  cli.parse_gin_or_exit("rgd.evaluate", require_model_dir=False)
-  if FLAGS.suite not in evaluation.SUITES:
-    raise app.UsageError(f"--suite={FLAGS.suite!r}: expected one of {sorted(evaluation.SUITES)}")
+    raise ConfigError(f"unexpected arguments: {argv[1:]}")
+  cli.parse_gin_or_exit(require_model_dir=False)
   if evaluation.SUITES[FLAGS.suite] == "corruptions":
     return _main_cifar10c()
   run = run_defaults(FLAGS.model_dir, FLAGS.model)
   dataset, norm, eps, data_dir, origin = resolve_target(run, FLAGS.dataset, FLAGS.norm,
                                                         FLAGS.eps)
-  if FLAGS.num_examples is not None and FLAGS.num_examples <= 0:
-    raise app.UsageError(f"--num_examples={FLAGS.num_examples} must be positive")
   model, path, step = load_model(FLAGS.model_dir, FLAGS.model)
   logging.info("Evaluating %s on %s/%s, %s eps %.6g (%s).", path, dataset, FLAGS.split, norm,
                eps, origin)
@@ -72,11 +69,9 @@ def main(argv):
   settings = dict(model=path if fileio.is_remote(path) else os.path.abspath(path),
                   checkpoint_step=step, dataset=dataset,
                   split=FLAGS.split, command=" ".join(sys.argv))
-  try:
-    report = adversarial.evaluate_model(model, images, labels, FLAGS.suite, norm, eps, batch_size,
-                            FLAGS.seed, output_dir, settings, FLAGS.jit, strategy, source=path)
-  except (errors.NonFiniteLogitsError, errors.StateMismatchError) as e:
-    cli.fail("rgd.evaluate", e, 2)
+  report = adversarial.evaluate_model(model, images, labels, FLAGS.suite, norm, eps, batch_size,
+                                      FLAGS.seed, output_dir, settings, FLAGS.jit, strategy,
+                                      source=path)
   if FLAGS.suite == "autoattack":  # RobustBench's numbers are AutoAttack's
     architecture = adversarial.architecture_name(run.get("architecture") or model.name)
     adversarial.write_robustbench_entry(output_dir, report, architecture, dataset)
@@ -103,16 +98,13 @@ def _main_cifar10c():
   if FLAGS.cifar10c_dir:
     settings["cifar10c_dir"] = FLAGS.cifar10c_dir
     loader = cifar10c.FolderLoader(FLAGS.cifar10c_dir)
-  try:
-    report = cifar10c.evaluate_cifar10c(model, output_dir, FLAGS.batch_size, FLAGS.num_examples,
-                                        clean=clean, settings=settings, versions=versions(),
-                                        log=logging.info, loader=loader)
-  except errors.DataError as e:
-    cli.fail("rgd.evaluate", e, 2)
+  report = cifar10c.evaluate_cifar10c(model, output_dir, FLAGS.batch_size, FLAGS.num_examples,
+                                      clean=clean, settings=settings, versions=versions(),
+                                      log=logging.info, loader=loader)
   print(f"{report['table']}\nclean {100 * report['clean_accuracy']:.2f}% | mCE "
         f"{100 * report['mce']:.2f}% ({report['num_examples']} examples per corruption, "
         f"{report['seconds']:.0f} s) -> {output_dir}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, "rgd.evaluate")

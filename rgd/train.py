@@ -11,14 +11,15 @@ checkpoint and exits cleanly. DIR then holds:
   train/, validation/   TensorBoard events
 """
 
-from absl import app, flags, logging
+from absl import flags, logging
 import tensorflow as tf
 
-from rgd import cli, errors
+from rgd import cli
 from rgd.runtime import strategy as strategy_lib
 from rgd.training.loop import train_and_evaluate
 
 FLAGS = flags.FLAGS
+cli.define_flags()  # --model_dir, --gin_file, --gin_bindings, --tpu
 
 
 def main(argv):
@@ -26,14 +27,9 @@ def main(argv):
   cli.parse_gin_or_exit("rgd.train")
   tf.config.set_soft_device_placement(True)
   strategy = strategy_lib.get_strategy(FLAGS.tpu)
-  try:
-    logs = train_and_evaluate(FLAGS.model_dir, strategy)
-  except (errors.DataError, errors.CheckpointError) as e:
-    cli.fail("rgd.train", e, 2)
-  except errors.NonFiniteError as e:
-    cli.fail("rgd.train", e, 3)
+  logs = train_and_evaluate(FLAGS.model_dir, strategy)
   logging.info("Done: %s", {k: round(v, 4) for k, v in logs.items()})
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, "rgd.train")

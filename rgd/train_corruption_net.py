@@ -14,24 +14,22 @@ iterator), like rgd.train.
 """
 import os
 
-from absl import app, flags
+from absl import flags
 
-from rgd import cli, errors
+from rgd import cli
 from rgd.corruptions.training import train_corruption_net
 
 FLAGS = flags.FLAGS
+cli.define_flags()  # --model_dir, --gin_file, --gin_bindings
 
 
 def main(argv):
   del argv
   cli.parse_gin_or_exit("rgd.train_corruption_net")
-  try:
-    history = train_corruption_net(FLAGS.model_dir)
-  except errors.DataError as e:
-    cli.fail("rgd.train_corruption_net", e, 2)
+  history = train_corruption_net(FLAGS.model_dir)
   print(f"reconstruction loss {history[0]:.5f} -> {history[-1]:.5f}; weights in "
         f"{os.path.join(FLAGS.model_dir, 'weights.npz')}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, "rgd.train_corruption_net")

@@ -17,14 +17,15 @@ holds:
 """
 import os
 
-from absl import app, flags
+from absl import flags
 import tensorflow as tf
 
-from rgd import cli, errors
+from rgd import cli
 from rgd.runtime import strategy as strategy_lib
 from rgd.edm import store, training
 
 FLAGS = flags.FLAGS
+cli.define_flags()  # --model_dir, --gin_file, --gin_bindings, --tpu
 
 
 def main(argv):
@@ -32,14 +33,11 @@ def main(argv):
   cli.parse_gin_or_exit("rgd.train_generator")
   tf.config.set_soft_device_placement(True)
   strategy = strategy_lib.get_strategy(FLAGS.tpu)
-  try:
-    history = training.train_generator(FLAGS.model_dir, strategy)
-  except (errors.DataError, errors.CheckpointError) as e:
-    cli.fail("rgd.train_generator", e, 2)
+  history = training.train_generator(FLAGS.model_dir, strategy)
   if history:
     print(f"EDM loss {history[0]:.4f} -> {history[-1]:.4f}; generator in "
           f"{os.path.join(FLAGS.model_dir, store.CONFIG_FILE)}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, "rgd.train_generator")

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from rgd import errors
 from rgd.certified import certificate, interval, layers, models, precision
 
 
@@ -40,7 +41,7 @@ def test_exact_float32_turns_tf32_and_jit_off_and_restores(tf32):
 
 def test_auto_jit_from_the_environment_is_refused(monkeypatch):
   monkeypatch.setenv("TF_XLA_FLAGS", "--tf_xla_auto_jit=2")
-  with pytest.raises(RuntimeError, match="TF_XLA_FLAGS"):
+  with pytest.raises(errors.ConfigError, match="TF_XLA_FLAGS"):
     with precision.exact_float32():
       pass
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rgd import errors
+from rgd import cli, errors
 from rgd.corruptions import networks
 
 torch = pytest.importorskip("torch")
@@ -208,15 +208,16 @@ def test_a_pickled_object_is_refused_without_being_unpickled(tmp_path, capsys):
   torch.save({"head.0.weight": torch.zeros(1), "payload": _WritesAFile(str(marker))}, evil)
   assert not marker.exists()
   flags = convert_corruption_net.FLAGS
-  flags(["convert_corruption_net.py", f"--input={evil}", f"--output={tmp_path / 'out.npz'}"])
   try:
     with pytest.raises(SystemExit) as exit_info:  # the tool's main, as `python tools/...` runs it
-      convert_corruption_net.main([])
+      cli.run(convert_corruption_net.main, "convert_corruption_net.py", argv=[
+          "convert_corruption_net.py", f"--input={evil}", f"--output={tmp_path / 'out.npz'}"])
   finally:
     flags.unparse_flags()
   assert exit_info.value.code == 2
-  err = capsys.readouterr().err
-  assert "evil.pt" in err and "weights_only" in err, err
+  err = capsys.readouterr().err.strip().splitlines()[-1]
+  assert err.startswith("convert_corruption_net.py: ") and "evil.pt" in err, err
+  assert "weights_only" in err, err
   assert not marker.exists() and not (tmp_path / "out.npz").exists()
 
 

@@ -6,6 +6,7 @@ import gin
 import numpy as np
 import pytest
 
+from rgd import errors
 from rgd.corruptions import training as tcn
 from rgd.corruptions import networks
 
@@ -39,7 +40,7 @@ def test_load_params_names_a_mismatch(tmp_path):
   networks.save_params(str(tmp_path / "w.npz"), net.init(0))
   with pytest.raises(ValueError, match="w.npz"):
     networks.load_params(str(tmp_path / "w.npz"), networks.EDSRCifar(num_blocks=2, features=4))
-  with pytest.raises(FileNotFoundError, match="nope.npz"):
+  with pytest.raises(errors.ConfigError, match="nope.npz"):
     networks.load_params(str(tmp_path / "nope.npz"), net)
 
 

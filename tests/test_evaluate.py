@@ -131,9 +131,11 @@ def test_empty_dataset(tmp_path):
 
 
 def test_missing_model(tmp_path):
-  with pytest.raises(FileNotFoundError, match="--model_dir: no model at"):
+  with pytest.raises(errors.ConfigError, match=r"--model_dir=.*: model file .* is missing"):
     target.load_model(model_dir=str(tmp_path))
-  with pytest.raises(ValueError, match="exactly one"):
+  with pytest.raises(errors.ConfigError, match="--model_dir=.*nope: the directory is missing"):
+    target.load_model(model_dir=str(tmp_path / "nope"))
+  with pytest.raises(errors.ConfigError, match="exactly one"):
     target.load_model()
 
 

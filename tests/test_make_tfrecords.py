@@ -146,8 +146,9 @@ def test_cli_error_names_the_file(tmp_path):
   np.savez(path, image=np.zeros((2, 8, 8, 3), np.float32))
   proc = _tool(f"--input={path}", f"--output_dir={tmp_path / 'out'}")
   _, err = proc.communicate(timeout=120)
-  assert proc.returncode == 1
-  assert f"error: {path}['image']: images are float32; expected uint8" in err
+  assert proc.returncode == 2  # rgd.cli.run: bad data
+  assert f"make_tfrecords.py: {path}['image']: images are float32; expected uint8" in err
+  assert "Traceback" not in err
 
 
 def test_killed_run_leaves_nothing_complete_and_a_rerun_finishes(tmp_path):

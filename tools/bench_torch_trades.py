@@ -26,6 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch_reference  # noqa: E402
 
+from rgd import cli  # noqa: E402
+
 
 def main(argv):
   p = argparse.ArgumentParser(prog="bench_torch_trades.py", description=__doc__.split("\n")[0])
@@ -82,4 +84,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
+  cli.run(main, "bench_torch_trades.py", absl_flags=False)

@@ -34,4 +34,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv))
+  cli.run(main, "benchmark.py", argv=sys.argv, absl_flags=False)

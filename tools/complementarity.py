@@ -20,6 +20,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from rgd import cli
+
 flags.DEFINE_string("dataset", "cifar10", "Real data: a tfds name or npz:DIR.")
 flags.DEFINE_string("generated", None, "Generated set: .npz/.npy/folder (see "
                     "tools/make_tfrecords.py) or a glob of TFRecord shards.")
@@ -41,10 +43,7 @@ FLAGS = flags.FLAGS
 
 def _extractor():
   from rgd.datagen import complementarity as comp
-  try:
-    return comp.choose_extractor(FLAGS.extractor, FLAGS.labeler, FLAGS.inception_weights)
-  except ValueError as e:
-    raise app.UsageError(str(e)) from None
+  return comp.choose_extractor(FLAGS.extractor, FLAGS.labeler, FLAGS.inception_weights)
 
 
 def main(argv):
@@ -66,10 +65,7 @@ def main(argv):
   x_test, y_test = datasets.load_split(FLAGS.dataset, "test")
   idx = comp.balanced_sample(None, min(n, len(x_test)), k, FLAGS.seed + 1, len(x_test))
   test = (x_test[idx], y_test[idx])
-  try:
-    generated = comp.read_generated(FLAGS.generated, n, k, FLAGS.seed + 2)
-  except ValueError as e:  # Bad or too small input: one line naming the file.
-    raise SystemExit(f"error: {e}") from None
+  generated = comp.read_generated(FLAGS.generated, n, k, FLAGS.seed + 2)
   result = comp.measure(train, test, generated, extractor, FLAGS.pca_dim, FLAGS.batch_size)
   report = dict(result, **info, dataset=FLAGS.dataset, generated=FLAGS.generated)
   report = {key: (float(v) if isinstance(v, np.floating) else v) for key, v in report.items()}
@@ -79,4 +75,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, "complementarity.py")

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 import numpy as np  # noqa: E402
 
-from rgd import errors  # noqa: E402
+from rgd import cli  # noqa: E402
 from rgd.corruptions import networks  # noqa: E402
 from rgd.interop import weight_files  # noqa: E402
 
@@ -41,10 +41,7 @@ def read_state_dict(path):
 def convert(network, input_path, output_path):
   """Writes the npz; returns the network kwargs."""
   state = read_state_dict(input_path)
-  try:
-    kwargs, params = networks.from_torch_state(network, state, source=input_path)
-  except ValueError as e:
-    raise errors.DataError(str(e)) from None
+  kwargs, params = networks.from_torch_state(network, state, source=input_path)
   networks.save_params(output_path, params)
   return kwargs
 
@@ -53,11 +50,7 @@ def main(argv):
   del argv
   if not FLAGS.input or not FLAGS.output:
     raise app.UsageError("--input and --output are required")
-  try:
-    kwargs = convert(FLAGS.network, FLAGS.input, FLAGS.output)
-  except errors.DataError as e:
-    print(f"convert_corruption_net: {e}", file=sys.stderr)
-    sys.exit(2)
+  kwargs = convert(FLAGS.network, FLAGS.input, FLAGS.output)
   defaults = networks.NETWORKS[FLAGS.network]().init(0)
   built = networks.NETWORKS[FLAGS.network](**kwargs).init(0)
   same = all(defaults[k].shape == built[k].shape for k in defaults) and len(defaults) == len(
@@ -68,4 +61,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, "convert_corruption_net.py")

@@ -32,7 +32,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from rgd import models  # noqa: E402
+from rgd import cli, models  # noqa: E402
+from rgd.errors import ConfigError  # noqa: E402
 from rgd.evaluation import target  # noqa: E402
 from rgd.runtime import strategy as strategy_lib
 from rgd.training import objectives, weight_average
@@ -175,7 +176,7 @@ def main(argv):
     name = f"{args.train} ({model.name}, {args.train_steps} steps)"
   else:
     if not args.model:
-      raise SystemExit("crosscheck_autoattack.py: pass --model=FILE.keras or --train=KIND")
+      raise ConfigError("pass --model=FILE.keras or --train=KIND")
     model, _, _ = target.load_model(model_path=args.model)
     name = os.path.basename(args.model)
   if args.data:
@@ -196,4 +197,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
+  cli.run(main, "crosscheck_autoattack.py", absl_flags=False)

@@ -41,6 +41,7 @@ from gloro.layers.margin_layers import LipschitzMargin  # noqa: E402
 from gloro.layers.network_layers import MinMax as GloroMinMax  # noqa: E402
 from gloro.lipschitz_computation import LipschitzComputer  # noqa: E402
 
+from rgd import cli  # noqa: E402
 from rgd.certified import certificate, gloro, layers  # noqa: E402
 
 BUGS = ("skip_conv", "no_permutation", "double_eps")
@@ -159,14 +160,14 @@ def check(bugs=(), n=64, eps=0.05, seed=0):
   return ok, res
 
 
-def main():
+def main(argv):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--seed_bug", choices=BUGS, default=None)
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   ok, res = check((args.seed_bug,) if args.seed_bug else ())
   print(f"{'OK' if ok else 'FAIL'} {res}")
-  sys.exit(0 if ok else 1)
+  return 0 if ok else 1  # 1: the check failed
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main, "crosscheck_gloro.py", absl_flags=False)

@@ -33,6 +33,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import torch  # noqa: E402
 
+from rgd import cli  # noqa: E402
 from rgd.certified import certificate, layers, linf_dist, models  # noqa: E402
 
 BUGS = ("no_clip", "sort_q_squared", "p_ignored")
@@ -213,13 +214,13 @@ def run(bugs=(), stream=sys.stdout):
   return ok_all, results
 
 
-def main():
+def main(argv):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--seed_bug", choices=BUGS, default=None)
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   ok, _ = run((args.seed_bug,) if args.seed_bug else ())
-  sys.exit(0 if ok else 1)
+  return 0 if ok else 1  # 1: the check failed
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main, "crosscheck_linf_torch.py", absl_flags=False)

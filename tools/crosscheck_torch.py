@@ -30,7 +30,7 @@ import tensorflow as tf  # noqa: E402
 import torch  # noqa: E402
 
 from rgd.runtime import seeds  # noqa: E402
-from rgd import models  # noqa: E402
+from rgd import cli, models  # noqa: E402
 from rgd.training import objectives
 from rgd.training.trainer import RobustTrainer  # noqa: E402
 import torch_reference  # noqa: E402
@@ -216,4 +216,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
+  cli.run(main, "crosscheck_torch.py", absl_flags=False)

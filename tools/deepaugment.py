@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 import gin  # noqa: E402
 
+from rgd import cli  # noqa: E402
 from rgd.data import datasets  # noqa: E402
 from rgd.corruptions import deepaugment, networks  # noqa: E402
 import rgd.corruptions.training  # noqa: E402,F401  (registers the configurable)
@@ -48,7 +49,7 @@ def main(argv):
   if FLAGS.network:
     net = networks.get_network(FLAGS.network)
   else:
-    gin.parse_config_file(FLAGS.corruption_gin)
+    cli.parse_gin([FLAGS.corruption_gin], [])  # a missing or bad file: ConfigError naming it
     name = gin.query_parameter("train_corruption_net.network")
     kwargs = gin.query_parameter("train_corruption_net.network_kwargs") or {}
     net = networks.get_network(name, **kwargs)
@@ -60,4 +61,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, "deepaugment.py")

@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from sklearn import datasets as sk_datasets  # noqa: E402
 
+from rgd import cli  # noqa: E402
 from rgd.runtime import fileio  # noqa: E402
 
 
@@ -39,12 +40,12 @@ def _write(path, images, labels):
   fileio.atomic_write_bytes(path, buf.getvalue())
 
 
-def main():
+def main(argv):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--output_dir", required=True)
   parser.add_argument("--size", type=int, default=16)
   parser.add_argument("--num_test", type=int, default=297)
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   (xt, yt), (xv, yv) = digits(args.size, args.num_test)
   fileio.makedirs(args.output_dir)
   _write(os.path.join(args.output_dir, "train.npz"), xt, yt)
@@ -53,4 +54,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main, "digits_npz.py", absl_flags=False)

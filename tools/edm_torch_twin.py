@@ -26,7 +26,9 @@ import torch
 import torch.nn.functional as tnf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from rgd import cli  # noqa: E402
 from rgd.edm import denoiser, unet  # noqa: E402
+from rgd.errors import ConfigError  # noqa: E402
 
 BUGS = {
     "adaptive_scale": "the embedding scales norm1's output (adaptive_scale on, shift left out so "
@@ -119,7 +121,7 @@ class SongUNetTwin(torch.nn.Module):
                channel_mult=(2, 2, 2), num_blocks=4, attn_resolutions=(16,), bug=None):
     super().__init__()
     if bug is not None and bug not in BUGS:
-      raise ValueError(f"--seed_bug: {bug!r} is not one of {sorted(BUGS)}")
+      raise ConfigError(f"--seed_bug: {bug!r} is not one of {sorted(BUGS)}")
     self.bug, self.mc, self.label_dim = bug, model_channels, label_dim
     emb_ch = 4 * model_channels
     self.map_label = _Dense(label_dim, model_channels) if label_dim else None
@@ -289,7 +291,7 @@ def build_pair(config=None, bug=None, seed=0):
 def seed_bug(net, bug):
   """Plants `bug` (a BUGS key, or None to remove it) in an existing twin."""
   if bug is not None and bug not in BUGS:
-    raise ValueError(f"--seed_bug: {bug!r} is not one of {sorted(BUGS)}")
+    raise ConfigError(f"--seed_bug: {bug!r} is not one of {sorted(BUGS)}")
   for module in net.modules():
     if isinstance(module, (Block, SongUNetTwin)):
       module.bug = bug
@@ -300,12 +302,12 @@ def cifar10_parameter_count():
   return sum(p.numel() for p in SongUNetTwin().parameters())
 
 
-def main():
+def main(argv):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--seed_bug", choices=sorted(BUGS))
   parser.add_argument("--tol", type=float, default=1e-4)
   parser.add_argument("--count_cifar10", action="store_true")
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   if args.count_cifar10:
     print(f"twin SongUNet (ddpmpp, CIFAR-10, label_dim 10, augment_dim 9): "
           f"{cifar10_parameter_count():,} parameters")
@@ -324,4 +326,4 @@ def main():
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run(main, "edm_torch_twin.py", absl_flags=False)

@@ -24,6 +24,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from rgd import cli
+
 flags.DEFINE_string("dataset", "cifar10", "Real data: a tfds name or npz:DIR (its training "
                     "split).")
 flags.DEFINE_string("generated", None, "Generated set: .npz/.npy/folder or a glob of "
@@ -51,29 +53,22 @@ def main(argv):
   if not FLAGS.generated:
     raise app.UsageError("--generated is required")
   from rgd.data import datasets  # pylint: disable=g-import-not-at-top
-  from rgd import errors  # pylint: disable=g-import-not-at-top
   from rgd.runtime import fileio  # pylint: disable=g-import-not-at-top
   from rgd.datagen import complementarity as comp  # pylint: disable=g-import-not-at-top
   from rgd.datagen import fid  # pylint: disable=g-import-not-at-top
-  try:
-    extractor, info = comp.choose_extractor(FLAGS.extractor, FLAGS.labeler,
-                                            FLAGS.inception_weights, FLAGS.inception_graph)
-  except ValueError as e:
-    raise app.UsageError(str(e)) from None
+  extractor, info = comp.choose_extractor(FLAGS.extractor, FLAGS.labeler,
+                                          FLAGS.inception_weights, FLAGS.inception_graph)
   logging.info("Feature extractor: %s; its FIDs compare with %s", info["extractor"],
                info["comparable_with"])
   k = datasets.num_classes_of(FLAGS.dataset, FLAGS.num_classes)
-  try:
-    x_train, y_train = datasets.load_split(FLAGS.dataset, "train_full")
-    n_real = min(FLAGS.num_real, len(x_train))
-    real = x_train if n_real == len(x_train) else x_train[
-        comp.balanced_sample(None, n_real, k, FLAGS.seed, len(x_train))]
-    del x_train
-    # A uniform sample (not class balanced): FID compares the whole distributions.
-    generated, _ = comp.read_generated(FLAGS.generated, FLAGS.num_generated, k, FLAGS.seed + 1,
-                                       balanced=False)
-  except (ValueError, errors.DataError) as e:  # Bad or too small input: one line naming it.
-    raise SystemExit(f"error: {e}") from None
+  x_train, y_train = datasets.load_split(FLAGS.dataset, "train_full")
+  n_real = min(FLAGS.num_real, len(x_train))
+  real = x_train if n_real == len(x_train) else x_train[
+      comp.balanced_sample(None, n_real, k, FLAGS.seed, len(x_train))]
+  del x_train
+  # A uniform sample (not class balanced): FID compares the whole distributions.
+  generated, _ = comp.read_generated(FLAGS.generated, FLAGS.num_generated, k, FLAGS.seed + 1,
+                                     balanced=False)
   value, sizes = fid.fid_of_images(extractor, real, generated, FLAGS.batch_size)
   report = dict(fid=value, **sizes, **info, dataset=FLAGS.dataset, generated=FLAGS.generated)
   logging.info("FID %.4f [extractor: %s; comparable with %s]", value, info["extractor"],
@@ -84,4 +79,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, "fid.py")

@@ -19,12 +19,12 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # pylint: disable=g-import-not-at-top
+from absl import flags  # pylint: disable=g-import-not-at-top
 import keras
 import numpy as np
 import tensorflow as tf
 
-from rgd import models
+from rgd import cli, models
 from rgd.training import objectives
 from rgd.training.trainer import RobustTrainer
 
@@ -77,4 +77,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, "init_proxy.py")

@@ -35,8 +35,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from rgd import cli
 from rgd.datagen import generators, labeling, pipeline
-from rgd.errors import ConfigError, DataError
 
 flags.DEFINE_string("input", None, "Generated images: .npz, .npy file/glob/folder, or a folder "
                     "of PNG/JPEG files.")
@@ -90,10 +90,7 @@ def main(argv):
     raise app.UsageError("--output_dir is required")
   if (f.input is None) == (f.generator is None):
     raise app.UsageError("give exactly one of --input and --generator")
-  try:
-    _run(f)
-  except (ConfigError, DataError) as e:  # One clear line naming the file or flag, no traceback.
-    sys.exit(f"error: {e}")
+  _run(f)
 
 
 def _run(f):
@@ -121,4 +118,4 @@ def _run(f):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, "make_tfrecords.py")

@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from rgd import cli  # noqa: E402
 from rgd.evaluation import target  # noqa: E402
 from rgd.evaluation import cascade  # noqa: E402
 from rgd.attacks.apgd import APGDTargeted  # noqa: E402
@@ -89,4 +90,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  main(sys.argv[1:])
+  cli.run(main, "mt_vs_apgdt.py", absl_flags=False)

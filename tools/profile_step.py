@@ -23,6 +23,9 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from rgd import cli  # noqa: E402  (imports no TensorFlow)
+from rgd.errors import ConfigError, DataError  # noqa: E402
+
 
 def capture(args):
   import rgd  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import  (before TF)
@@ -73,12 +76,12 @@ def summarize(args):
   try:
     from xprof.convert import raw_to_tool_data  # pylint: disable=g-import-not-at-top
   except ImportError:
-    sys.exit("profile_step.py summarize: needs `pip install xprof` (not an rgd dependency)")
+    raise ConfigError("summarize needs `pip install xprof` (not an rgd dependency)")
   # Without TensorFlow there is no gfile here: copy a gs:// trace down first.
   pattern = os.path.join(args.logdir, "plugins/profile/*/*.xplane.pb")
   traces = sorted(glob.glob(pattern))  # local only
   if not traces:
-    sys.exit(f"profile_step.py summarize: no *.xplane.pb under {args.logdir}/plugins/profile")
+    raise DataError(f"summarize: no *.xplane.pb under {args.logdir}/plugins/profile")
   data, _ = raw_to_tool_data.xspace_to_tool_data([traces[-1]], "framework_op_stats", {})
   rows, total = op_type_table(json.loads(data), args.top)
   print(f"{traces[-1]}: {total:.2f} s of op self time (all threads; IDLE = no op running)")
@@ -106,4 +109,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
+  cli.run(main, "profile_step.py", absl_flags=False)

@@ -9,13 +9,13 @@ own). Mixing ops (CutMix, MixUp, RICAP) draw their partners from the images show
       --augmentations=cutout,cutmix,mixup --num_images=12 --scale=3
 """
 import argparse
-import sys
 
 import numpy as np
 import tensorflow as tf
 
-from rgd import augment
+from rgd import augment, cli
 from rgd.data import datasets
+from rgd.errors import ConfigError
 from rgd.runtime import fileio
 from rgd.augment import visualize
 
@@ -47,17 +47,17 @@ def augmentation_rows(images, labels, num_classes, names, seed):
   return tf.stack(rows)
 
 
-def main(argv=None):
-  args = parse_args(sys.argv[1:] if argv is None else argv)
+def main(argv):
+  args = parse_args(argv)
   names = [n.strip() for n in args.augmentations.split(",") if n.strip()]
   for name in names:
     augment.make_batch_augment(name)  # fails early, naming the bad augmentation
   if args.num_images < 2:
-    raise SystemExit("--num_images must be at least 2 (mixing ops need partners)")
+    raise ConfigError("--num_images must be at least 2 (mixing ops need partners)")
   images, labels = datasets.load_split(args.dataset, args.split, num_validation=0)
   if len(images) < args.num_images:
-    raise SystemExit(f"{args.dataset}/{args.split} has {len(images)} images, fewer than "
-                     f"--num_images={args.num_images}")
+    raise ConfigError(f"{args.dataset}/{args.split} has {len(images)} images, fewer than "
+                      f"--num_images={args.num_images}")
   pick = np.random.RandomState(args.seed).choice(len(images), args.num_images, replace=False)
   num_classes = datasets.num_classes_of(args.dataset)
   rows = augmentation_rows(images[pick], labels[pick], num_classes, names, args.seed)
@@ -68,4 +68,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main, "show_augmentations.py", absl_flags=False)

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rgd.errors import ConfigError
+
 BUGS = ("none", "kl_direction", "wd_on_bn", "bn_momentum", "symmetric_pad", "no_nesterov",
         "attack_bn_update")
 
@@ -79,7 +81,7 @@ class TorchTwin(torch.nn.Module):
       cfg = {}
       if kind == "Conv2D":
         if layer.use_bias or layer.dilation_rate != (1, 1) or layer.groups != 1:
-          raise ValueError(f"{layer.name}: only bias-free, undilated convs are supported")
+          raise ConfigError(f"{layer.name}: only bias-free, undilated convs are supported")
         cfg = dict(stride=layer.strides[0], kernel=layer.kernel_size, padding=layer.padding)
       elif kind == "BatchNormalization":
         cfg = dict(eps=layer.epsilon, momentum=layer.momentum, center=layer.center,
@@ -89,13 +91,13 @@ class TorchTwin(torch.nn.Module):
       elif kind == "Activation":
         cfg = dict(fn=layer.activation.__name__)
         if cfg["fn"] not in ("swish", "silu", "relu", "linear"):
-          raise ValueError(f"{layer.name}: activation {cfg['fn']} not supported")
+          raise ConfigError(f"{layer.name}: activation {cfg['fn']} not supported")
       elif kind == "Normalization":
         std = np.maximum(np.sqrt(np.asarray(layer.variance)), 1e-7)
         self.consts[layer.name] = (torch.tensor(np.asarray(layer.mean), dtype=dtype).reshape(-1),
                                    torch.tensor(std, dtype=dtype).reshape(-1))
       elif kind not in ("Add", "GlobalAveragePooling2D", "Dense"):
-        raise ValueError(f"{layer.name}: layer type {kind} not supported by the torch twin")
+        raise ConfigError(f"{layer.name}: layer type {kind} not supported by the torch twin")
       for v in layer.trainable_weights:
         self.params[self.key(v.path)] = torch.nn.Parameter(
             torch.tensor(np.asarray(v), dtype=dtype))

@@ -36,6 +36,7 @@ from rgd.augment.patches import box_mask
 from rgd.augment.patches import sample_boxes
 from rgd.augment.policies import AutoAugment
 from rgd.augment.policies import RandAugment
+from rgd.errors import ConfigError
 
 AUGMENTATIONS = {
     "cutout": Cutout,
@@ -54,26 +55,26 @@ def make_batch_augment(name, **params):
   baseline ('none', 'pad_crop_flip', None or ''). `params` go to the op's constructor."""
   if name is None or name in BASELINE or name == "":
     if params:
-      raise ValueError(f"Augmentation {name!r} takes no parameters, got {sorted(params)}")
+      raise ConfigError(f"Augmentation {name!r} takes no parameters, got {sorted(params)}")
     return None
   if not isinstance(name, str):
-    raise ValueError(f"Augmentation name must be a string, got {name!r}")
+    raise ConfigError(f"Augmentation name must be a string, got {name!r}")
   parts = [p.strip().lower() for p in name.split("+")]
   unknown = [p for p in parts if p not in AUGMENTATIONS]
   if unknown:
-    raise ValueError(f"Unknown augmentation {unknown[0]!r} in {name!r}; choose from "
-                     f"{sorted(AUGMENTATIONS) + list(BASELINE)}, or join names with '+'")
+    raise ConfigError(f"Unknown augmentation {unknown[0]!r} in {name!r}; choose from "
+                      f"{sorted(AUGMENTATIONS) + list(BASELINE)}, or join names with '+'")
   if len(parts) > 1 and params:
-    raise ValueError(f"Parameters {sorted(params)} are ambiguous for the composite "
-                     f"augmentation {name!r}: bind them per op in gin (e.g. Cutout.window_length)")
+    raise ConfigError(f"Parameters {sorted(params)} are ambiguous for the composite "
+                      f"augmentation {name!r}: bind them per op in gin (e.g. Cutout.window_length)")
   ops = []
   for part in parts:
     cls = AUGMENTATIONS[part]
     try:
       ops.append(cls(**params))
     except TypeError as e:
-      raise ValueError(f"Bad parameters {sorted(params)} for augmentation {part!r} "
-                       f"({cls.__name__}): {e}") from e
+      raise ConfigError(f"Bad parameters {sorted(params)} for augmentation {part!r} "
+                        f"({cls.__name__}): {e}") from e
   if len(ops) == 1:
     return ops[0]
 

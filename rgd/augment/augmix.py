@@ -25,6 +25,7 @@ import gin
 import tensorflow as tf
 
 from rgd.augment import common, image_ops
+from rgd.errors import ConfigError
 
 AUGMIX_OPS = ("AutoContrast", "Equalize", "Posterize", "Rotate", "Solarize", "ShearX", "ShearY",
               "TranslateX", "TranslateY")
@@ -58,9 +59,9 @@ class AugMix:
     common.check_positive("AugMix", severity, "severity")
     common.check_positive("AugMix", alpha, "alpha")
     if int(width) != width or width < 1:
-      raise ValueError(f"AugMix: width must be a whole number >= 1, got {width}")
+      raise ConfigError(f"AugMix: width must be a whole number >= 1, got {width}")
     if depth != -1 and (int(depth) != depth or depth < 1):
-      raise ValueError(f"AugMix: depth must be -1 (uniform in 1..3) or >= 1, got {depth}")
+      raise ConfigError(f"AugMix: depth must be -1 (uniform in 1..3) or >= 1, got {depth}")
     self.severity, self.width, self.depth, self.alpha = float(severity), int(width), int(depth), \
         float(alpha)
 

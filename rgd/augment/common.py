@@ -8,6 +8,8 @@ import numbers
 
 import tensorflow as tf
 
+from rgd.errors import ConfigError
+
 
 def split_seed(seed, num):
   return tf.unstack(tf.random.experimental.stateless_split(tf.cast(seed, tf.int32), num))
@@ -44,31 +46,31 @@ def applied(n, seed, probability):
 
 def check_probability(op, value, name="probability"):
   if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0. <= value <= 1.:
-    raise ValueError(f"{op}: {name} must be in [0, 1], got {value}")
+    raise ConfigError(f"{op}: {name} must be in [0, 1], got {value}")
   return float(value)
 
 
 def check_positive(op, value, name):
   if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0.:
-    raise ValueError(f"{op}: {name} must be > 0, got {value}")
+    raise ConfigError(f"{op}: {name} must be > 0, got {value}")
   return float(value)
 
 
 def check_window(op, value, name="window_length"):
   if (isinstance(value, bool) or not isinstance(value, numbers.Real) or int(value) != value
       or value <= 0):
-    raise ValueError(f"{op}: {name} must be a positive whole number of pixels, got {value}")
+    raise ConfigError(f"{op}: {name} must be a positive whole number of pixels, got {value}")
   return int(value)
 
 
 def check_batch(op, batch):
   missing = [k for k in ("image", "label") if k not in batch]
   if missing:
-    raise ValueError(f"{op}: the batch needs keys 'image' [b, H, W, C] and 'label' [b, K]; "
-                     f"missing {missing}")
+    raise ConfigError(f"{op}: the batch needs keys 'image' [b, H, W, C] and 'label' [b, K]; "
+                      f"missing {missing}")
   if batch["image"].shape.rank != 4 or batch["label"].shape.rank != 2:
-    raise ValueError(f"{op}: expected image [b, H, W, C] and soft labels [b, K], got "
-                     f"{batch['image'].shape} and {batch['label'].shape}")
+    raise ConfigError(f"{op}: expected image [b, H, W, C] and soft labels [b, K], got "
+                      f"{batch['image'].shape} and {batch['label'].shape}")
   if batch["image"].shape[1] is None or batch["image"].shape[2] is None:
-    raise ValueError(f"{op}: the image height and width must be static, got "
-                     f"{batch['image'].shape}")
+    raise ConfigError(f"{op}: the image height and width must be static, got "
+                      f"{batch['image'].shape}")

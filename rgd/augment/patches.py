@@ -11,6 +11,7 @@ import gin
 import tensorflow as tf
 
 from rgd.augment import common
+from rgd.errors import ConfigError
 
 
 def box_mask(y0, x0, h, w, height, width):
@@ -75,7 +76,7 @@ def _select(mask, inside, outside):
 
 def _check_placement(op, placement):
   if placement not in ("inside", "clip"):
-    raise ValueError(f"{op}: placement must be 'inside' or 'clip', got {placement!r}")
+    raise ConfigError(f"{op}: placement must be 'inside' or 'clip', got {placement!r}")
   return placement
 
 
@@ -93,8 +94,8 @@ class Cutout:
     self.window_length = common.check_window("Cutout", window_length)
     self.probability = common.check_probability("Cutout", probability)
     if not 0. <= float(fill_value) <= 1.:
-      raise ValueError(f"Cutout: fill_value must be in [0, 1] (images are in [0, 1]), got "
-                       f"{fill_value}")
+      raise ConfigError(f"Cutout: fill_value must be in [0, 1] (images are in [0, 1]), got "
+                        f"{fill_value}")
     self.fill_value = float(fill_value)
 
   def __call__(self, batch, seed):

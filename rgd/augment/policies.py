@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from rgd.augment import common
 from rgd.augment import image_ops
+from rgd.errors import ConfigError
 
 # The AutoAugment policy found on reduced CIFAR-10 (Cubuk et al. 2019, appendix of the arXiv
 # version), as torchvision lists it: 25 sub-policies of two (op, probability, magnitude level in
@@ -91,13 +92,13 @@ class RandAugment:
 
   def __init__(self, num_ops=2, magnitude=9, num_magnitude_bins=31):
     if isinstance(num_ops, bool) or int(num_ops) != num_ops or num_ops < 0:
-      raise ValueError(f"RandAugment: num_ops must be a whole number >= 0, got {num_ops}")
+      raise ConfigError(f"RandAugment: num_ops must be a whole number >= 0, got {num_ops}")
     if int(num_magnitude_bins) != num_magnitude_bins or num_magnitude_bins < 2:
-      raise ValueError(f"RandAugment: num_magnitude_bins must be a whole number >= 2, got "
-                       f"{num_magnitude_bins}")
+      raise ConfigError(f"RandAugment: num_magnitude_bins must be a whole number >= 2, got "
+                        f"{num_magnitude_bins}")
     if not 0 <= magnitude <= num_magnitude_bins - 1:
-      raise ValueError(f"RandAugment: magnitude must be in [0, {num_magnitude_bins - 1}] "
-                       f"(num_magnitude_bins - 1), got {magnitude}")
+      raise ConfigError(f"RandAugment: magnitude must be in [0, {num_magnitude_bins - 1}] "
+                        f"(num_magnitude_bins - 1), got {magnitude}")
     self.num_ops = int(num_ops)
     self.fraction = float(magnitude) / (num_magnitude_bins - 1)
     self.op_names = RANDAUGMENT_OPS

@@ -1,13 +1,15 @@
 """A grid of images for PNG files and TensorBoard (`tf.summary.image` takes its output)."""
 import tensorflow as tf
 
+from rgd.errors import ConfigError
+
 
 def image_grid(rows, padding=2, scale=1, background=1.0):
   """`rows`: float [R, C, H, W, 3] in [0, 1] -> uint8 [1, R*(H*scale+p)+p, C*(W*scale+p)+p, 3],
   each image upscaled `scale` times (nearest neighbour) and framed by `padding` pixels."""
   rows = tf.convert_to_tensor(rows, tf.float32)
   if rows.shape.rank != 5 or rows.shape[-1] != 3:
-    raise ValueError(f"image_grid expects [rows, columns, H, W, 3], got {rows.shape}")
+    raise ConfigError(f"image_grid expects [rows, columns, H, W, 3], got {rows.shape}")
   if scale > 1:
     rows = tf.repeat(tf.repeat(rows, scale, axis=2), scale, axis=3)
   p = padding

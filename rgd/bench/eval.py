@@ -17,12 +17,13 @@ import numpy as np
 import tensorflow as tf
 
 from rgd import models
-from rgd.evaluation import cascade
 from rgd.attacks.apgd import APGD, APGDTargeted
 from rgd.attacks.fab import FABTargeted
 from rgd.attacks.multitargeted import MultiTargeted
 from rgd.attacks.square import Square
 from rgd.bench import flops
+from rgd.errors import ConfigError
+from rgd.evaluation import cascade
 
 ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "multitargeted", "fab-t", "square")
 
@@ -39,7 +40,7 @@ def make_attack(name, norm, eps, steps):
     return FABTargeted(norm, eps, num_steps=steps, num_target_classes=1)
   if name == "square":
     return Square(norm, eps, num_queries=steps)
-  raise ValueError(f"--attack={name!r}: expected one of {ATTACKS}")
+  raise ConfigError(f"--attack={name!r}: expected one of {ATTACKS}")
 
 
 def parse_args(argv):

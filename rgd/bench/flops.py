@@ -13,6 +13,8 @@ on the new input first.
 import keras
 import numpy as np
 
+from rgd.errors import ConfigError
+
 
 def _dims(shape):
   return [d for d in shape[1:]]
@@ -56,7 +58,7 @@ def _graph(model):
   if isinstance(model, keras.Sequential):
     model = getattr(model, "_functional", None)
   if model is None or not hasattr(model, "_nodes_by_depth"):
-    raise ValueError("forward_flops needs functional or Sequential models built on an Input")
+    raise ConfigError("forward_flops needs functional or Sequential models built on an Input")
   return [node for nodes in model._nodes_by_depth.values() for node in nodes]  # pylint: disable=protected-access
 
 
@@ -83,8 +85,8 @@ def _model_flops(model):
 def forward_flops(model, input_shape):
   """Forward FLOPs of one example of shape `input_shape` (without the batch axis)."""
   if not hasattr(model, "inputs") or not model.inputs:
-    raise ValueError(f"forward_flops needs a functional or Sequential model with known inputs; "
-                     f"got {type(model).__name__}")
+    raise ConfigError(f"forward_flops needs a functional or Sequential model with known inputs; "
+                      f"got {type(model).__name__}")
   input_shape = tuple(int(d) for d in input_shape)
   if tuple(model.inputs[0].shape[1:]) != input_shape:
     model = keras.models.clone_model(model, input_tensors=keras.Input(input_shape))

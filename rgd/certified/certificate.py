@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from rgd.certified import gloro, interval, linf_dist, precision
+from rgd.errors import ConfigError
 
 LINF_BOUNDS = ("interval", "margin")
 ROUNDING_RELATIVE = {"float32": 1e-5, "bfloat16": 2.0 ** -6, "float16": 2.0 ** -9,
@@ -88,20 +89,29 @@ def linf_radius(logits, scale, dtype="float32", input_std=1.0):
   return margin * float(input_std) / (2.0 * abs(float(scale))), j
 
 
+def certifiable_norm(model):
+  """'l2' (GloRo) or 'linf' (l_inf-dist / SortNet): the threat model of a certifiable model,
+  checked from its layers alone (no bound computed); a ConfigError for any other model."""
+  if gloro.is_gloro_model(model):
+    gloro.split_gloro_model(model)  # refuses a layer without a known Lipschitz constant
+    return "l2"
+  if linf_dist.is_linf_dist_model(model):
+    linf_dist.check_linf_dist_model(model)
+    return "linf"
+  raise ConfigError(f"{model.name} is not a certifiable model (GloRo or l_inf-dist)")
+
+
 def lipschitz_info(model, refresh=True):
   """Threat model and constants of a certifiable model (float32 copy assumed)."""
-  if gloro.is_gloro_model(model):
+  if certifiable_norm(model) == "l2":
     _, head = gloro.split_gloro_model(model)
     power = gloro.refresh_power_iterates(model) if refresh else None
     bound = gloro.certified_body_lipschitz(model)
     return dict(kind="gloro", norm="l2", body_lipschitz=bound, power_iteration_estimate=power,
                 head_kernel=keras.ops.convert_to_numpy(head.head_kernel()))
-  if linf_dist.is_linf_dist_model(model):
-    linf_dist.check_linf_dist_model(model)
-    return dict(kind="linf_dist", norm="linf",
-                logit_scale=float(keras.ops.convert_to_numpy(linf_dist.logit_scale(model).value())),
-                input_std=linf_dist.input_std(model))
-  raise ValueError(f"{model.name} is not a certifiable model (GloRo or l_inf-dist)")
+  return dict(kind="linf_dist", norm="linf",
+              logit_scale=float(keras.ops.convert_to_numpy(linf_dist.logit_scale(model).value())),
+              input_std=linf_dist.input_std(model))
 
 
 def radii_from_logits(info, logits, dtype="float32"):
@@ -115,7 +125,7 @@ def certify(model, images, labels, batch_size=256, refresh=True, radii=(), linf_
   """Returns dict(predictions, radius, correct, certified_at, logits, info, precision); images
   uint8 or float in [0, 1]. `linf_bound`: 'interval' or 'margin' (module docstring)."""
   if linf_bound not in LINF_BOUNDS:
-    raise ValueError(f"linf_bound={linf_bound!r}: expected one of {LINF_BOUNDS}")
+    raise ConfigError(f"linf_bound={linf_bound!r}: expected one of {LINF_BOUNDS}")
   with precision.exact_float32() as settings:
     model = float32_model(model)
     info = lipschitz_info(model, refresh)

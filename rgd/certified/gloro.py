@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from rgd.certified import layers as L
 from rgd.certified import lipschitz
+from rgd.errors import ConfigError
 
 LOSSES = ("margin", "gloro_ce", "trades")
 ONE_LIPSCHITZ = (L.MinMax, L.Center, keras.layers.Flatten, keras.layers.InputLayer)
@@ -42,10 +43,10 @@ def split_gloro_model(model):
     elif isinstance(layer, L.LipschitzLayer):
       body.append(layer)
     elif not isinstance(layer, ONE_LIPSCHITZ):
-      raise ValueError(f"{model.name}: layer {layer.name} ({type(layer).__name__}) has no known "
-                       f"Lipschitz constant; GloRo certification needs every layer to have one")
+      raise ConfigError(f"{model.name}: layer {layer.name} ({type(layer).__name__}) has no known "
+                        f"Lipschitz constant; GloRo certification needs every layer to have one")
   if head is None or model.layers[-1] is not head:
-    raise ValueError(f"{model.name}: a GloRo model must end in a GloroHead layer")
+    raise ConfigError(f"{model.name}: a GloRo model must end in a GloroHead layer")
   return body, head
 
 
@@ -139,4 +140,4 @@ def gloro_loss(kind, logits, soft_labels, head_kernel, body_lipschitz, eps, lam=
     log_q = tf.nn.log_softmax(with_bot)
     kl = tf.reduce_sum(target * (tf.math.log(tf.maximum(target, 1e-30)) - log_q), axis=1)
     return ce + lam * kl, {"ce": ce, "kl": kl}, with_bot
-  raise ValueError(f"Unknown GloRo loss {kind!r}; expected one of {LOSSES}")
+  raise ConfigError(f"Unknown GloRo loss {kind!r}; expected one of {LOSSES}")

@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from rgd.certified import layers as L, precision
+from rgd.errors import ConfigError
 
 PAD = 2.0 ** -19
 MAX_ELEMENTS = 2 ** 25     # [B, d, n] float32 elements per chunk (128 MiB)
@@ -63,7 +64,7 @@ def _layer_bounds(layer, lo, hi):
       shift = shift + layer.bias
     size = size + tf.abs(shift)
     return dlo + shift - PAD * size, dhi + shift + PAD * size
-  raise ValueError(f"interval bounds: no rule for layer {layer.name} ({type(layer).__name__})")
+  raise ConfigError(f"interval bounds: no rule for layer {layer.name} ({type(layer).__name__})")
 
 
 def distance_bounds(model, lo, hi):

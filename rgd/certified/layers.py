@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from rgd.certified import lipschitz
+from rgd.errors import ConfigError
 
 PKG = "rgd.certified"
 
@@ -189,7 +190,7 @@ class MinMax(keras.layers.Layer):
 
   def build(self, input_shape):
     if int(input_shape[-1]) % 2:
-      raise ValueError(f"MinMax needs an even number of channels, got {input_shape[-1]}")
+      raise ConfigError(f"MinMax needs an even number of channels, got {input_shape[-1]}")
 
 
 @keras.saving.register_keras_serializable(package=PKG)
@@ -319,7 +320,7 @@ class LinfDist(keras.layers.Layer):
     self.sort_q = None if sort_q is None else float(sort_q)
     self.sort_truncate, self.dropout = int(sort_truncate), bool(dropout)
     if self.dropout and self.sort_q is None:
-      raise ValueError(f"LinfDist {self.name}: dropout needs sort_q (the keep probability)")
+      raise ConfigError(f"LinfDist {self.name}: dropout needs sort_q (the keep probability)")
     self.out_dropout = None if out_dropout is None else float(out_dropout)
     self.momentum, self.index = float(momentum), int(index)
 
@@ -408,7 +409,7 @@ class InputNormalize(keras.layers.Layer):
     super().__init__(**kwargs)
     self.mean, self.std = tuple(float(m) for m in mean), float(std)
     if self.std <= 0:
-      raise ValueError(f"InputNormalize: std must be positive, got {std}")
+      raise ConfigError(f"InputNormalize: std must be positive, got {std}")
     self.mean_max = max(abs(m) for m in self.mean)
 
   def call(self, x):

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from rgd.certified import layers as L
+from rgd.errors import ConfigError
 
 
 def dist_layers(model):
@@ -30,7 +31,7 @@ def logit_scale(model):
   for layer in model.layers:
     if isinstance(layer, L.LogitScale):
       return layer
-  raise ValueError(f"{model.name}: an l_inf-dist model must end in a LogitScale layer")
+  raise ConfigError(f"{model.name}: an l_inf-dist model must end in a LogitScale layer")
 
 
 def input_std(model):
@@ -48,10 +49,10 @@ def check_linf_dist_model(model):
   for layer in model.layers:
     if not isinstance(layer, (L.LinfDist, L.LogitScale, L.InputNormalize, keras.layers.Flatten,
                               keras.layers.InputLayer)):
-      raise ValueError(f"{model.name}: layer {layer.name} ({type(layer).__name__}) is not known "
-                       f"to be 1-Lipschitz in Linf")
+      raise ConfigError(f"{model.name}: layer {layer.name} ({type(layer).__name__}) is not known "
+                        f"to be 1-Lipschitz in Linf")
   if not isinstance(model.layers[-1], L.LogitScale):
-    raise ValueError(f"{model.name}: must end in a LogitScale layer")
+    raise ConfigError(f"{model.name}: must end in a LogitScale layer")
 
 
 def progress(step, total_steps, start_frac, end_frac):

@@ -15,6 +15,7 @@
 import keras
 
 from rgd.certified import layers as L
+from rgd.errors import ConfigError
 
 
 def liresnet(depth, width, num_classes=10, input_shape=(32, 32, 3), neck_units=512, lln=True,
@@ -51,7 +52,7 @@ def linf_dist_net(depth, width, num_classes=10, input_shape=(32, 32, 3), sort_q=
   trained on random input subsets, and the first layer's mean shift follows the second's
   subsets."""
   if depth < 2:
-    raise ValueError(f"linf_dist_net needs depth >= 2, got {depth}")
+    raise ConfigError(f"linf_dist_net needs depth >= 2, got {depth}")
   inputs = keras.Input(shape=input_shape, name="image")
   channels = input_shape[-1]
   x = L.InputNormalize(tuple(mean)[:channels] if len(mean) >= channels else mean, std,

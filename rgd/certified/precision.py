@@ -14,6 +14,8 @@ import os
 
 import tensorflow as tf
 
+from rgd.errors import ConfigError
+
 
 def settings():
   """The precision settings in force now (recorded in every certification report)."""
@@ -38,8 +40,8 @@ def exact_float32():
   """Runs the block with TF32 and XLA auto-clustering off; yields the settings inside."""
   flag = _env_auto_jit()
   if flag:
-    raise RuntimeError(f"TF_XLA_FLAGS has {flag}: XLA auto-clustering may change the precision "
-                       f"of a certificate; unset it for rgd.certify")
+    raise ConfigError(f"TF_XLA_FLAGS has {flag}: XLA auto-clustering may change the precision "
+                      f"of a certificate; unset it for rgd.certify")
   tf32 = tf.config.experimental.tensor_float_32_execution_enabled()
   jit = tf.config.optimizer.get_jit()
   tf.config.experimental.enable_tensor_float_32_execution(False)

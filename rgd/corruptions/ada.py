@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from rgd.corruptions import ssim as ssim_lib
+from rgd.errors import ConfigError
 
 NU = 0.015  # seed 003 Sec. 2
 STEPS = 10  # App. A
@@ -68,7 +69,7 @@ class AdA:
   def __init__(self, network, params, nu=NU, steps=STEPS, step_fraction=STEP_FRACTION,
                ssim_threshold=ssim_lib.SSIM_THRESHOLD, num_groups=None):
     if not nu > 0:
-      raise ValueError(f"AdA: nu must be > 0, got {nu}")
+      raise ConfigError(f"AdA: nu must be > 0, got {nu}")
     self.network = network
     self.params = {k: tf.constant(v, tf.float32) for k, v in params.items()}
     self.radii = block_radii(params, nu)
@@ -84,7 +85,7 @@ class AdA:
   def groups_for(self, batch_size):
     g = self.num_groups or batch_size
     if batch_size % g:
-      raise ValueError(f"AdA: num_groups={g} does not divide the batch of {batch_size}")
+      raise ConfigError(f"AdA: num_groups={g} does not divide the batch of {batch_size}")
     return g
 
   def corrupt(self, beta, images, seed=None):

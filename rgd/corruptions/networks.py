@@ -30,6 +30,7 @@ import io
 import numpy as np
 import tensorflow as tf
 
+from rgd.errors import ConfigError, DataError
 from rgd.runtime import fileio
 
 # EDSR-PyTorch `model/common.py` MeanShift: rgb_mean=(0.4488, 0.4371, 0.4040) (the DIV2K
@@ -383,11 +384,11 @@ RENAMED = {"edsr": "edsr_cifar", "cae": "cae_cifar"}
 
 def get_network(name, **kwargs):
   if name in RENAMED:
-    raise ValueError(f"Corruption network {name!r} is now {RENAMED[name]!r} (rgd's CIFAR-10 "
-                     f"network); the published ones are 'edsr_baseline_x4' and "
-                     f"'deepaugment_cae'")
+    raise ConfigError(f"Corruption network {name!r} is now {RENAMED[name]!r} (rgd's CIFAR-10 "
+                      f"network); the published ones are 'edsr_baseline_x4' and "
+                      f"'deepaugment_cae'")
   if name not in NETWORKS:
-    raise ValueError(f"Unknown corruption network {name!r}; expected one of {sorted(NETWORKS)}")
+    raise ConfigError(f"Unknown corruption network {name!r}; expected one of {sorted(NETWORKS)}")
   return NETWORKS[name](**kwargs)
 
 
@@ -403,7 +404,7 @@ def load_params(path, network, seed=0):
   tools/convert_corruption_net.py from the published PyTorch files); the names and shapes must
   match `network.init()`."""
   if not tf.io.gfile.exists(path):
-    raise FileNotFoundError(f"corruption network weights: no file {path}")
+    raise ConfigError(f"corruption network weights: no file {path}")
   with tf.io.gfile.GFile(path, "rb") as f:
     raw = np.load(io.BytesIO(f.read()), allow_pickle=False)
     loaded = {k: raw[k] for k in raw.files}
@@ -411,11 +412,11 @@ def load_params(path, network, seed=0):
   missing = sorted(set(expected) - set(loaded))
   extra = sorted(set(loaded) - set(expected))
   if missing or extra:
-    raise ValueError(f"{path}: weights do not match {type(network).__name__}: missing "
-                     f"{missing[:5]}, unexpected {extra[:5]}")
+    raise DataError(f"{path}: weights do not match {type(network).__name__}: missing "
+                    f"{missing[:5]}, unexpected {extra[:5]}")
   for k, v in expected.items():
     if loaded[k].shape != v.shape:
-      raise ValueError(f"{path}: {k} has shape {loaded[k].shape}, expected {v.shape}")
+      raise DataError(f"{path}: {k} has shape {loaded[k].shape}, expected {v.shape}")
   return {k: loaded[k].astype(np.float32) for k in expected}
 
 
@@ -425,7 +426,7 @@ def _oihw_to_hwio(w):
 
 def _take(state, key, source):
   if key not in state:
-    raise ValueError(f"{source}: no {key!r} in the state dict (keys: {sorted(state)[:8]} ...)")
+    raise DataError(f"{source}: no {key!r} in the state dict (keys: {sorted(state)[:8]} ...)")
   return np.asarray(state[key], np.float32)
 
 
@@ -449,7 +450,7 @@ def _edsr_from_torch(state, source):
       weight = _take(state, key + ".weight", source).reshape(3, 3)
       if not (np.allclose(bias, sign * RGB_RANGE * DIV2K_RGB_MEAN, atol=1e-3)
               and np.allclose(weight, np.eye(3), atol=1e-6)):
-        raise ValueError(f"{source}: {key} is not EDSR's DIV2K MeanShift (bias {bias})")
+        raise DataError(f"{source}: {key} is not EDSR's DIV2K MeanShift (bias {bias})")
   kwargs = {"num_blocks": n, "features": params["head/kernel"].shape[-1]}
   return kwargs, params
 
@@ -481,11 +482,11 @@ def from_torch_state(name, state, source="state dict"):
   elif name == "deepaugment_cae":
     kwargs, params = _cae_from_torch(state, source)
   else:
-    raise ValueError(f"no PyTorch layout for corruption network {name!r}; expected "
-                     f"'edsr_baseline_x4' or 'deepaugment_cae'")
+    raise ConfigError(f"no PyTorch layout for corruption network {name!r}; expected "
+                      f"'edsr_baseline_x4' or 'deepaugment_cae'")
   expected = NETWORKS[name](**kwargs).init(0)
   for k, v in expected.items():
     if params[k].shape != v.shape:
-      raise ValueError(f"{source}: {k} has shape {params[k].shape}, expected {v.shape} for "
-                       f"{name} {kwargs}")
+      raise DataError(f"{source}: {k} has shape {params[k].shape}, expected {v.shape} for "
+                      f"{name} {kwargs}")
   return kwargs, params

@@ -10,6 +10,7 @@ import gin
 import numpy as np
 import tensorflow as tf
 
+from rgd.errors import ConfigError, DataError
 from rgd.evaluation import cascade, checks, reports, stage_state
 from rgd.evaluation.target import NORMS, parse_eps, versions
 from rgd.runtime import fileio
@@ -26,11 +27,11 @@ def evaluate_model(model, images, labels, suite="aa+mt", norm="linf", eps=8 / 25
   """Runs `suite` on uint8 or float [0, 1] `images` and writes the report files to
   `output_dir` (if given). Returns the report dict."""
   if norm not in NORMS:
-    raise ValueError(f"--norm={norm!r}: expected one of {NORMS}")
+    raise ConfigError(f"--norm={norm!r}: expected one of {NORMS}")
   eps = parse_eps(eps)
   stages = cascade.get_suite(suite, norm, eps)
   if len(images) == 0:
-    raise ValueError(f"{source}: the dataset is empty")
+    raise DataError(f"{source}: the dataset is empty")
   images = np.asarray(images)
   if images.dtype == np.uint8:
     images = images.astype(np.float32) / 255.0

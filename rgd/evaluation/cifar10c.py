@@ -27,9 +27,9 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from rgd.evaluation import reports
 from rgd.data import sources
-from rgd.errors import DataError
+from rgd.errors import ConfigError, DataError
+from rgd.evaluation import reports
 from rgd.runtime import fileio
 
 # Table 1's column order, with the tfds config names.
@@ -189,8 +189,8 @@ def evaluate_cifar10c(model, output_dir=None, batch_size=500, num_examples=None,
   names = [c for c, _ in CORRUPTIONS] if corruptions is None else list(corruptions)
   unknown = sorted(set(names) - {c for c, _ in CORRUPTIONS})
   if unknown:
-    raise ValueError(f"Unknown CIFAR-10-C corruption(s) {unknown}; expected tfds names "
-                     f"{[c for c, _ in CORRUPTIONS]}")
+    raise ConfigError(f"Unknown CIFAR-10-C corruption(s) {unknown}; expected tfds names "
+                      f"{[c for c, _ in CORRUPTIONS]}")
   start = time.monotonic()
   predict = make_predict(model)
   flags, labels_out = [], None

@@ -1,6 +1,7 @@
 """Which model an evaluation reads and against which threat model: the shared start of
 rgd.evaluate and rgd.certify. A run's `model.json` (written by rgd.train) supplies the dataset,
 norm and eps it was trained for; flags override them."""
+import contextlib
 import os
 import platform
 
@@ -10,6 +11,7 @@ import tensorflow as tf
 
 import rgd
 from rgd import models
+from rgd.errors import ConfigError
 from rgd.runtime import fileio
 from rgd.training import objectives
 
@@ -25,26 +27,40 @@ def parse_eps(text, flag="--eps"):
     else:
       value = float(text)
   except (ValueError, ZeroDivisionError) as e:
-    raise ValueError(f"{flag}={text!r} is not a number or a fraction like 8/255") from e
+    raise ConfigError(f"{flag}={text!r} is not a number or a fraction like 8/255") from e
   if not 0.0 < value <= 1.0:
-    raise ValueError(f"{flag}={text!r} must be in (0, 1]: images are in [0, 1]")
+    raise ConfigError(f"{flag}={text!r} must be in (0, 1]: images are in [0, 1]")
   return value
 
 
 def load_model(model_dir=None, model_path=None):
-  """Returns (model, path, checkpoint step or None)."""
+  """Returns (model, path, checkpoint step or None). A missing --model_dir, --model or
+  DIR/model.keras is a ConfigError naming the flag and the path; a file that cannot be read a
+  DataError naming it (rgd.models.load)."""
   if bool(model_dir) == bool(model_path):
-    raise ValueError("pass exactly one of --model_dir and --model")
+    raise ConfigError("pass exactly one of --model_dir and --model")
+  if model_dir and not tf.io.gfile.isdir(model_dir):
+    raise ConfigError(f"--model_dir={model_dir}: the directory is missing")
   path = model_path or fileio.join(model_dir, "model.keras")
   if not tf.io.gfile.exists(path):
-    flag = "--model" if model_path else "--model_dir"
-    raise FileNotFoundError(f"{flag}: no model at {path}")
+    flag = f"--model={model_path}" if model_path else f"--model_dir={model_dir}"
+    raise ConfigError(f"{flag}: model file {path} is missing")
   model = models.load(path)
   step = None
   info_path = os.path.splitext(path)[0] + ".json"
   if tf.io.gfile.exists(info_path):
     step = fileio.read_json(info_path).get("step")
   return model, path, step
+
+
+@contextlib.contextmanager
+def naming(path):
+  """A ConfigError raised inside (a model of the wrong kind) names the model file `path`: the
+  model's own name may say nothing about where it came from."""
+  try:
+    yield
+  except ConfigError as e:
+    raise ConfigError(f"{path}: {e}") from e
 
 
 DEFAULT_TARGET = dict(dataset="cifar10", norm="linf", eps=8 / 255)

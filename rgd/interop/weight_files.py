@@ -13,13 +13,14 @@ A `.pt` file is a pickle, and unpickling runs whatever code the file names. So:
 torch and safetensors are optional (`pip install -e ".[torch]"`) and imported only here, when
 such a file is read or written. Every refusal is a DataError naming the file.
 """
+import importlib
 import io
 import pickle
 
 import numpy as np
 import tensorflow as tf
 
-from rgd.errors import DataError
+from rgd.errors import ConfigError, DataError
 from rgd.runtime import fileio
 
 SUFFIXES = (".pt", ".pth", ".safetensors", ".npy")
@@ -91,16 +92,26 @@ def read_npy(path, data=None):
   return _flatten(obj, path)
 
 
+def _optional(module, path):
+  """The optional dependency `module` (torch, safetensors), or a ConfigError naming the file
+  that needs it and how to install it."""
+  try:
+    return importlib.import_module(module)
+  except ImportError as e:
+    raise ConfigError(f"{path}: reading or writing it needs {module.split('.')[0]} ({e}): "
+                      "pip install -e \".[torch]\"") from e
+
+
 def read_state_dict(path):
   """{name: numpy array} of a `.pt`/`.pth`, `.safetensors` or `.npy` file, read safely."""
   lower = path.lower()
   if lower.endswith(".npy"):
     return read_npy(path)
   if lower.endswith(".safetensors"):
-    import safetensors.numpy  # pylint: disable=g-import-not-at-top  optional dependency
+    safetensors_numpy = _optional("safetensors.numpy", path)
     data = _read_bytes(path)
     try:
-      return dict(safetensors.numpy.load(data))
+      return dict(safetensors_numpy.load(data))
     except Exception as e:  # pylint: disable=broad-except  safetensors raises its own errors
       raise DataError(f"{path}: not a readable safetensors file ({e})") from e
   if lower.endswith((".pt", ".pth")):
@@ -111,8 +122,8 @@ def read_state_dict(path):
 def read_torch(path):
   """{name: numpy array} of a PyTorch file of any name (`.pt`, `.pth`, DeepAugment's `.state`),
   read with torch.load(weights_only=True)."""
-  import torch  # pylint: disable=g-import-not-at-top  optional dependency
   data = _read_bytes(path)
+  torch = _optional("torch", path)
   try:
     obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
   except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
@@ -125,7 +136,7 @@ def read_torch(path):
 
 
 def _tensors_to_numpy(obj, path):
-  import torch  # pylint: disable=g-import-not-at-top  optional dependency
+  torch = _optional("torch", path)
   # Checkpoints that wrap the state dict: RobustBench's {'state_dict': ..., 'epoch': 3}, and
   # {'model': ...} / {'model_state_dict': ...} of other training scripts.
   for key in ("state_dict", "model_state_dict", "model"):
@@ -145,13 +156,13 @@ def write_state_dict(path, state):
   """Writes {name: numpy array} as `.pt` (torch.save of tensors) or `.safetensors`."""
   lower = path.lower()
   if lower.endswith(".safetensors"):
-    import safetensors.numpy  # pylint: disable=g-import-not-at-top  optional dependency
-    data = safetensors.numpy.save({k: np.ascontiguousarray(v) for k, v in state.items()})
+    data = _optional("safetensors.numpy", path).save(
+        {k: np.ascontiguousarray(v) for k, v in state.items()})
   elif lower.endswith((".pt", ".pth")):
-    import torch  # pylint: disable=g-import-not-at-top  optional dependency
+    torch = _optional("torch", path)
     buf = io.BytesIO()
     torch.save({k: torch.from_numpy(np.array(v)) for k, v in state.items()}, buf)
     data = buf.getvalue()
   else:
-    raise ValueError(f"{path}: write .pt, .pth or .safetensors")
+    raise ConfigError(f"{path}: write .pt, .pth or .safetensors")
   fileio.atomic_write_bytes(path, data)

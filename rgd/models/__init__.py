@@ -10,9 +10,13 @@ apply): `liresnet-LdWw`
 trains with SortNet's dropout), e.g. `linf_dist_net-6-5120`.
 """
 import re
+import zipfile
 
 import gin
 import keras
+import tensorflow as tf
+
+from rgd.errors import ConfigError, DataError
 
 from rgd.certified import models as certified_models
 from rgd.models.common import Layers
@@ -51,8 +55,8 @@ def get_model(name=gin.REQUIRED, num_classes=10, input_shape=(32, 32, 3), normal
   `dm_preact_resnet*` (relu), e.g. to match a converted PyTorch checkpoint.
   """
   if normalization not in NORMALIZATION:
-    raise ValueError(f"Unknown normalization {normalization!r}; "
-                     f"expected one of {sorted(NORMALIZATION)}")
+    raise ConfigError(f"Unknown normalization {normalization!r}; "
+                      f"expected one of {sorted(NORMALIZATION)}")
   mean, std = NORMALIZATION[normalization]
   kw = dict(num_classes=num_classes, input_shape=tuple(input_shape), mean=mean, std=std,
             layers=Layers(conv_init, bn_offset, head_init, fused_bn))
@@ -78,11 +82,32 @@ def get_model(name=gin.REQUIRED, num_classes=10, input_shape=(32, 32, 3), normal
     return dm_preact_resnet(int(name[-2:]), activation=activation or "relu", **kw)
   if name == "tiny_cnn":
     return tiny_cnn(width or 32, **kw)
-  raise ValueError(f"Unknown model {name!r}; expected one of {MODEL_NAMES}")
+  raise ConfigError(f"Unknown model {name!r}; expected one of {MODEL_NAMES}")
 
 
 def load(path):
-  """`keras.saving.load_model(path, compile=False)` with rgd's custom layers registered (fused
-  BatchNorm, the certified layers): importing this package registers them, which a bare
-  `keras.saving.load_model` in a module that never imported rgd.models would miss."""
-  return keras.saving.load_model(path, compile=False)
+  """The one loader of model files: `keras.saving.load_model(path, compile=False)` with rgd's
+  custom layers registered (fused BatchNorm, the certified layers: importing this package
+  registers them, which a bare `keras.saving.load_model` in a module that never imported
+  rgd.models would miss). A missing file is a ConfigError naming it; one Keras cannot read
+  (truncated, corrupt, another format) a DataError naming it and why: Keras itself reports a
+  truncated `.keras` file as "File not found"."""
+  if not tf.io.gfile.exists(path):
+    raise ConfigError(f"model file {path} is missing")
+  try:
+    return keras.saving.load_model(path, compile=False)
+  except Exception as e:  # pylint: disable=broad-except  any failure to read the user's file
+    raise DataError(f"model file {path} is unreadable: {_why_unreadable(path, e)}") from e
+
+
+def _why_unreadable(path, error):
+  if path.endswith(".keras"):  # a .keras file is a zip archive; a truncated one has no directory
+    try:
+      with tf.io.gfile.GFile(path, "rb") as f:
+        zipfile.ZipFile(f).close()
+    except (zipfile.BadZipFile, OSError, EOFError):
+      return "not a complete .keras (zip) archive: truncated or corrupt"
+  elif not path.endswith(".h5"):
+    return "not a .keras (or legacy .h5) Keras model file"
+  first = str(error).strip().splitlines()
+  return f"{type(error).__name__}: {first[0] if first else ''}"

@@ -18,6 +18,7 @@ docs/recipes.md "Model"):
 """
 import keras
 
+from rgd.errors import ConfigError
 from rgd.models.fused_bn import FusedBatchNormalization
 
 # BatchNorm decay 0.99 (PyTorch momentum 0.01) and Haiku's epsilon, as in DeepMind's JAX code
@@ -50,9 +51,9 @@ class Layers:
 
   def __init__(self, conv_init="haiku", bn_offset=True, head_init="zeros", fused_bn=True):
     if conv_init not in CONV_INITS:
-      raise ValueError(f"conv_init={conv_init!r}: expected one of {CONV_INITS}")
+      raise ConfigError(f"conv_init={conv_init!r}: expected one of {CONV_INITS}")
     if head_init not in HEAD_INITS:
-      raise ValueError(f"head_init={head_init!r}: expected one of {HEAD_INITS}")
+      raise ConfigError(f"head_init={head_init!r}: expected one of {HEAD_INITS}")
     self.conv_init = conv_init
     self.bn_offset = bool(bn_offset)
     self.head_init = head_init

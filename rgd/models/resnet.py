@@ -12,6 +12,7 @@ import functools
 
 import keras
 
+from rgd.errors import ConfigError
 from rgd.models import common
 
 _LAYERS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3)}
@@ -67,7 +68,7 @@ def dm_preact_resnet(depth=18, num_classes=10, input_shape=(32, 32, 3), mean=Non
   """DeepMind's PreAct-ResNet-18/34 (see the module docstring); 'same' padding is what its
   manual F.pad does (stride 2: one row and column after, none before)."""
   if depth not in (18, 34):
-    raise ValueError(f"DM PreAct-ResNet depth must be 18 or 34, got {depth}")
+    raise ConfigError(f"DM PreAct-ResNet depth must be 18 or 34, got {depth}")
   block = functools.partial(_dm_preact_basic, activation=activation)
   return _resnet(block, depth, True, num_classes, input_shape, mean, std,
                  f"dm_preact_resnet{depth}", layers, activation)
@@ -98,7 +99,7 @@ def resnet18(num_classes=10, input_shape=(32, 32, 3), mean=None, std=None, layer
 def preact_resnet(depth=18, num_classes=10, input_shape=(32, 32, 3), mean=None, std=None,
                   layers=None):
   if depth not in (18, 50):
-    raise ValueError(f"PreAct-ResNet depth must be 18 or 50, got {depth}")
+    raise ConfigError(f"PreAct-ResNet depth must be 18 or 50, got {depth}")
   block = _preact_basic if depth == 18 else _preact_bottleneck
   return _resnet(block, depth, True, num_classes, input_shape, mean, std,
                  f"preact_resnet{depth}", layers)

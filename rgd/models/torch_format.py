@@ -31,7 +31,7 @@ import re
 import numpy as np
 
 from rgd import models
-from rgd.errors import DataError
+from rgd.errors import ConfigError, DataError
 
 ACTIVATIONS = ("swish", "silu", "relu")
 
@@ -90,7 +90,7 @@ def build_model(arch, activation="swish", normalization="cifar10", bn_offset=Tru
                 fused_bn=True):
   """The rgd model whose layers take the tensors of `arch` (from infer_architecture)."""
   if activation not in ACTIVATIONS:
-    raise ValueError(f"activation={activation!r}: expected one of {ACTIVATIONS}")
+    raise ConfigError(f"activation={activation!r}: expected one of {ACTIVATIONS}")
   return models.get_model(arch["name"], num_classes=arch["num_classes"],
                           normalization=normalization, bn_offset=bn_offset, fused_bn=fused_bn,
                           activation="swish" if activation == "silu" else activation)
@@ -123,8 +123,8 @@ def _torch_names(model):
 
 def _check_family(model):
   if not (model.name.startswith("wrn") or model.name.startswith("dm_preact_resnet")):
-    raise ValueError(f"model {model.name!r}: only rgd's wrn-D-W and dm_preact_resnetD have a "
-                     "DeepMind PyTorch twin (DMWideResNet, DMPreActResNet)")
+    raise ConfigError(f"model {model.name!r}: only rgd's wrn-D-W and dm_preact_resnetD have a "
+                      "DeepMind PyTorch twin (DMWideResNet, DMPreActResNet)")
 
 
 def _layer_tensors(layer, prefix):

@@ -7,6 +7,7 @@ uses a 1x1 projection shortcut taken from the *activated* input.
 """
 import keras
 
+from rgd.errors import ConfigError
 from rgd.models import common
 
 
@@ -31,7 +32,7 @@ def wide_resnet(depth=28, width=10, num_classes=10, input_shape=(32, 32, 3), mea
   SiLU is the same function) or 'relu' (DMWideResNet's default)."""
   layers = layers or common.Layers()
   if (depth - 4) % 6:
-    raise ValueError(f"WRN depth must be 6n + 4, got {depth}")
+    raise ConfigError(f"WRN depth must be 6n + 4, got {depth}")
   n = (depth - 4) // 6
   inputs, x = common.normalized_input(input_shape, mean, std)
   x = layers.conv(16, 3, 1, "stem_conv")(x)

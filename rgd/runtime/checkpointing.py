@@ -99,8 +99,8 @@ class TrainingCheckpoints:
       number = path.rsplit("-", 1)[-1]
       input_path = posixpath.join(self._input.directory, f"ckpt-{number}")
       if not tf.io.gfile.exists(input_path + ".index"):
-        raise ValueError(f"{input_path}: this worker's input state for {path} is missing (the "
-                         "worker stopped between the two writes)")
+        raise CheckpointError(f"{input_path}: this worker's input state for {path} is missing (the "
+                              "worker stopped between the two writes)")
       self._input.checkpoint.restore(input_path).assert_existing_objects_matched()
 
   def save(self, checkpoint_number):
