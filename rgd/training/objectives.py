@@ -160,7 +160,7 @@ class Objective:
       loss_fn, labels = losses.kl_loss, target
     else:
       loss_fn, labels = losses.ce_loss, tf.argmax(soft_labels, axis=1, output_type=tf.int32)
-    return tf.stop_gradient(self.attack(inference_fn, loss_fn, images, labels, seed,
+    return tf.stop_gradient(self.attack(inference_fn, images, labels, seed, loss_fn=loss_fn,
                                         init_slice=init_slice))
 
   def loss(self, clean_fn, train_fn, images, adv_images, soft_labels, views=None,
