@@ -99,8 +99,8 @@ class APGD(protocol.Attack):
     return loss, tape.gradient(loss, x), losses.misclassified(logits, labels)
 
   def run_loss(self, model_fn, loss_fn, x0, labels, seed, trace=False):
-    """One run of Alg. 1 on `loss_fn`. Returns (x_adv, fooled, loss): a misclassified iterate where one was
-    found, otherwise the iterate of highest loss (and that loss). With `trace`, also a dict of
+    """One run of Alg. 1 on `loss_fn`. Returns (x_adv, fooled, loss): a misclassified iterate
+    where one was found, otherwise the iterate of highest loss (and that loss). With `trace`, also a dict of
     per-iteration tensors: `step` (the step size used), `loss` (at the new iterate),
     `reduced` (halved and restarted from the best point at this checkpoint), `x` (the point
     the next step starts from) and `x_best`, and `loss_init` (the loss at the start)."""

@@ -32,14 +32,15 @@ class PGD(protocol.Attack):
   evaluation wants; without it the attack is a training attack (`last_iterate`, protocol.py):
   one run on every row, returning the last iterate, as TRADES/PGD-AT training use.
   `loss_fn` is the loss maximised when the call gives none; `norm` and `eps` name the threat
-  model that `project_fn` enforces (the cascade checks its results against them).
+  model that `project_fn` enforces (the cascade checks its results against them);
+  `num_restarts` runs from independent starts (protocol.run_until_fooled).
   """
 
   takes_loss_fn = True
 
   def __init__(self, optimizer, num_steps, initialize_fn=None, project_fn=None,
                keep_best=True, keep_misclassified=False, *, loss_fn=None, norm=None, eps=None,
-               name="pgd"):
+               name="pgd", num_restarts=1):
     self.optimizer = optimizer
     self.num_steps = int(num_steps)
     self.initialize_fn = initialize_fn or initializers.zero_init()
@@ -55,6 +56,14 @@ class PGD(protocol.Attack):
       protocol.check_norm(norm, eps)
     self.norm, self.eps = norm, None if eps is None else float(eps)
     self.name = name
+    self.num_restarts = int(num_restarts)
+    if self.last_iterate and self.num_restarts != 1:
+      raise ConfigError(f"{name}: a last-iterate (training) attack runs once, not "
+                        f"{num_restarts} times")
+
+  def num_runs(self, num_classes):
+    del num_classes
+    return self.num_restarts
 
   def run(self, model_fn, r, seeds, x0, labels, loss_fn=None, init_slice=None):
     """One run from `seeds` ([2], or [B, 2] per example). `init_slice=(offset, total)`: draw the

@@ -138,8 +138,8 @@ def run_cascade(stages, model_fn, images, labels, batch_size, seed=0, strategy=N
 
   Each stage (an attack of rgd/attacks/protocol.py) is run run by run (`num_runs`, `run`) on
   the points still robust.
-  `state` (rgd.evaluation.stage_state.StageState): the finished stages are saved after each stage, and
-  those saved by an interrupted run are not run again.
+  `state` (rgd.evaluation.stage_state.StageState): the finished stages are saved after each
+  stage, and those saved by an interrupted run are not run again.
   """
   images = np.asarray(images, np.float32)
   labels = np.asarray(labels, np.int32)
