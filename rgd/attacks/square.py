@@ -65,15 +65,15 @@ def l2_update(delta, mask1, mask2, pattern, eps, normalize=True):
   inside window 1 [B, h, w, C]. Returns the new direction, of unit L2 norm per example (with
   `normalize`; otherwise AutoAttack's `delta_curr` before its final `normalize`).
 
-  The bookkeeping follows fra31/auto-attack line by line (master a392200, and PyPI
+  The bookkeeping follows fra31/auto-attack line by line (its master branch, and PyPI
   pyautoattack 0.2.0, square.py lines 350-375): the old content of window 1 is normalised per
   channel (`norms_window_1`, [B,c,1,1]) and added to the pattern; the result is normalised per
   channel and scaled to sqrt(max(eps^2 - norms_image^2, 0) / c + norms_windows^2), with
   `norms_image` over the whole image ([B,1,1,1], `lp_norm`) and `norms_windows` PER CHANNEL
   over the union of the two windows (`((delta_curr * mask_image) ** 2).sum(dim=(-2, -1),
-  keepdim=True).sqrt()`, [B,c,1,1]). AutoAttack's first package version (1706c9b, 2020-08)
-  took `norms_windows` over all channels (`lp_norm`); e79935c (2021-03, "small fix square
-  l2") made it per channel. Window 2 is then emptied and window 1 filled.
+  keepdim=True).sqrt()`, [B,c,1,1]). AutoAttack's first packaged version (2020-08) took
+  `norms_windows` over all channels (`lp_norm`); its change of 2021-03 ("small fix square l2")
+  made it per channel. Window 2 is then emptied and window 1 filled.
   """
   spatial = lambda t: tf.sqrt(tf.reduce_sum(tf.square(t), axis=[1, 2], keepdims=True))
   norms_window_1 = spatial(delta * mask1)                                # [B, 1, 1, c]
