@@ -24,8 +24,6 @@ docs/evaluation.md for MT against APGD-T with the same budget.
 size is piecewise constant and drops at 50% and 75% of the steps, as DeepMind's validation
 PGD (docs/recipes.md "Validation"); `step_sizes` is in units of eps and can be changed through gin.
 """
-import tensorflow as tf
-
 from rgd.attacks import initializers, losses, optimizers, projections, protocol
 from rgd.attacks.common import logits_of, target_class
 from rgd.attacks.pgd import PGD

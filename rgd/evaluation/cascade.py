@@ -21,7 +21,6 @@ benchmarks that attack one batch.
 import time
 
 from absl import logging
-import gin
 import numpy as np
 import tensorflow as tf
 
@@ -33,7 +32,6 @@ from rgd.runtime import faults
 
 # Tolerance of the final eps-ball check: float32 rounding of x0 + eps.
 BALL_TOLERANCE = 1e-5
-
 
 
 def compile_attack(attack, model_fn, jit_compile=False):
@@ -48,9 +46,9 @@ def compile_attack(attack, model_fn, jit_compile=False):
 def compile_run(attack, model_fn, jit_compile=False):
   """`fn(r, x, labels, seeds) -> x_adv`: run r of `attack` on the rows given, with the
   examples' own seeds [B, 2], as one `tf.function` (r is a tensor: one trace for all runs)."""
-  return tf.function(lambda r, x, labels, seeds: attack.run(
-      model_fn, r, common.run_seeds(seeds, r), x, labels)[0],
-                     jit_compile=jit_compile, reduce_retracing=True)
+  run = lambda r, x, labels, seeds: attack.run(model_fn, r, common.run_seeds(seeds, r), x,
+                                               labels)[0]
+  return tf.function(run, jit_compile=jit_compile, reduce_retracing=True)
 
 
 def _split_over_replicas(strategy, fn, num_batched):
