@@ -168,3 +168,10 @@ def test_stage_attributes_drive_the_checks():
   three = checks.check_num_classes(3, aa)
   assert [w.split()[0] for w in three] == ["apgd-t", "apgd-t", "fab-t"]
   assert "at least 4 classes" in three[1]
+
+
+def test_the_cascade_refuses_a_stage_without_a_threat_model(problem):
+  model, x, labels, _ = problem
+  bare = PGD(optimizers.SignGradient(0.01), 2, loss_fn=losses.margin_loss)
+  with pytest.raises(ConfigError, match="has no threat model"):
+    cascade.run_cascade([bare], lambda t: model(t), x, labels, batch_size=8)

@@ -139,6 +139,10 @@ def run_cascade(stages, model_fn, images, labels, batch_size, seed=0, strategy=N
   `state` (rgd.evaluation.stage_state.StageState): the finished stages are saved after each
   stage, and those saved by an interrupted run are not run again.
   """
+  for attack in stages:   # every result is checked against the stage's threat model
+    if attack.norm not in protocol.NORMS or attack.eps is None:
+      raise ConfigError(f"stage {attack.name!r} has no threat model (norm {attack.norm!r}, eps "
+                        f"{attack.eps!r}); give PGD norm= and eps=")
   images = np.asarray(images, np.float32)
   labels = np.asarray(labels, np.int32)
   clean_logits = predict(model_fn, images, batch_size)
