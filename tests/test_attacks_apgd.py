@@ -6,6 +6,7 @@ import keras
 
 from rgd.attacks import losses
 from rgd.attacks.apgd import APGD, checkpoints
+from rgd.errors import ConfigError
 
 
 def test_checkpoints_for_100_steps_equal_autoattack():
@@ -28,7 +29,7 @@ def _mlp(seed=0, hidden=16, classes=10, shape=(4, 4, 3)):
 
 
 def _traced_run(attack, model, x, labels, loss_fn):
-  fn = tf.function(lambda x, y: attack.run(lambda t: model(t), loss_fn, x, y,
+  fn = tf.function(lambda x, y: attack.run_loss(lambda t: model(t), loss_fn, x, y,
                                            tf.constant([5, 6]), trace=True))
   out = fn(tf.constant(x), tf.constant(labels))
   return {k: v.numpy() for k, v in out[3].items()}
@@ -112,7 +113,7 @@ def test_targeted_dlr_loss_equals_hand_computation():
 
 
 def test_bad_arguments():
-  with pytest.raises(ValueError, match="norm"):
+  with pytest.raises(ConfigError, match="norm"):
     APGD("l1", 0.1)
-  with pytest.raises(ValueError, match="loss"):
+  with pytest.raises(ConfigError, match="loss"):
     APGD("linf", 0.1, loss="hinge")

@@ -6,7 +6,9 @@ import pytest
 import tensorflow as tf
 import keras
 
+from rgd.attacks import initializers, losses, optimizers, projections
 from rgd.attacks.apgd import APGD, APGDTargeted
+from rgd.attacks.pgd import PGD, pgd40_adam_margin
 from rgd.attacks.fab import FABTargeted
 from rgd.attacks.multitargeted import MultiTargeted
 from rgd.attacks.square import Square
@@ -18,9 +20,12 @@ ATTACKS = [
     lambda n, e: MultiTargeted(n, e, num_steps=4, num_restarts=2, num_targets=2),
     lambda n, e: FABTargeted(n, e, num_steps=4, num_restarts=2, num_target_classes=2),
     lambda n, e: Square(n, e, num_queries=12),
+    pgd40_adam_margin,
+    # The training attack (last iterate), with a large step that pushes against the ball.
+    lambda n, e: PGD(optimizers.steepest_ascent(n, e), 4, initializers.uniform_init(n, e),
+                     projections.project_fn(n, e), keep_best=False, loss_fn=losses.ce_loss,
+                     norm=n, eps=e),
 ]
-# PGD-40 (rgd.attacks.pgd) is checked by run_cascade, which refuses any point outside the ball
-# (test_attacks_cascade.py runs the pgd40 suite).
 
 
 def _conv_net(seed):
@@ -49,7 +54,7 @@ def _check_all(norm, eps, policy):
     labels = model(x).numpy().astype(np.float32).argmax(1).astype(np.int32)
     for make in ATTACKS:
       attack = make(norm, eps)
-      # Eagerly: tracing 14 attacks costs more than running their few steps; the compiled
+      # Eagerly: tracing 16 attacks costs more than running their few steps; the compiled
       # path is what test_attacks_linear.py runs.
       x_adv = attack(lambda t: model(t, training=False), tf.constant(x), tf.constant(labels),
                      tf.constant([1, 2])).numpy()

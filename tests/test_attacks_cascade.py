@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 from rgd.evaluation import cascade
-from rgd.attacks import losses
+from rgd.attacks import common, losses, protocol, suites
+from rgd.errors import ConfigError
 from rgd.attacks.apgd import APGD
 from rgd.attacks.multitargeted import MultiTargeted
 
@@ -14,16 +15,20 @@ from test_attacks_apgd import _mlp
 from test_attacks_linear import optimal_gain, separated_problem
 
 
-class Recording:
-  """Wraps an attack and records the images it is asked to attack (outside tf.function)."""
+class Recording(protocol.Attack):
+  """Wraps an attack and records the images each of its runs is asked to attack (outside
+  tf.function)."""
 
   def __init__(self, attack):
     self.attack, self.seen = attack, []
     self.name, self.norm, self.eps = attack.name, attack.norm, attack.eps
 
-  def __call__(self, model_fn, x, labels, seed):
-    self.seen.append(x.numpy())
-    return self.attack(model_fn, x, labels, seed)
+  def num_runs(self, num_classes):
+    return self.attack.num_runs(num_classes)
+
+  def run(self, model_fn, r, seeds, x0, labels, loss_fn=None):
+    self.seen.append(x0.numpy())
+    return self.attack.run(model_fn, r, seeds, x0, labels, loss_fn=loss_fn)
 
 
 def _setup(radii=(0.003, 0.004, 0.006)):
@@ -31,10 +36,11 @@ def _setup(radii=(0.003, 0.004, 0.006)):
 
 
 def test_each_stage_attacks_only_robust_points_and_result_is_worst_case(monkeypatch):
-  # Recording runs eagerly (compile_attack would trace it once).
-  monkeypatch.setattr(cascade, "compile_attack",
+  # Recording runs eagerly (compile_run would trace it once).
+  monkeypatch.setattr(cascade, "compile_run",
                       lambda attack, model_fn, jit_compile=False:
-                      lambda x, y, seed: attack(model_fn, x, y, seed))
+                      lambda r, x, y, seeds: attack.run(
+                          model_fn, r, common.run_seeds(seeds, r), x, y)[0])
   model, x, labels, w, margin = _setup()
   small, big = 0.003, 0.006
   breaks_small = margin + optimal_gain(x, labels, w, "linf", small) > 0
@@ -79,7 +85,7 @@ def test_cascade_is_deterministic_per_seed():
   x = np.random.RandomState(0).uniform(0, 1, (12, 4, 4, 3)).astype(np.float32)
   labels = model(x).numpy().argmax(1).astype(np.int32)
   model_fn = lambda t: model(t, training=False)
-  stages = cascade.pgd40_suite("l2", 1.0)
+  stages = suites.pgd40_suite("l2", 1.0)
   a = cascade.run_cascade(stages, model_fn, x, labels, 8, seed=3)
   b = cascade.run_cascade(stages, model_fn, x, labels, 8, seed=3)
   c = cascade.run_cascade(stages, model_fn, x, labels, 8, seed=4)
@@ -103,23 +109,23 @@ def test_distributed_cascade_matches_the_closed_form(strategy):
 
 
 def test_suites():
-  names = [s.name for s in cascade.get_suite("aa+mt", "linf", 8 / 255)]
+  names = [s.name for s in suites.get_suite("aa+mt", "linf", 8 / 255)]
   assert names == ["apgd-ce", "apgd-dlr", "multitargeted"]
-  aa = cascade.get_suite("autoattack", "l2", 0.5)
+  aa = suites.get_suite("autoattack", "l2", 0.5)
   assert [s.name for s in aa] == ["apgd-ce", "apgd-t", "fab-t", "square"]
   assert aa[0].num_restarts == 1 and aa[1].num_target_classes == 9 and (
       aa[3].num_queries == 5000)
-  mt = cascade.get_suite("aa+mt", "linf", 8 / 255)
+  mt = suites.get_suite("aa+mt", "linf", 8 / 255)
   assert [mt[0].num_restarts, mt[0].num_steps, mt[2].num_restarts, mt[2].num_steps] == [
       5, 100, 10, 200]
-  with pytest.raises(ValueError, match="Unknown suite 'aa'"):
-    cascade.get_suite("aa", "linf", 8 / 255)
+  with pytest.raises(ConfigError, match="Unknown suite 'aa'"):
+    suites.get_suite("aa", "linf", 8 / 255)
 
 
 def test_suite_parameters_come_from_gin():
   try:
     gin.parse_config(["aa_mt_suite.mt_restarts = 3", "aa_mt_suite.apgd_steps = 7"])
-    stages = cascade.get_suite("aa+mt", "linf", 8 / 255)
+    stages = suites.get_suite("aa+mt", "linf", 8 / 255)
     assert stages[2].num_restarts == 3 and stages[0].num_steps == 7
   finally:
     gin.clear_config()
@@ -140,7 +146,7 @@ def test_stage_cost_is_proportional_to_the_points_attacked():
 
   images = rng.uniform(size=(12, 8, 8, 3)).astype(np.float32)
   predicted = (images.reshape(12, -1) @ weights).argmax(1)
-  stage = cascade_lib.pgd40_suite("linf", 1e-4)   # too small to fool: every point stays
+  stage = suites.pgd40_suite("linf", 1e-4)   # too small to fool: every point stays
   counts = {}
   for k in (3, 6):
     labels = np.where(np.arange(12) < k, predicted, (predicted + 1) % 3)
@@ -167,7 +173,7 @@ def test_a_conv_network_never_sees_an_empty_batch():
     return net(x, training=False)
   x = np.random.RandomState(0).uniform(size=(6, 32, 32, 3)).astype(np.float32)
   wrong = (np.argmax(net(x).numpy(), 1) + 1) % 10
-  res = cascade.run_cascade(cascade.get_suite("aa+mt", "linf", 8 / 255), model_fn, x, wrong,
+  res = cascade.run_cascade(suites.get_suite("aa+mt", "linf", 8 / 255), model_fn, x, wrong,
                             batch_size=4)
   assert not res["clean_correct"].any() and not res["robust"].any()
   assert res["attacked"] == [0, 0, 0]

@@ -160,7 +160,7 @@ def test_fab_finds_the_minimal_perturbation(norm):
   # The boundary is close enough that no free pixel reaches the box on the way.
   distance = -margin / (free.sum(1) if norm == "linf" else np.sqrt((free**2).sum(1)))
   attack = FABTargeted(norm, 1.0, num_steps=20)
-  fn = tf.function(lambda x0, y: attack.run(
+  fn = tf.function(lambda x0, y: attack.run_target(
       lambda t: model(t), x0, y, 1 - y, tf.constant([0, 0]), tf.constant(False)))
   x_adv, fooled, neg_norm = [t.numpy() for t in fn(tf.constant(x), tf.constant(labels))]
   assert fooled.all()

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from rgd.attacks import losses
 from rgd.attacks.multitargeted import MultiTargeted
-from rgd.attacks.pgd import Restarts
+from rgd.attacks.pgd import PGD
 
 from test_attacks_linear import linear_model
 
@@ -50,9 +50,10 @@ def test_multitargeted_breaks_what_untargeted_pgd_cannot(norm):
   seed = tf.constant([0, 1])
   x_mt = tf.function(lambda a, b: mt(model_fn, a, b, seed))(x, labels).numpy()
   # The same inner PGD (step rule, schedule, random start), same budget, untargeted margin.
-  pgd = Restarts(mt.pgd, 2)
-  x_pgd = tf.function(lambda a, b: pgd(model_fn, losses.margin_loss, a, b, seed))(
-      x, labels).numpy()
+  inner = mt.pgd
+  pgd = PGD(inner.optimizer, inner.num_steps, inner.initialize_fn, inner.project_fn,
+            keep_misclassified=True, loss_fn=losses.margin_loss, num_restarts=2)
+  x_pgd = tf.function(lambda a, b: pgd(model_fn, a, b, seed))(x, labels).numpy()
 
   assert losses.misclassified(model(x_mt), labels).numpy().all()
   assert not losses.misclassified(model(x_pgd), labels).numpy().any()

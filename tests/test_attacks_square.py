@@ -152,10 +152,10 @@ def test_l2_square_stays_in_ball_and_box():
 
 
 def _autoattack_l2_update(delta, vh, vw, vh2, vw2, s, eta, signs, eps):
-  """fra31/auto-attack `square.py` (master a392200; PyPI pyautoattack 0.2.0), L2 branch of
+  """fra31/auto-attack `square.py` (its master branch; PyPI pyautoattack 0.2.0), L2 branch of
   `attack_single_run`, transcribed to numpy, NCHW, one window position per batch as in the
-  reference. (The first package commit 1706c9b took `norms_windows` with `lp_norm`, over all
-  channels; e79935c made it per channel.)"""
+  reference. (Its first packaged version took `norms_windows` with `lp_norm`, over all
+  channels; its change of 2021-03 made it per channel.)"""
   b, c = delta.shape[:2]
   lp_norm = lambda x: np.sqrt((x ** 2).reshape(b, -1).sum(-1)).reshape(b, 1, 1, 1)
   mask, mask_2 = np.zeros_like(delta), np.zeros_like(delta)

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from rgd.evaluation import cascade
-from rgd.attacks import common, initializers, optimizers, pgd, projections
+from rgd.attacks import common, initializers, optimizers, pgd, projections, protocol
 from rgd.attacks.apgd import APGD
 from rgd.attacks.square import Square
 
@@ -85,18 +85,16 @@ def test_subsetting_does_not_change_the_result(make):
   model_fn = lambda t: model(t, training=False)
   attack = make()
   seeds = common.example_seeds(tf.constant([7, 8]), len(x))
-  run = attack.run_fn(model_fn)
-  num_runs = attack.num_runs(10)
-  with_subset, fooled = common.run_until_fooled(run, model_fn, x, labels, seeds, num_runs)
-  without, fooled_all = common.run_until_fooled(run, model_fn, x, labels, seeds, num_runs,
-                                                subset=False)
+  with_subset, fooled = protocol.run_until_fooled(attack, model_fn, x, labels, seeds)
+  without, fooled_all = protocol.run_until_fooled(attack, model_fn, x, labels, seeds,
+                                                  subset=False)
   assert 0 < int(tf.reduce_sum(tf.cast(fooled, tf.int32))) < len(x)
   np.testing.assert_array_equal(fooled, fooled_all)
   np.testing.assert_allclose(with_subset, without, atol=1e-6)
   # A point attacked alone, or with other rows, gets the same result from the same seed.
   rows = np.array([1, 4, 9])
-  part, _ = common.run_until_fooled(run, model_fn, x[rows], labels[rows],
-                                    tf.gather(seeds, rows), num_runs)
+  part, _ = protocol.run_until_fooled(attack, model_fn, x[rows], labels[rows],
+                                      tf.gather(seeds, rows))
   np.testing.assert_allclose(part, with_subset.numpy()[rows], atol=1e-6)
 
 
@@ -106,24 +104,23 @@ def test_pgd_restarts_are_per_example():
   labels = model(x).numpy().argmax(1).astype(np.int32)
   model_fn = lambda t: model(t, training=False)
   eps = 0.5
-  attack = pgd.Restarts(pgd.PGD(optimizers.SignGradient(eps / 4), 3,
-                                initializers.uniform_init("linf", eps),
-                                projections.project_fn("linf", eps)), 3)
+  attack = pgd.PGD(optimizers.SignGradient(eps / 4), 3, initializers.uniform_init("linf", eps),
+                   projections.project_fn("linf", eps), norm="linf", eps=eps, num_restarts=3)
   loss_fn = lambda logits, y: -tf.gather(logits, y, batch_dims=1)
   seeds = common.example_seeds(tf.constant([3, 4]), len(x))
-  full = attack(model_fn, loss_fn, x, labels, seeds).numpy()
+  full = attack(model_fn, x, labels, seeds, loss_fn=loss_fn).numpy()
   rows = np.array([0, 3, 7])
-  part = attack(model_fn, loss_fn, x[rows], labels[rows], tf.gather(seeds, rows)).numpy()
+  part = attack(model_fn, x[rows], labels[rows], tf.gather(seeds, rows), loss_fn=loss_fn).numpy()
   np.testing.assert_allclose(part, full[rows], atol=1e-6)
   assert (model(full).numpy().argmax(1) != labels).any()
 
 
-class Noop:
+class Noop(protocol.Attack):
   """A stage that fools nothing."""
   name, norm, eps = "noop", "linf", 0.1
 
-  def __call__(self, model_fn, x, labels, seed):
-    return x
+  def run(self, model_fn, r, seeds, x0, labels, loss_fn=None):
+    return x0, tf.zeros(tf.shape(x0)[:1], tf.bool), tf.zeros(tf.shape(x0)[:1])
 
 
 def test_cascade_stage_result_does_not_depend_on_the_points_left():

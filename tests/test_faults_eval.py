@@ -17,6 +17,7 @@ from rgd import models
 from rgd.evaluation import adversarial
 from rgd.runtime import faults
 from rgd.evaluation import cascade, checks
+from rgd.attacks import suites
 
 SIZE = 8
 SUITE = ["aa_mt_suite.apgd_steps=3", "aa_mt_suite.apgd_restarts=1"]
@@ -36,7 +37,7 @@ def model_and_data():
 def small_suite(monkeypatch):
   """AA+MT's first two stages, a few steps each: two stages are what resuming needs."""
   gin.parse_config(SUITE)
-  monkeypatch.setitem(cascade.SUITES, "aa+mt", lambda norm, eps: cascade.aa_mt_suite(
+  monkeypatch.setitem(suites.SUITES, "aa+mt", lambda norm, eps: suites.aa_mt_suite(
       norm, eps)[:2])
   yield
   gin.clear_config()
@@ -141,7 +142,7 @@ def test_nan_logits_fail_before_any_attack(model_and_data, attacked, tmp_path):
                                 np.arange(len(images)) == 20, np.nan, 1.0)[:, None]
   with pytest.raises(errors.NonFiniteLogitsError, match=r"for 1 of 24 clean images \(first: "
                      "index 20\\)"):
-    cascade.run_cascade(cascade.get_suite("pgd40", "linf", 0.03), Outputs(late),
+    cascade.run_cascade(suites.get_suite("pgd40", "linf", 0.03), Outputs(late),
                         images.astype(np.float32) / 255, labels, batch_size=24)
   assert attacked == []
 

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from rgd.training import objectives
 from rgd.evaluation import cascade
-from rgd.attacks import losses
+from rgd.attacks import losses, suites
 
 EPS = 8 / 255
 # ~130 s on 2 busy cores (XLA compiles 7 attacks twice): over the 60 s budget, hence slow.
@@ -23,10 +23,10 @@ def _model():
 
 def _attacks():
   small = dict(apgd_steps=3, apgd_restarts=1)
-  aa = cascade.autoattack_suite("linf", EPS, fab_steps=3, square_queries=5, num_target_classes=2,
+  aa = suites.autoattack_suite("linf", EPS, fab_steps=3, square_queries=5, num_target_classes=2,
                                 **small)
-  mt = cascade.aa_mt_suite("linf", EPS, mt_restarts=1, mt_steps=3, mt_targets=2, **small)
-  return aa + mt[1:] + cascade.pgd40_suite("linf", EPS)
+  mt = suites.aa_mt_suite("linf", EPS, mt_restarts=1, mt_steps=3, mt_targets=2, **small)
+  return aa + mt[1:] + suites.pgd40_suite("linf", EPS)
 
 
 @pytest.mark.parametrize("index", range(7))

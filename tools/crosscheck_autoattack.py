@@ -38,6 +38,7 @@ from rgd.evaluation import target  # noqa: E402
 from rgd.runtime import strategy as strategy_lib
 from rgd.training import objectives, weight_average
 from rgd.evaluation import cascade  # noqa: E402
+from rgd.attacks import suites  # noqa: E402
 from rgd.training.trainer import RobustTrainer, make_distributed_step  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -128,7 +129,7 @@ def compare(model, images, labels, eps, batch_size=500, seed=0):
   model_fn = lambda t: model(t, training=False)
   for suite in ("autoattack", "aa+mt"):
     start = time.monotonic()
-    res = cascade.run_cascade(cascade.get_suite(suite, "linf", eps), model_fn, x, y, batch_size,
+    res = cascade.run_cascade(suites.get_suite(suite, "linf", eps), model_fn, x, y, batch_size,
                               seed)
     out[f"{suite}_seconds"] = time.monotonic() - start
     out[f"{suite}_robust"] = res["robust"]

@@ -2,7 +2,7 @@
 diverse parameter-free attacks", Sec. 3 and Alg. 1), as in AutoAttack's `autopgd_base.py`.
 
     attack = APGD("linf", 8 / 255, loss="ce", num_steps=100, num_restarts=5)
-    x_adv = attack(model_fn, x, labels, seed)          # model_fn(x) -> logits
+    x_adv = attack(model_fn, x, labels, seed)          # rgd/attacks/protocol.py
 
 * Step: starts at 2 * eps, momentum 0.75 on the projected step (Eq. 2 of the paper).
 * Checkpoints w_j = ceil(p_j * N) with p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1}
@@ -13,14 +13,13 @@ diverse parameter-free attacks", Sec. 3 and Alg. 1), as in AutoAttack's `autopgd
 * Restarts run only on the points not yet fooled; a fooled point keeps its misclassified iterate.
 * `APGDTargeted` is APGD-T: targeted DLR towards the 2nd, 3rd, ... largest clean logit.
 
-Every evaluation attack here has the same interface: `attack(model_fn, x, labels, seed)` with
-x float32 [B, H, W, C] in [0, 1], integer labels [B] and an int32 [2] stateless seed; it returns
-points inside the eps-ball and [0, 1]. Arithmetic is float32 whatever the model computes in.
+Arithmetic is float32 whatever the model computes in.
 """
 import tensorflow as tf
 
-from rgd.attacks import common, losses, projections
-from rgd.attacks.common import check_norm, logits_of, target_class
+from rgd.attacks import common, losses, projections, protocol
+from rgd.attacks.common import logits_of, target_class
+from rgd.errors import ConfigError
 from rgd.attacks.projections import expand, per_example_norm
 
 # AutoAttack's constants (Croce & Hein 2020, Sec. 3.2; autopgd_base.py).
@@ -59,16 +58,19 @@ def random_start(norm, eps, x0, seed):
   return tf.clip_by_value(x0 + eps * t, 0.0, 1.0)
 
 
-class APGD:
-  """AutoPGD on one loss. `loss` is 'ce', 'dlr' or a function (logits, labels) -> [B]."""
+class APGD(protocol.Attack):
+  """AutoPGD on one loss. `loss` is 'ce', 'dlr' or a function (logits, labels) -> [B]; a call's
+  `loss_fn` replaces it."""
+
+  takes_loss_fn = True
 
   def __init__(self, norm, eps, loss="ce", num_steps=100, num_restarts=1, rho=RHO,
                momentum=MOMENTUM, initial_step=INITIAL_STEP):
-    check_norm(norm, eps)
+    protocol.check_norm(norm, eps)
     self.norm, self.eps = norm, float(eps)
     if isinstance(loss, str):
       if loss not in ("ce", "dlr"):
-        raise ValueError(f"Unknown APGD loss {loss!r}; expected 'ce', 'dlr' or a function")
+        raise ConfigError(f"Unknown APGD loss {loss!r}; expected 'ce', 'dlr' or a function")
       self.name = f"apgd-{loss}"
       loss = losses.ce_loss if loss == "ce" else losses.dlr_loss
     else:
@@ -96,9 +98,9 @@ class APGD:
       loss = loss_fn(logits, labels)
     return loss, tape.gradient(loss, x), losses.misclassified(logits, labels)
 
-  def run(self, model_fn, loss_fn, x0, labels, seed, trace=False):
-    """One run of Alg. 1. Returns (x_adv, fooled, loss): a misclassified iterate where one was
-    found, otherwise the iterate of highest loss (and that loss). With `trace`, also a dict of
+  def run_loss(self, model_fn, loss_fn, x0, labels, seed, trace=False):
+    """One run of Alg. 1 on `loss_fn`. Returns (x_adv, fooled, loss): a misclassified iterate
+    where one was found, otherwise the iterate of highest loss (and that loss). With `trace`, also a dict of
     per-iteration tensors: `step` (the step size used), `loss` (at the new iterate),
     `reduced` (halved and restarted from the best point at this checkpoint), `x` (the point
     the next step starts from) and `x_best`, and `loss_init` (the loss at the start)."""
@@ -166,37 +168,35 @@ class APGD:
     del num_classes
     return self.num_restarts
 
-  def run_fn(self, model_fn):
-    def run(r, seeds, x0, labels):
-      del r
-      return self.run(model_fn, self.loss_fn, x0, labels, seeds)
-    return run
-
-  def __call__(self, model_fn, x, labels, seed=(0, 0)):
-    return common.call(self, model_fn, x, labels, seed)
+  def run(self, model_fn, r, seeds, x0, labels, loss_fn=None):
+    del r
+    return self.run_loss(model_fn, loss_fn or self.loss_fn, x0, labels, seeds)
 
 
 class APGDTargeted(APGD):
   """APGD-T: for each of the `num_target_classes` classes with the 2nd, 3rd, ... largest clean
   logit, `num_restarts` runs on the targeted DLR loss (Croce & Hein 2020, Sec. 3 and App.)."""
 
+  takes_loss_fn = False
+  # Targeted DLR needs the 4 largest logits.
+  min_classes = 4
+
   def __init__(self, norm, eps, num_steps=100, num_restarts=1, num_target_classes=9, **kw):
     super().__init__(norm, eps, loss=losses.ce_loss, num_steps=num_steps,
                      num_restarts=num_restarts, **kw)
     self.name = "apgd-t"
-    self.num_target_classes = int(num_target_classes)
+    self.num_target_classes = self.num_targets = int(num_target_classes)
 
   def num_runs(self, num_classes):
-    # Targeted DLR needs the 4 largest logits; with K classes there are K - 1 targets.
+    # With K classes there are K - 1 targets.
     return min(self.num_target_classes, num_classes - 1) * self.num_restarts
 
-  def run_fn(self, model_fn):
-    def run(r, seeds, x0, labels):
-      # Target of run r: the (r // restarts + 2)-th largest clean logit of the point, from its
-      # own clean logits (one forward pass per run), so any subset of rows can be attacked.
-      clean_logits = logits_of(model_fn, x0)
-      num_targets = min(self.num_target_classes, clean_logits.shape[-1] - 1)
-      target = target_class(clean_logits, r // self.num_restarts, num_targets)
-      loss_fn = lambda logits, y: losses.targeted_dlr_loss(logits, y, target)
-      return self.run(model_fn, loss_fn, x0, labels, seeds)
-    return run
+  def run(self, model_fn, r, seeds, x0, labels, loss_fn=None):
+    self.check_loss_fn(loss_fn)
+    # Target of run r: the (r // restarts + 2)-th largest clean logit of the point, from its
+    # own clean logits (one forward pass per run), so any subset of rows can be attacked.
+    clean_logits = logits_of(model_fn, x0)
+    num_targets = min(self.num_target_classes, clean_logits.shape[-1] - 1)
+    target = target_class(clean_logits, r // self.num_restarts, num_targets)
+    targeted = lambda logits, y: losses.targeted_dlr_loss(logits, y, target)
+    return self.run_loss(model_fn, targeted, x0, labels, seeds)

@@ -1,10 +1,7 @@
-"""Helpers shared by the evaluation attacks (APGD, MultiTargeted, FAB, Square, the cascade).
+"""Helpers shared by the attacks (rgd/attacks/protocol.py) and the evaluation cascade.
 
-Every evaluation attack has the interface `attack(model_fn, x, labels, seed) -> x_adv`: x float32
-[B, H, W, C] in [0, 1], integer labels [B], and `seed` either an int32 [2] stateless seed for
-the batch or int32 [B, 2] seeds, one per example. It also exposes `num_runs(num_classes)`
-and `run_fn(model_fn) -> run(r, seeds, x0, labels) -> (x_adv, fooled, loss)`, one run (restart,
-target) on any subset of the rows, so that the cascade can drive the runs itself.
+`seed` is either an int32 [2] stateless seed for the batch or int32 [B, 2] seeds, one per
+example.
 
 Per-example randomness. All random draws of an evaluation attack come from the example's own
 seed (`uniform`, `normal`, `signs` below, a counter-based hash), so an example's result does not
@@ -15,8 +12,6 @@ turned into per-example seeds by folding in the row index.
 """
 import tensorflow as tf
 
-from rgd.attacks import losses
-from rgd.attacks.projections import expand
 
 # murmur3's 32-bit finaliser constants and the golden-ratio increment (Weyl sequence).
 _M1, _M2, _GOLDEN = 0x85EBCA6B, 0xC2B2AE35, 0x9E3779B9
@@ -25,19 +20,6 @@ _M1, _M2, _GOLDEN = 0x85EBCA6B, 0xC2B2AE35, 0x9E3779B9
 def logits_of(model_fn, x):
   """Float32 logits, also when the model runs under a bf16 policy."""
   return tf.cast(model_fn(x), tf.float32)
-
-
-def check_norm(norm, eps):
-  if norm not in ("linf", "l2"):
-    raise ValueError(f"Unknown norm {norm!r}; expected 'linf' or 'l2'")
-  if not 0.0 < float(eps):
-    raise ValueError(f"eps must be positive, got {eps}")
-
-
-def nth_largest_class(logits, n):
-  """Index of the n-th largest logit (n = 1 is the argmax) per example, as AutoAttack's
-  `sort()[1][:, -n]`."""
-  return tf.math.top_k(logits, k=n).indices[:, n - 1]
 
 
 def target_class(clean_logits, t, num_targets):
@@ -129,58 +111,3 @@ def signs(seeds, shape):
 def run_seeds(seeds, r):
   """The seeds of run (restart) r of an attack, per example."""
   return fold_in(seeds, r)
-
-
-# ------------------------------------------------------------------------------------------
-# Restarts.
-
-
-def run_until_fooled(run_fn, model_fn, x0, labels, seed, num_runs, subset=True):
-  """Runs `run_fn(run_index, seeds, x0, labels) -> (x_adv, fooled, loss)` up to `num_runs`
-  times (`num_runs` an int or a function of the number of classes). Each run attacks only
-  the rows not yet fooled (gathered, run, scattered back), as AutoAttack attacks only the
-  points still robust; the loop stops once every point is fooled.
-  `seeds` are per example (`run_seeds` of the example's seed), so a point's result does not
-  depend on the other rows; `subset=False` runs every row each time (same result, for tests).
-
-  Returns (x_adv, fooled): for a fooled point its misclassified point, otherwise the point of
-  highest loss over the runs. Points misclassified already at x0 are returned unchanged.
-  """
-  x0 = tf.cast(x0, tf.float32)
-  labels = tf.cast(labels, tf.int32)
-  seeds = example_seeds(seed, tf.shape(x0)[0])
-  logits = logits_of(model_fn, x0)
-  if callable(num_runs):
-    num_runs = num_runs(logits.shape[-1])
-  fooled = losses.misclassified(logits, labels)
-  x_adv = x0
-  best_loss = tf.fill(tf.shape(labels), -float("inf"))
-  for r in tf.range(num_runs):
-    if tf.reduce_all(fooled):
-      break
-    if subset:
-      idx = tf.where(tf.logical_not(fooled))[:, 0]
-    else:
-      idx = tf.range(tf.shape(labels, out_type=tf.int64)[0])
-    x_r, fooled_r, loss_r = run_fn(r, run_seeds(tf.gather(seeds, idx), r), tf.gather(x0, idx),
-                                   tf.gather(labels, idx))
-    was_fooled = tf.gather(fooled, idx)
-    take = tf.logical_and(tf.logical_not(was_fooled),
-                          tf.logical_or(fooled_r, loss_r > tf.gather(best_loss, idx)))
-    at = idx[:, None]
-    x_adv = tf.tensor_scatter_nd_update(
-        x_adv, at, tf.where(expand(take, x_r), x_r, tf.gather(x_adv, idx)))
-    best_loss = tf.tensor_scatter_nd_update(
-        best_loss, at, tf.where(take, loss_r, tf.gather(best_loss, idx)))
-    fooled = tf.tensor_scatter_nd_update(fooled, at, tf.logical_or(was_fooled, fooled_r))
-  return x_adv, fooled
-
-
-def call(attack, model_fn, x, labels, seed, subset=True):
-  """`attack(model_fn, x, labels, seed)` for an attack with `num_runs(num_classes)` and
-  `run_fn(model_fn)`. Under XLA pass `subset=False`: gathering the rows still robust gives a
-  dynamic batch, which XLA cannot differentiate through (the gradients of gather and top_k are
-  scatters to a shape it must know at compile time)."""
-  x_adv, _ = run_until_fooled(attack.run_fn(model_fn), model_fn, x, labels, seed,
-                              attack.num_runs, subset=subset)
-  return x_adv

@@ -9,14 +9,14 @@ eta), and after every success steps back towards x0 by beta. A point counts as b
 smallest adversarial perturbation found has norm <= eps.
 
     attack = FABTargeted("linf", 8 / 255, num_steps=100, num_target_classes=9)
-    x_adv = attack(model_fn, x, labels, seed)
+    x_adv = attack(model_fn, x, labels, seed)          # rgd/attacks/protocol.py
 
 Points not broken are returned unchanged (FAB's minimal adversarial lies outside the ball).
 """
 import tensorflow as tf
 
-from rgd.attacks import common, losses
-from rgd.attacks.common import check_norm, logits_of, target_class
+from rgd.attacks import common, losses, protocol
+from rgd.attacks.common import logits_of, target_class
 from rgd.attacks.projections import expand, per_example_norm
 
 # AutoAttack's FAB constants (fab_base.py, the values of Croce & Hein 2020, Sec. 4).
@@ -66,15 +66,18 @@ def _project_to_boundary(x, w, value, norm):
   return min_norm_step(x, direction, tf.abs(value), norm)
 
 
-class FABTargeted:
+class FABTargeted(protocol.Attack):
+  """FAB-T: for each of the `num_target_classes` classes with the 2nd, 3rd, ... largest clean
+  logit, `num_restarts` runs (the first from x0, the others from a random start)."""
+
+  name = "fab-t"
 
   def __init__(self, norm, eps, num_steps=100, num_restarts=1, num_target_classes=9,
                alpha_max=ALPHA_MAX, eta=ETA, beta=BETA):
-    check_norm(norm, eps)
-    self.name = "fab-t"
+    protocol.check_norm(norm, eps)
     self.norm, self.eps = norm, float(eps)
     self.num_steps, self.num_restarts = int(num_steps), int(num_restarts)
-    self.num_target_classes = int(num_target_classes)
+    self.num_target_classes = self.num_targets = int(num_target_classes)
     self.alpha_max, self.eta, self.beta = float(alpha_max), float(eta), float(beta)
 
   def _diff_and_grad(self, model_fn, x, labels, target):
@@ -84,7 +87,7 @@ class FABTargeted:
       f = losses.targeted_margin_loss(logits, labels, target)   # z_t - z_y
     return f, tape.gradient(f, x), losses.misclassified(logits, labels)
 
-  def run(self, model_fn, x0, labels, target, seed, random_start):
+  def run_target(self, model_fn, x0, labels, target, seed, random_start):
     """One FAB run towards `target` (from x0, or from a random point when the bool tensor
     `random_start` is true); returns (x_adv, fooled, -norm of the best adversarial)."""
     x0 = tf.cast(x0, tf.float32)
@@ -126,16 +129,11 @@ class FABTargeted:
   def num_runs(self, num_classes):
     return min(self.num_target_classes, num_classes - 1) * self.num_restarts
 
-  def run_fn(self, model_fn):
+  def run(self, model_fn, r, seeds, x0, labels, loss_fn=None):
+    self.check_loss_fn(loss_fn)
     restarts = self.num_restarts
-
-    def run(r, seeds, x0, labels):
-      clean_logits = logits_of(model_fn, x0)
-      num_targets = min(self.num_target_classes, clean_logits.shape[-1] - 1)
-      target = target_class(clean_logits, r // restarts, num_targets)
-      # The first run of each target starts at x0, the others at random (AutoAttack).
-      return self.run(model_fn, x0, labels, target, seeds, r % restarts != 0)
-    return run
-
-  def __call__(self, model_fn, x, labels, seed=(0, 0)):
-    return common.call(self, model_fn, x, labels, seed)
+    clean_logits = logits_of(model_fn, x0)
+    num_targets = min(self.num_target_classes, clean_logits.shape[-1] - 1)
+    target = target_class(clean_logits, r // restarts, num_targets)
+    # The first run of each target starts at x0, the others at random (AutoAttack).
+    return self.run_target(model_fn, x0, labels, target, seeds, r % restarts != 0)

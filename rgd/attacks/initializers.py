@@ -7,6 +7,7 @@ row is then drawn from its own seed, so a point's start does not depend on its b
 import tensorflow as tf
 
 from rgd.attacks import common
+from rgd.errors import ConfigError
 
 
 def _per_example(seed):
@@ -63,4 +64,4 @@ def uniform_init(norm, eps):
     return linf_uniform_init(eps)
   if norm == "l2":
     return l2_uniform_init(eps)
-  raise ValueError(f"Unknown norm {norm!r}; expected 'linf' or 'l2'")
+  raise ConfigError(f"Unknown norm {norm!r}; expected 'linf' or 'l2'")

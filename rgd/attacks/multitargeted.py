@@ -5,7 +5,7 @@ steepest ascent from a uniform random start; a point fooled by any run, or by an
 of a run (misclassified as any class, not only the target), is kept.
 
     attack = MultiTargeted("linf", 8 / 255, num_steps=200, num_restarts=10, num_targets=9)
-    x_adv = attack(model_fn, x, labels, seed)
+    x_adv = attack(model_fn, x, labels, seed)          # rgd/attacks/protocol.py
 
 AA+MT (Gowal et al. 2020; seeds 000/001) runs it with 10 restarts of 200 steps after APGD-CE and
 APGD-DLR.
@@ -24,22 +24,23 @@ docs/evaluation.md for MT against APGD-T with the same budget.
 size is piecewise constant and drops at 50% and 75% of the steps, as DeepMind's validation
 PGD (docs/recipes.md "Validation"); `step_sizes` is in units of eps and can be changed through gin.
 """
-import tensorflow as tf
-
-from rgd.attacks import common, initializers, losses, optimizers, projections
-from rgd.attacks.common import check_norm, logits_of, target_class
+from rgd.attacks import initializers, losses, optimizers, projections, protocol
+from rgd.attacks.common import logits_of, target_class
 from rgd.attacks.pgd import PGD
 
 # Step size in units of eps for the first half, third quarter and last quarter of the steps.
 STEP_SIZES = (0.25, 0.1, 0.025)
 
 
-class MultiTargeted:
+class MultiTargeted(protocol.Attack):
+  """`num_restarts` runs of targeted PGD on z_t - z_y, cycling through the top-`num_targets`
+  classes (module docstring)."""
+
+  name = "multitargeted"
 
   def __init__(self, norm, eps, num_steps=200, num_restarts=10, num_targets=9,
                step_sizes=STEP_SIZES, restarts_per_target=False):
-    check_norm(norm, eps)
-    self.name = "multitargeted"
+    protocol.check_norm(norm, eps)
     self.norm, self.eps = norm, float(eps)
     self.num_steps, self.num_restarts = int(num_steps), int(num_restarts)
     self.num_targets = int(num_targets)
@@ -57,19 +58,16 @@ class MultiTargeted:
       return self.num_restarts * min(self.num_targets, num_classes - 1)
     return self.num_restarts
 
-  def run_fn(self, model_fn):
-    def run(r, seeds, x0, labels):
-      # Classes ranked by the point's clean logits (column 0 is the prediction, the label for
-      # the points still correctly classified and hence attacked); run r targets column
-      # r mod k + 1.
-      clean_logits = logits_of(model_fn, x0)
-      num_targets = min(self.num_targets, clean_logits.shape[-1] - 1)
-      target = target_class(clean_logits, r % num_targets, num_targets)
-      loss_fn = lambda logits, y: losses.targeted_margin_loss(logits, y, target)
-      x_r = self.pgd(model_fn, loss_fn, x0, labels, seeds)
-      logits = logits_of(model_fn, x_r)
-      return x_r, losses.misclassified(logits, labels), losses.margin_loss(logits, labels)
-    return run
-
-  def __call__(self, model_fn, x, labels, seed=(0, 0)):
-    return common.call(self, model_fn, x, labels, seed)
+  def run(self, model_fn, r, seeds, x0, labels, loss_fn=None):
+    self.check_loss_fn(loss_fn)
+    # Classes ranked by the point's clean logits (column 0 is the prediction, the label for
+    # the points still correctly classified and hence attacked); run r targets column
+    # r mod k + 1.
+    clean_logits = logits_of(model_fn, x0)
+    num_targets = min(self.num_targets, clean_logits.shape[-1] - 1)
+    target = target_class(clean_logits, r % num_targets, num_targets)
+    targeted = lambda logits, y: losses.targeted_margin_loss(logits, y, target)
+    x_r, _, _ = self.pgd.run(model_fn, r, seeds, x0, labels, loss_fn=targeted)
+    # Runs towards different targets are ranked by the untargeted margin.
+    logits = logits_of(model_fn, x_r)
+    return x_r, losses.misclassified(logits, labels), losses.margin_loss(logits, labels)

@@ -6,12 +6,13 @@ Learning rates are floats or functions of the (int32 tensor) step, e.g. `piecewi
 import tensorflow as tf
 
 from rgd.attacks.projections import expand, per_example_norm
+from rgd.errors import ConfigError
 
 
 def piecewise(values, boundaries):
   """Step-wise constant learning rate: values[i] until boundaries[i]."""
   if len(values) != len(boundaries) + 1:
-    raise ValueError("piecewise needs one more value than boundaries")
+    raise ConfigError("piecewise needs one more value than boundaries")
 
   def lr(step):
     out = tf.constant(values[-1], tf.float32)
@@ -78,4 +79,4 @@ def steepest_ascent(norm, learning_rate):
     return SignGradient(learning_rate)
   if norm == "l2":
     return NormalizedGradient(learning_rate)
-  raise ValueError(f"Unknown norm {norm!r}; expected 'linf' or 'l2'")
+  raise ConfigError(f"Unknown norm {norm!r}; expected 'linf' or 'l2'")

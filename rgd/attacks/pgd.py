@@ -1,15 +1,18 @@
 """Projected gradient ascent composed from parts (the DeepMind `attacks.py` design).
 
     attack = PGD(optimizer=SignGradient(2/255), num_steps=10,
-                 initialize_fn=linf_uniform_init(8/255), project_fn=linf_project_fn(8/255))
-    x_adv = attack(model_fn, ce_loss, x, labels, seed)
+                 initialize_fn=linf_uniform_init(8/255), project_fn=linf_project_fn(8/255),
+                 norm="linf", eps=8/255, loss_fn=ce_loss)
+    x_adv = attack(model_fn, x, labels, seed)                       # rgd/attacks/protocol.py
+    x_adv = attack(model_fn, x, target, seed, loss_fn=kl_loss)      # another loss
 
-`model_fn(x) -> float32 logits`; `loss_fn(logits, labels) -> [B]` is maximised. All attack
-arithmetic is float32, also when the model computes in bf16.
+`model_fn(x) -> logits`; `loss_fn(logits, labels) -> [B]` is maximised. All attack arithmetic
+is float32, also when the model computes in bf16.
 """
 import tensorflow as tf
 
-from rgd.attacks import common, initializers, losses, optimizers, projections
+from rgd.attacks import initializers, losses, optimizers, projections, protocol
+from rgd.errors import ConfigError
 
 
 def loss_and_grad(model_fn, loss_fn, x, labels):
@@ -22,31 +25,58 @@ def loss_and_grad(model_fn, loss_fn, x, labels):
   return loss, tape.gradient(loss, x), logits
 
 
-class PGD:
+class PGD(protocol.Attack):
   """`num_steps` of ascent from `initialize_fn`, projected by `project_fn` after every step.
 
   With `keep_best` the point of highest loss seen is returned (per example), as robust
-  evaluation wants; without it the last iterate, as TRADES/PGD-AT training use.
+  evaluation wants; without it the attack is a training attack (`last_iterate`, protocol.py):
+  one run on every row, returning the last iterate, as TRADES/PGD-AT training use.
+  `loss_fn` is the loss maximised when the call gives none; `norm` and `eps` name the threat
+  model that `project_fn` enforces (the cascade checks its results against them);
+  `num_restarts` runs from independent starts (protocol.run_until_fooled).
   """
 
+  takes_loss_fn = True
+
   def __init__(self, optimizer, num_steps, initialize_fn=None, project_fn=None,
-               keep_best=True, keep_misclassified=False):
+               keep_best=True, keep_misclassified=False, *, loss_fn=None, norm=None, eps=None,
+               name="pgd", num_restarts=1):
     self.optimizer = optimizer
     self.num_steps = int(num_steps)
     self.initialize_fn = initialize_fn or initializers.zero_init()
     self.project_fn = project_fn or projections.box_project_fn()
     self.keep_best = keep_best
+    self.last_iterate = not keep_best
     # With integer labels: the first iterate the model misclassifies wins over any later one of
     # higher loss. A targeted loss (MultiTargeted's z_t - z_y) can fall while the run passes
     # through a point misclassified as another class; that point is an adversarial example.
     self.keep_misclassified = keep_misclassified
+    self.loss_fn = loss_fn
+    if norm is not None:
+      protocol.check_norm(norm, eps)
+    self.norm, self.eps = norm, None if eps is None else float(eps)
+    self.name = name
+    self.num_restarts = int(num_restarts)
+    if self.last_iterate and self.num_restarts != 1:
+      raise ConfigError(f"{name}: a last-iterate (training) attack runs once, not "
+                        f"{num_restarts} times")
 
-  def __call__(self, model_fn, loss_fn, x0, labels, seed=(0, 0), init_slice=None):
-    """`init_slice=(offset, total)`: draw the random start for a batch of `total` examples and
-    use rows offset..offset+B, so that a batch split over replicas starts exactly where the
-    whole batch on one device would (training is then independent of the replica count)."""
+  def num_runs(self, num_classes):
+    del num_classes
+    return self.num_restarts
+
+  def run(self, model_fn, r, seeds, x0, labels, loss_fn=None, init_slice=None):
+    """One run from `seeds` ([2], or [B, 2] per example). `init_slice=(offset, total)`: draw the
+    random start for a batch of `total` examples and use rows offset..offset+B, so that a batch
+    split over replicas starts exactly where the whole batch on one device would (training is
+    then independent of the replica count). Returns (x_adv, fooled, loss); a training attack
+    (`last_iterate`) tracks neither (its target may be soft) and returns (x_last, None, None)."""
+    del r
+    loss_fn = loss_fn or self.loss_fn
+    if loss_fn is None:
+      raise ConfigError(f"{self.name}: no loss_fn (give one to PGD or to the call)")
     x0 = tf.cast(tf.convert_to_tensor(x0), tf.float32)
-    seed = tf.cast(tf.convert_to_tensor(seed), tf.int32)
+    seed = tf.cast(tf.convert_to_tensor(seeds), tf.int32)
     if init_slice is None:
       delta = self.initialize_fn(x0, seed)
     else:
@@ -55,65 +85,28 @@ class PGD:
       delta = full[offset:offset + tf.shape(x0)[0]]
     x = self.project_fn(x0 + delta, x0)
     state = self.optimizer.init(x)
-    best_x = x
-    best_loss = tf.fill(tf.shape(x0)[:1], -float("inf"))
-    fooled = tf.zeros(tf.shape(x0)[:1], tf.bool)
+    best = (x, tf.fill(tf.shape(x0)[:1], -float("inf")), tf.zeros(tf.shape(x0)[:1], tf.bool))
     for step in tf.range(self.num_steps):
       loss, grad, logits = loss_and_grad(model_fn, loss_fn, x, labels)
       if self.keep_best:
-        best_x, best_loss, fooled = self._keep(x, loss, logits, labels, best_x, best_loss,
-                                               fooled)
+        best = self._keep(x, loss, logits, labels, *best)
       delta, state = self.optimizer.update(grad, state, step)
       x = self.project_fn(x + delta, x0)
     if not self.keep_best:
-      return x
+      return x, None, None
     logits = tf.cast(model_fn(x), tf.float32)
-    return self._keep(x, loss_fn(logits, labels), logits, labels, best_x, best_loss, fooled)[0]
+    best_x, best_loss, best_fooled = self._keep(x, loss_fn(logits, labels), logits, labels, *best)
+    return best_x, best_fooled, best_loss
 
-  def _keep(self, x, loss, logits, labels, best_x, best_loss, fooled):
-    """Per example: the best iterate so far (highest loss; a misclassified one is final)."""
+  def _keep(self, x, loss, logits, labels, best_x, best_loss, best_fooled):
+    """Per example: the best iterate so far (highest loss; with `keep_misclassified` a
+    misclassified one is final), its loss and whether it is misclassified."""
+    now = losses.misclassified(logits, labels)
     better = loss > best_loss
     if self.keep_misclassified:
-      now = losses.misclassified(logits, labels)
-      better = tf.logical_and(tf.logical_not(fooled), tf.logical_or(now, better))
-      fooled = tf.logical_or(fooled, now)
+      better = tf.logical_and(tf.logical_not(best_fooled), tf.logical_or(now, better))
     best_x = tf.where(projections.expand(better, x), x, best_x)
-    return best_x, tf.where(better, loss, best_loss), fooled
-
-
-class Restarts:
-  """Runs `attack` `num_restarts` times; per example keeps the first run that misclassifies,
-  otherwise the one with the highest `loss_fn`. Each restart attacks only the points not yet
-  fooled (gathered, attacked, scattered back), and draws from per-example seeds (the batch
-  seed folded with the row index, or the [B, 2] seeds given; rgd/attacks/common.py), so a
-  point's result does not depend on which other points are attacked with it."""
-
-  def __init__(self, attack, num_restarts):
-    self.attack = attack
-    self.num_restarts = int(num_restarts)
-
-  def __call__(self, model_fn, loss_fn, x0, labels, seed=(0, 0)):
-    best_x = tf.cast(x0, tf.float32)
-    labels = tf.convert_to_tensor(labels)
-    seeds = common.example_seeds(seed, tf.shape(best_x)[0])
-    best_loss = tf.fill(tf.shape(best_x)[:1], -float("inf"))
-    done = tf.zeros(tf.shape(best_x)[:1], tf.bool)
-    for r in range(self.num_restarts):
-      idx = tf.where(tf.logical_not(done))[:, 0]
-      x0_r, labels_r = tf.gather(tf.cast(x0, tf.float32), idx), tf.gather(labels, idx)
-      x = self.attack(model_fn, loss_fn, x0_r, labels_r,
-                      common.run_seeds(tf.gather(seeds, idx), r))
-      logits = tf.cast(model_fn(x), tf.float32)
-      loss = loss_fn(logits, labels_r)
-      fooled = losses.misclassified(logits, labels_r)
-      take = tf.logical_or(fooled, loss > tf.gather(best_loss, idx))
-      at = idx[:, None]
-      best_x = tf.tensor_scatter_nd_update(
-          best_x, at, tf.where(projections.expand(take, x), x, tf.gather(best_x, idx)))
-      best_loss = tf.tensor_scatter_nd_update(
-          best_loss, at, tf.where(take, loss, tf.gather(best_loss, idx)))
-      done = tf.tensor_scatter_nd_update(done, at, fooled)
-    return best_x
+    return best_x, tf.where(better, loss, best_loss), tf.where(better, now, best_fooled)
 
 
 def pgd40_adam_margin(norm="linf", eps=8. / 255):
@@ -124,4 +117,5 @@ def pgd40_adam_margin(norm="linf", eps=8. / 255):
   `optax.piecewise_constant_schedule(init_value=.1, boundaries_and_scales={20: .1, 30: .01})`,
   and optax multiplies each scale into the value in force (0.1 -> 0.01 -> 0.01 * 0.01)."""
   return PGD(optimizers.Adam(optimizers.piecewise([0.1, 0.01, 1e-4], [20, 30])), 40,
-             initializers.uniform_init(norm, eps), projections.project_fn(norm, eps))
+             initializers.uniform_init(norm, eps), projections.project_fn(norm, eps),
+             loss_fn=losses.margin_loss, norm=norm, eps=eps, name="pgd40")

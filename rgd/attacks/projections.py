@@ -6,6 +6,8 @@ it; so one projection after the other gives a point in the intersection.
 """
 import tensorflow as tf
 
+from rgd.errors import ConfigError
+
 BOUNDS = (0.0, 1.0)
 
 
@@ -52,4 +54,4 @@ def project_fn(norm, eps, bounds=BOUNDS):
     return linf_project_fn(eps, bounds)
   if norm == "l2":
     return l2_project_fn(eps, bounds)
-  raise ValueError(f"Unknown norm {norm!r}; expected 'linf' or 'l2'")
+  raise ConfigError(f"Unknown norm {norm!r}; expected 'linf' or 'l2'")

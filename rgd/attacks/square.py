@@ -13,7 +13,7 @@ The window area follows the published schedule: p = p_init halved after iteratio
 iterations are scaled to the query budget, AutoAttack-standard does not rescale).
 
     attack = Square("linf", 8 / 255, num_queries=5000)
-    x_adv = attack(model_fn, x, labels, seed)
+    x_adv = attack(model_fn, x, labels, seed)          # rgd/attacks/protocol.py
 
 Unlike AutoAttack (one window position per batch) each example draws its own window, from its
 own seed (rgd/attacks/common.py), so a point's search does not depend on its batch.
@@ -28,8 +28,8 @@ slack.
 import numpy as np
 import tensorflow as tf
 
-from rgd.attacks import common, losses, projections
-from rgd.attacks.common import check_norm, logits_of
+from rgd.attacks import common, losses, projections, protocol
+from rgd.attacks.common import logits_of
 from rgd.attacks.projections import expand, per_example_norm
 
 P_INIT = 0.8   # AutoAttack-standard's p_init
@@ -65,15 +65,15 @@ def l2_update(delta, mask1, mask2, pattern, eps, normalize=True):
   inside window 1 [B, h, w, C]. Returns the new direction, of unit L2 norm per example (with
   `normalize`; otherwise AutoAttack's `delta_curr` before its final `normalize`).
 
-  The bookkeeping follows fra31/auto-attack line by line (master a392200, and PyPI
+  The bookkeeping follows fra31/auto-attack line by line (its master branch, and PyPI
   pyautoattack 0.2.0, square.py lines 350-375): the old content of window 1 is normalised per
   channel (`norms_window_1`, [B,c,1,1]) and added to the pattern; the result is normalised per
   channel and scaled to sqrt(max(eps^2 - norms_image^2, 0) / c + norms_windows^2), with
   `norms_image` over the whole image ([B,1,1,1], `lp_norm`) and `norms_windows` PER CHANNEL
   over the union of the two windows (`((delta_curr * mask_image) ** 2).sum(dim=(-2, -1),
-  keepdim=True).sqrt()`, [B,c,1,1]). AutoAttack's first package version (1706c9b, 2020-08)
-  took `norms_windows` over all channels (`lp_norm`); e79935c (2021-03, "small fix square
-  l2") made it per channel. Window 2 is then emptied and window 1 filled.
+  keepdim=True).sqrt()`, [B,c,1,1]). AutoAttack's first packaged version (2020-08) took
+  `norms_windows` over all channels (`lp_norm`); its change of 2021-03 ("small fix square l2")
+  made it per channel. Window 2 is then emptied and window 1 filled.
   """
   spatial = lambda t: tf.sqrt(tf.reduce_sum(tf.square(t), axis=[1, 2], keepdims=True))
   norms_window_1 = spatial(delta * mask1)                                # [B, 1, 1, c]
@@ -140,12 +140,15 @@ def _eta_pattern(h, w, top, left, size, transpose):
   return (pattern / tf.sqrt(tf.maximum(count, 1.0)))[..., None]
 
 
-class Square:
+class Square(protocol.Attack):
+  """The random search, `num_restarts` runs of `num_queries` queries (module docstring)."""
+
+  name = "square"
+  black_box = True   # AutoAttack's check for gradient masking (checks.check_black_box)
 
   def __init__(self, norm, eps, num_queries=5000, num_restarts=1, p_init=P_INIT,
                rescale_schedule=False):
-    check_norm(norm, eps)
-    self.name = "square"
+    protocol.check_norm(norm, eps)
     self.norm, self.eps = norm, float(eps)
     self.num_queries, self.num_restarts = int(num_queries), int(num_restarts)
     self.p_init, self.rescale_schedule = float(p_init), bool(rescale_schedule)
@@ -218,9 +221,12 @@ class Square:
     delta /= expand(per_example_norm(delta, "l2"), delta) + 1e-12
     return self.project(x0 + self.eps * delta, x0)
 
-  def run(self, model_fn, x0, labels, seed):
-    """One run of the random search; returns (x_best, fooled, margin loss). `seed`: [2] or
+  def run(self, model_fn, r, seeds, x0, labels, loss_fn=None):
+    """One run of the random search; returns (x_best, fooled, margin loss). `seeds`: [2] or
     per-example [B, 2]."""
+    del r
+    self.check_loss_fn(loss_fn)
+    seed = seeds
     x0 = tf.cast(x0, tf.float32)
     seeds = common.example_seeds(seed, tf.shape(x0)[0])
     start_seeds, query_seeds = common.fold_in(seeds, 0), common.fold_in(seeds, 1)
@@ -249,12 +255,3 @@ class Square:
   def num_runs(self, num_classes):
     del num_classes
     return self.num_restarts
-
-  def run_fn(self, model_fn):
-    def run(r, seeds, x0, labels):
-      del r
-      return self.run(model_fn, x0, labels, seeds)
-    return run
-
-  def __call__(self, model_fn, x, labels, seed=(0, 0)):
-    return common.call(self, model_fn, x, labels, seed)

@@ -1,6 +1,6 @@
 """Evaluation: suites of attacks run as cascades, corruption benchmarks, certificates, reports.
 
-  cascade      attack suites (aa+mt, autoattack, pgd40) run as cascades over the survivors
+  cascade      runs an attack suite (rgd.attacks.suites) as a cascade over the survivors
   checks       checks of a model before any attack (AutoAttack's checks.py)
   stage_state  per-stage resume of a long evaluation
   target       which model and threat model an evaluation reads (model.json defaults)
@@ -11,7 +11,7 @@
 
 Attacks themselves are pure parts in rgd.attacks; this package drives them.
 """
-from rgd.evaluation import cascade
+from rgd.attacks import suites
 
 # Every suite `rgd.evaluate --suite` runs, and its kind.
-SUITES = {**{name: "attacks" for name in cascade.SUITES}, "cifar10c": "corruptions"}
+SUITES = {**{name: "attacks" for name in suites.SUITES}, "cifar10c": "corruptions"}

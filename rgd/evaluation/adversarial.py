@@ -1,4 +1,5 @@
-"""Robust accuracy of a model under an attack suite (rgd.evaluation.cascade), with the checks
+"""Robust accuracy of a model under an attack suite (rgd.attacks.suites, run by
+rgd.evaluation.cascade), with the checks
 before the attacks, per-stage resume and the report files: the library half of rgd.evaluate."""
 import json
 import os
@@ -10,6 +11,7 @@ import gin
 import numpy as np
 import tensorflow as tf
 
+from rgd.attacks import suites
 from rgd.errors import ConfigError, DataError
 from rgd.evaluation import cascade, checks, reports, stage_state
 from rgd.evaluation.target import NORMS, parse_eps, versions
@@ -29,7 +31,7 @@ def evaluate_model(model, images, labels, suite="aa+mt", norm="linf", eps=8 / 25
   if norm not in NORMS:
     raise ConfigError(f"--norm={norm!r}: expected one of {NORMS}")
   eps = parse_eps(eps)
-  stages = cascade.get_suite(suite, norm, eps)
+  stages = suites.get_suite(suite, norm, eps)
   if len(images) == 0:
     raise DataError(f"{source}: the dataset is empty")
   images = np.asarray(images)
@@ -74,7 +76,7 @@ def evaluate_model(model, images, labels, suite="aa+mt", norm="linf", eps=8 / 25
   result = cascade.run_cascade(stages, model_fn, images, labels, batch_size, seed, strategy,
                                jit_compile, on_batch, state)
   names = [s.name for s in stages]
-  black_box = checks.check_black_box(names, result["robust_after"])
+  black_box = checks.check_black_box(stages, result["robust_after"])
   for w in black_box:
     logging.warning(w)
   warnings += black_box

@@ -1,129 +1,54 @@
-"""Attack suites run as cascades: each stage attacks only the points still robust after the
-stages before it, and the result is the pointwise worst case (AutoAttack's
-`run_standard_evaluation`).
+"""The evaluation cascade: runs a suite of attacks (rgd/attacks/suites.py) in order, each stage
+attacking only the points still robust after the stages before it; the result is the pointwise
+worst case (AutoAttack's `run_standard_evaluation`).
 
 Cost. Each stage AND each run of a stage (restart, target) attacks only the points still
-robust: the cascade drives the runs itself (`attack.num_runs`, `attack.run_fn`, common.py),
-gathering the survivors into batches of at most `batch_size` and scattering the results back,
-as AutoAttack's restart loops do. Without XLA the batches are not padded (TF runs any shape);
-under XLA (`jit_compile=True`) a batch is padded to the smallest of a few bucket sizes (the
-powers of two below `batch_size`, and `batch_size`), so at most ~log2(batch_size) + 1 shapes
-compile per stage; over replicas a batch is padded to a multiple of their number. Every
-random draw is keyed by the example's index in the evaluation set (`common.example_seeds`),
-so which subset is attacked does not change a point's result.
+robust: the cascade drives the runs itself (`attack.num_runs`, `attack.run`,
+rgd/attacks/protocol.py), gathering the survivors into batches of at most `batch_size` and
+scattering the results back, as AutoAttack's restart loops do. Without XLA the batches are not
+padded (TF runs any shape); under XLA (`jit_compile=True`) a batch is padded to the smallest of
+a few bucket sizes (the powers of two below `batch_size`, and `batch_size`), so at most
+~log2(batch_size) + 1 shapes compile per stage; over replicas a batch is padded to a multiple
+of their number. Every random draw is keyed by the example's index in the evaluation set
+(`common.example_seeds`), so which subset is attacked does not change a point's result.
 
-Suites (gin-configurable factories, `get_suite(name, norm, eps)`):
-  * `aa+mt`      AA+MT of Gowal et al. 2020 / seeds 000 and 001: APGD-CE (5 x 100) ->
-                 APGD-DLR (5 x 100) -> MultiTargeted (10 x 200, margin loss).
-  * `autoattack` AutoAttack "standard": APGD-CE (1 x 100) -> APGD-T (9 targets) -> FAB-T
-                 (9 targets) -> Square (5000 queries).
-  * `pgd40`      the validation attack of DeepMind's experiment (Adam, margin loss, 40 steps).
+    stages = suites.get_suite("aa+mt", "linf", 8 / 255)
+    result = run_cascade(stages, model_fn, images, labels, batch_size=500, seed=0)
 
-    stages = get_suite("aa+mt", "linf", 8 / 255)
-    result = run_cascade(stages, model, images, labels, batch_size=500, seed=0)
-
-`compile_attack` wraps an attack in a `tf.function` (optionally XLA) and `distribute_attack`
-maps it over the replicas of a `tf.distribute` strategy.
+`compile_attack` wraps a whole attack call in a `tf.function` (optionally XLA), for tools and
+benchmarks that attack one batch.
 """
 import time
 
 from absl import logging
-import gin
 import numpy as np
 import tensorflow as tf
 
-from rgd.runtime import faults
-from rgd.attacks import common, losses, pgd
-from rgd.attacks.apgd import APGD, APGDTargeted
-from rgd.errors import NonFiniteLogitsError
+from rgd.attacks import common, losses, protocol
 from rgd.attacks.common import logits_of
 from rgd.attacks.projections import per_example_norm
-from rgd.attacks.fab import FABTargeted
-from rgd.attacks.multitargeted import MultiTargeted
-from rgd.attacks.square import Square
+from rgd.errors import ConfigError, NonFiniteLogitsError
+from rgd.runtime import faults
 
 # Tolerance of the final eps-ball check: float32 rounding of x0 + eps.
 BALL_TOLERANCE = 1e-5
 
 
-
-class WithLoss:
-  """Adapts a `PGD`-style attack (model_fn, loss_fn, x, labels, seed) to the evaluation
-  interface (model_fn, x, labels, seed)."""
-
-  def __init__(self, name, attack, loss_fn, norm, eps):
-    self.name, self.attack, self.loss_fn = name, attack, loss_fn
-    self.norm, self.eps = norm, float(eps)
-
-  def num_runs(self, num_classes):
-    del num_classes
-    return 1
-
-  def run_fn(self, model_fn):
-    def run(r, seeds, x0, labels):
-      del r
-      x = self.attack(model_fn, self.loss_fn, x0, labels, seeds)
-      logits = logits_of(model_fn, x)
-      return x, losses.misclassified(logits, labels), self.loss_fn(logits, labels)
-    return run
-
-  def __call__(self, model_fn, x, labels, seed=(0, 0)):
-    return self.attack(model_fn, self.loss_fn, x, labels, seed)
-
-
-@gin.configurable(denylist=["norm", "eps"])
-def aa_mt_suite(norm, eps, apgd_restarts=5, apgd_steps=100, mt_restarts=10, mt_steps=200,
-                mt_targets=9, mt_restarts_per_target=False):
-  """AA+MT (seed 001 App. A "Evaluation"; docs/recipes.md "Evaluation"). `mt_restarts_per_target`:
-  see MultiTargeted (10 runs in total by default, 10 per target as DeepMind's IBP code)."""
-  return [APGD(norm, eps, "ce", apgd_steps, apgd_restarts),
-          APGD(norm, eps, "dlr", apgd_steps, apgd_restarts),
-          MultiTargeted(norm, eps, mt_steps, mt_restarts, mt_targets,
-                        restarts_per_target=mt_restarts_per_target)]
-
-
-@gin.configurable(denylist=["norm", "eps"])
-def autoattack_suite(norm, eps, apgd_steps=100, apgd_restarts=1, num_target_classes=9,
-                     fab_steps=100, square_queries=5000, p_init=0.8):
-  """AutoAttack version='standard' (Croce & Hein 2020; autoattack.py `set_version`)."""
-  return [APGD(norm, eps, "ce", apgd_steps, apgd_restarts),
-          APGDTargeted(norm, eps, apgd_steps, 1, num_target_classes),
-          FABTargeted(norm, eps, fab_steps, 1, num_target_classes),
-          Square(norm, eps, square_queries, 1, p_init)]
-
-
-@gin.configurable(denylist=["norm", "eps"])
-def pgd40_suite(norm, eps):
-  return [WithLoss("pgd40", pgd.pgd40_adam_margin(norm, eps), losses.margin_loss, norm, eps)]
-
-
-SUITES = {"aa+mt": aa_mt_suite, "autoattack": autoattack_suite, "pgd40": pgd40_suite}
-
-
-def get_suite(name, norm, eps):
-  if name not in SUITES:
-    raise ValueError(f"Unknown suite {name!r}; expected one of {sorted(SUITES)}")
-  return SUITES[name](norm, eps)
-
-
 def compile_attack(attack, model_fn, jit_compile=False):
-  """`fn(x, labels, seed) -> x_adv` as one `tf.function` (XLA with `jit_compile`, where the
-  restarts run on every row: static shapes; common.call)."""
-  if hasattr(attack, "run_fn"):
-    fn = lambda x, labels, seed: common.call(attack, model_fn, x, labels, seed,
-                                             subset=not jit_compile)
-  else:
-    fn = lambda x, labels, seed: attack(model_fn, x, labels, seed)
+  """`fn(x, labels, seed) -> x_adv`, the protocol's call of `attack` as one `tf.function` (XLA
+  with `jit_compile`, where the restarts run on every row: static shapes;
+  protocol.run_until_fooled)."""
+  fn = lambda x, labels, seed: protocol.run_until_fooled(attack, model_fn, x, labels, seed,
+                                                         subset=not jit_compile)[0]
   return tf.function(fn, jit_compile=jit_compile, reduce_retracing=True)
 
 
 def compile_run(attack, model_fn, jit_compile=False):
   """`fn(r, x, labels, seeds) -> x_adv`: run r of `attack` on the rows given, with the
   examples' own seeds [B, 2], as one `tf.function` (r is a tensor: one trace for all runs)."""
-  run = attack.run_fn(model_fn)
-  return tf.function(lambda r, x, labels, seeds: run(r, common.run_seeds(seeds, r), x,
-                                                     labels)[0],
-                     jit_compile=jit_compile, reduce_retracing=True)
+  run = lambda r, x, labels, seeds: attack.run(model_fn, r, common.run_seeds(seeds, r), x,
+                                               labels)[0]
+  return tf.function(run, jit_compile=jit_compile, reduce_retracing=True)
 
 
 def _split_over_replicas(strategy, fn, num_batched):
@@ -136,7 +61,7 @@ def _split_over_replicas(strategy, fn, num_batched):
     batched, rest = args[:num_batched], args[num_batched:]
     size = batched[0].shape[0]
     if size % num:
-      raise ValueError(f"batch of {size} is not divisible by {num} replicas")
+      raise ConfigError(f"batch of {size} is not divisible by {num} replicas")
     per = size // num
 
     def value_fn(ctx):
@@ -147,18 +72,6 @@ def _split_over_replicas(strategy, fn, num_batched):
     out = strategy.run(lambda *p: fn(*p, *rest), args=parts)
     return tf.concat(strategy.experimental_local_results(out), axis=0)
   return mapped
-
-
-def distribute_attack(strategy, attack_fn):
-  """Maps `attack_fn(x, labels, seed)` over the replicas of `strategy`: the batch is split
-  evenly (its size must be divisible by the number of replicas) with each example's own seed
-  (a [2] seed is first folded with the row index, common.py), so the result does not depend
-  on the number of replicas; the adversarial examples come back concatenated in batch order."""
-  split = _split_over_replicas(strategy, attack_fn, 3)
-
-  def fn(x, labels, seed):
-    return split(x, labels, common.example_seeds(seed, x.shape[0]))
-  return fn
 
 
 def _in_ball(x_adv, x0, norm, eps):
@@ -186,7 +99,7 @@ def bucket_sizes(batch_size, multiple=1):
 def padded_size(n, batch_size, jit_compile, multiple=1):
   """Rows a batch of `n` points is run with. Without XLA (and one replica) exactly `n`:
   padding a stage's last batch to `batch_size` cost up to 20x on the few points a late stage
-  has left (issue 9). Under XLA the smallest bucket (`bucket_sizes`) that holds n."""
+  has left. Under XLA the smallest bucket (`bucket_sizes`) that holds n."""
   if not jit_compile and multiple == 1:
     return n
   if not jit_compile:
@@ -221,11 +134,15 @@ def run_cascade(stages, model_fn, images, labels, batch_size, seed=0, strategy=N
   batches_done = 0 when a stage starts; batches_total is the bound of a stage whose runs all
   attack every point, and the last call has batches_done == batches_total).
 
-  A stage with `run_fn` and `num_runs` (common.py) is run run by run on the points still
-  robust; any other stage `attack(model_fn, x, labels, seeds)` once on them.
-  `state` (rgd.evaluation.stage_state.StageState): the finished stages are saved after each stage, and
-  those saved by an interrupted run are not run again.
+  Each stage (an attack of rgd/attacks/protocol.py) is run run by run (`num_runs`, `run`) on
+  the points still robust.
+  `state` (rgd.evaluation.stage_state.StageState): the finished stages are saved after each
+  stage, and those saved by an interrupted run are not run again.
   """
+  for attack in stages:   # every result is checked against the stage's threat model
+    if attack.norm not in protocol.NORMS or attack.eps is None:
+      raise ConfigError(f"stage {attack.name!r} has no threat model (norm {attack.norm!r}, eps "
+                        f"{attack.eps!r}); give PGD norm= and eps=")
   images = np.asarray(images, np.float32)
   labels = np.asarray(labels, np.int32)
   clean_logits = predict(model_fn, images, batch_size)
@@ -257,14 +174,9 @@ def run_cascade(stages, model_fn, images, labels, batch_size, seed=0, strategy=N
       continue
     # Per-example seeds keyed by the stage and the example's index in the evaluation set.
     seeds = common.example_seeds(tf.constant([seed, s], tf.int32), len(images)).numpy()
-    if hasattr(attack, "run_fn"):
-      num_runs = attack.num_runs(num_classes)
-      run = compile_run(attack, model_fn, jit_compile)
-      fn = lambda r, x, y, sd, run=run: run(tf.constant(r, tf.int32), x, y, sd)
-    else:
-      num_runs = 1
-      whole = compile_attack(attack, model_fn, jit_compile)
-      fn = lambda r, x, y, sd, whole=whole: whole(x, y, sd)
+    num_runs = attack.num_runs(num_classes)
+    run = compile_run(attack, model_fn, jit_compile)
+    fn = lambda r, x, y, sd, run=run: run(tf.constant(r, tf.int32), x, y, sd)
     if strategy is not None:
       fn = _distributed(strategy, fn)
     todo = np.flatnonzero(robust)

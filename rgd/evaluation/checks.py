@@ -5,17 +5,18 @@ strings (empty when all is well) so the caller can log them and store them in th
   EOT, which these attacks do not do).
 * `check_logits`: the outputs look like probabilities (rows in [0, 1] summing to 1), which
   flattens the gradients of CE and DLR; pass logits.
-* `check_num_classes`: fewer classes than the targeted attacks' targets.
-* `check_black_box`: the black-box Square attack broke points the white-box attacks missed,
-  a hint of gradient masking (Athalye et al. 2018).
-* `check_output_shape` raises: the model must map [B, H, W, C] to logits [B, K].
+* `check_num_classes`: fewer classes than the targeted attacks' targets (`attack.num_targets`)
+  or than an attack's loss needs (`attack.min_classes`).
+* `check_black_box`: a black-box stage (`attack.black_box`: Square) broke points the white-box
+  attacks before it missed, a hint of gradient masking (Athalye et al. 2018).
+* `check_output_shape` raises ConfigError: the model must map [B, H, W, C] to logits [B, K].
 * `check_finite` raises: NaN/Inf logits (a diverged or broken model) make every attack result
   meaningless.
 """
 import numpy as np
 import tensorflow as tf
 
-from rgd.errors import NonFiniteLogitsError
+from rgd.errors import ConfigError, NonFiniteLogitsError
 
 
 def check_finite(logits, source):
@@ -23,15 +24,15 @@ def check_finite(logits, source):
   if len(bad):
     raise NonFiniteLogitsError(
         f"{source}: the model returns NaN/Inf logits for {len(bad)} of the {len(logits)} first "
-        f"images (first: index {bad[0]}); a diverged training run? (rgd.train stops on "
-        "non-finite steps since issue 15)")
+        f"images (first: index {bad[0]}); a diverged training run?")
 
 
 def check_output_shape(logits, batch, num_classes, source):
-  """Raises ValueError unless `logits` has shape [batch, K] with K >= max(2, num_classes)."""
+  """Raises ConfigError unless `logits` has shape [batch, K] with K >= max(2, num_classes):
+  the model given does not fit the dataset."""
   shape = tuple(logits.shape)
   if len(shape) != 2 or shape[0] != batch or shape[1] < max(2, num_classes):
-    raise ValueError(f"{source}: the model must return logits of shape [batch, num_classes] = "
+    raise ConfigError(f"{source}: the model must return logits of shape [batch, num_classes] = "
                      f"[{batch}, {num_classes}] (at least 2 classes), got {list(shape)}")
 
 
@@ -56,25 +57,24 @@ def check_logits(logits, atol=1e-4):
 def check_num_classes(num_classes, stages):
   out = []
   for stage in stages:
-    for attr in ("num_target_classes", "num_targets"):
-      n = getattr(stage, attr, None)
-      if n is not None and n > num_classes - 1:
-        out.append(f"{stage.name} asks for {n} target classes but the model has only "
-                   f"{num_classes} classes; it uses {num_classes - 1}")
-    if getattr(stage, "name", "") == "apgd-t" and num_classes < 4:
-      out.append("apgd-t needs at least 4 classes (the targeted DLR loss uses the 4 largest "
-                 "logits)")
+    n = stage.num_targets
+    if n is not None and n > num_classes - 1:
+      out.append(f"{stage.name} asks for {n} target classes but the model has only "
+                 f"{num_classes} classes; it uses {num_classes - 1}")
+    if num_classes < stage.min_classes:
+      out.append(f"{stage.name} needs at least {stage.min_classes} classes (its loss uses the "
+                 f"{stage.min_classes} largest logits)")
   return out
 
 
-def check_black_box(stage_names, robust_after):
-  """`robust_after[i]`: robust flags after stage i. Warns when a Square stage lowered them."""
+def check_black_box(stages, robust_after):
+  """`robust_after[i]`: robust flags after stage i. Warns when a black-box stage lowered them."""
   out = []
-  for i, name in enumerate(stage_names):
-    if name == "square" and i > 0:
+  for i, stage in enumerate(stages):
+    if stage.black_box and i > 0:
       broken = int(robust_after[i - 1].sum() - robust_after[i].sum())
       if broken:
-        out.append(f"the black-box Square attack broke {broken} point(s) that the white-box "
-                   "attacks before it missed: this hints at gradient masking; the gradient-"
-                   "based robust accuracy should not be trusted on its own")
+        out.append(f"the black-box {stage.name} attack broke {broken} point(s) that the "
+                   "white-box attacks before it missed: this hints at gradient masking; the "
+                   "gradient-based robust accuracy should not be trusted on its own")
   return out

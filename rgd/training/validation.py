@@ -81,7 +81,7 @@ def make_pgd40_validator(strategy, avg_network, norm, eps, images, labels, batch
     x, y, mask = batch["image"], batch["label"], tf.cast(batch["mask"], tf.float32)
     clean_ok = tf.logical_not(losses.misclassified(model_fn(x), y))
     key = seeds.key(seed, "validation", index, sub=ctx.replica_id_in_sync_group)
-    x_adv = attack(model_fn, losses.margin_loss, x, y, key)
+    x_adv = attack(model_fn, x, y, key)
     adv_ok = tf.logical_not(losses.misclassified(model_fn(x_adv), y))
     return (tf.reduce_sum(tf.cast(clean_ok, tf.float32) * mask),
             tf.reduce_sum(tf.cast(tf.logical_and(clean_ok, adv_ok), tf.float32) * mask))

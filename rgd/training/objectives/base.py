@@ -148,7 +148,7 @@ class TrainingObjective(abc.ABC):
 def run_training_attack(attack, inference_fn, loss_fn, images, labels, seed, init_slice=None):
   """The one place a training objective calls its attack: x_adv maximising `loss_fn` from
   `images`, with no gradient into it."""
-  return tf.stop_gradient(attack(inference_fn, loss_fn, images, labels, seed,
+  return tf.stop_gradient(attack(inference_fn, images, labels, seed, loss_fn=loss_fn,
                                  init_slice=init_slice))
 
 
