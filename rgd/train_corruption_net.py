@@ -9,15 +9,19 @@ DIV2K) and CAE (image compression) checkpoints; tools/convert_corruption_net.py 
 ('edsr_baseline_x4', 'deepaugment_cae'). This entry point gives a network that reproduces
 CIFAR images instead, another corruption distribution (docs/corruptions.md). The weights go to
 MODEL_DIR/weights.npz (through tf.io.gfile), the file `make_ada.weights_path` and DeepAugment
-read. Running the command again resumes from MODEL_DIR/checkpoints (weights, Adam state, input
-iterator), like rgd.train.
+read. The loop is rgd.train's (rgd.runtime.loop): one code path for CPU, GPUs, TPU (--tpu) and
+several workers (TF_CONFIG); running the command again resumes from MODEL_DIR/checkpoints
+(weights, Adam state, input iterator); SIGTERM checkpoints and exits; MODEL_DIR also holds
+operative_config.gin and TensorBoard scalars (train/).
 """
 import os
 
 from absl import app, flags
+import tensorflow as tf
 
 from rgd import cli, errors
 from rgd.corruptions.training import train_corruption_net
+from rgd.runtime import strategy as strategy_lib
 
 FLAGS = flags.FLAGS
 
@@ -25,8 +29,10 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   cli.parse_gin_or_exit("rgd.train_corruption_net")
+  tf.config.set_soft_device_placement(True)
+  strategy = strategy_lib.get_strategy(FLAGS.tpu)
   try:
-    history = train_corruption_net(FLAGS.model_dir)
+    history = train_corruption_net(FLAGS.model_dir, strategy=strategy)
   except errors.DataError as e:
     cli.fail("rgd.train_corruption_net", e, 2)
   print(f"reconstruction loss {history[0]:.5f} -> {history[-1]:.5f}; weights in "
