@@ -1,4 +1,4 @@
-"""Training from published or earlier weights (`train_and_evaluate.init_checkpoint`, issue 23),
+"""Training from published or earlier weights (`train_and_evaluate.init_checkpoint`),
 and exports that plain Keras loads: the network and its weight average start from exactly the
 file's weights; the model.keras a run writes loads in a process that never imports rgd."""
 import os

@@ -1,4 +1,4 @@
-"""nan_policy (issues 15 and 20): a step with a non-finite loss changes no weight, optimizer
+"""nan_policy: a step with a non-finite loss changes no weight, optimizer
 slot, BN statistic or weight average, only advances the step counter; the next finite step is
 then exactly the one an uninterrupted run takes at that step number."""
 import keras
