@@ -5,9 +5,9 @@ Rooms by purpose; imports run one way, from the entry points down to the pure pa
   entry points   train, evaluate, certify, train_generator, train_corruption_net, convert
                  (DeepMind/RobustBench PyTorch checkpoints in and out): flags and `main` only;
                  `cli` holds what they share (common flags, gin start, exits)
-  training/      the loop, the trainer's step, objectives (a protocol and a registry: TRADES,
-                 PGD-AT, MART, standard, GloRo, l_inf-dist; corruption and JS wrappers),
-                 validation, weight average, schedules, the skip-step policy
+  training/      the classifier's part of the loop, the trainer's step, objectives (a protocol
+                 and a registry: TRADES, PGD-AT, MART, standard, GloRo, l_inf-dist; corruption
+                 and JS wrappers), validation, weight average, schedules
   evaluation/    attack suites run as cascades, model checks, per-stage resume, reports of
                  robust accuracy, CIFAR-10-C and certified accuracy
   datagen/       generated data: sources, labelling, shard writers, Beam, sampling a generator
@@ -15,8 +15,9 @@ Rooms by purpose; imports run one way, from the entry points down to the pure pa
   interop/       published PyTorch checkpoints in and out, safe readers of weight files
   edm/           the EDM generator: U-Net, preconditioning and loss, Heun sampler, training
   data/          real data as tf.data (tfds, npz), the TFRecord schema, shard checks
-  runtime/       strategy, checkpoints, preemption (SIGTERM, agreed across workers), file I/O
-                 through gfile, seeds, progress, fault injection
+  runtime/       the one training-loop skeleton, strategy, checkpoints, preemption (SIGTERM,
+                 agreed across workers), the NaN policy, file I/O through gfile, seeds,
+                 progress, fault injection
   corruptions/   AdA, DeepAugment and their corruption networks (seed 003)
   certified/     certifiable layers, models and certificates (seed 004)
   augment/       batch augmentations (CutMix, MixUp, AutoAugment, AugMix, ...)

@@ -1,16 +1,25 @@
 """The corruption networks' reconstruction training lowers the loss on a tiny set, resumes, and
-writes weights that load back; the gin files parse."""
+writes weights that load back; through the loop skeleton (rgd.runtime.loop) it stops cleanly on
+SIGTERM, resumes to the uninterrupted run's weights bit for bit (also past a damaged newest
+checkpoint) and writes the operative config and TensorBoard scalars; the gin files parse."""
+import glob
+import json
 import os
+import subprocess
+import sys
 
 import gin
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from rgd import errors
 from rgd.corruptions import training as tcn
 from rgd.corruptions import networks
 
 from conftest import make_images
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.parametrize("network,kwargs,loss,lr,factor", [
@@ -33,6 +42,66 @@ def test_reconstruction_loss_goes_down(tmp_path, network, kwargs, loss, lr, fact
                                   num_steps=50, learning_rate=lr, loss=loss, log_every=10,
                                   images=images)
   assert len(more) == 1 and more[0] < history[0]
+
+
+def _state(model_dir):
+  """weights.npz and the newest checkpoint's tensors (weights, Adam moments, step; the input
+  iterator's state is a variant that the reader cannot return)."""
+  reader = tf.train.load_checkpoint(os.path.join(model_dir, "checkpoints"))
+  tensors = {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()
+             if "_CHECKPOINTABLE_OBJECT_GRAPH" not in n and "save_counter" not in n
+             and "iterator" not in n}
+  with np.load(os.path.join(model_dir, "weights.npz")) as f:
+    return {k: f[k] for k in f.files}, tensors
+
+
+def _assert_same(a, b):
+  for x, y in zip(a, b):
+    assert x.keys() == y.keys() and len(x) > 3
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  """The runs of tests/corruption_net_check.py (its docstring), in one subprocess."""
+  root = tmp_path_factory.mktemp("corruption")
+  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  result = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "corruption_net_check.py"),
+                           str(root)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(root / "histories.json") as f:
+    return root, json.load(f), result.stderr
+
+
+def test_run_writes_operative_config_and_tensorboard(runs):
+  root, histories, _ = runs
+  model_dir = root / "full"
+  assert len(histories["full"]) == 6 and all(np.isfinite(histories["full"]))
+  config = open(model_dir / "operative_config.gin").read()
+  assert "train_corruption_net.loss = 'l1'" in config
+  tags = {v.tag for f in glob.glob(str(model_dir / "train" / "events.out.tfevents.*"))
+          for e in tf.compat.v1.train.summary_iterator(f) for v in e.summary.value}
+  assert {"loss", "learning_rate", "images_per_second", "operative_config"} <= tags
+  assert tf.train.latest_checkpoint(str(model_dir / "checkpoints")).endswith("ckpt-6")
+
+
+def test_sigterm_checkpoints_and_resume_is_bit_exact(runs):
+  root, histories, stderr = runs
+  full = histories["full"]
+  assert "Checkpointed at step 3 after SIGTERM; exiting." in stderr
+  assert histories["cut_first"] == full[:3] and histories["cut_rest"] == full[3:]
+  assert not histories["cut_weights_after_first"]   # exported only when the run is complete
+  _assert_same(_state(root / "full"), _state(root / "cut"))
+
+
+def test_resume_falls_back_past_a_damaged_checkpoint(runs):
+  root, histories, stderr = runs
+  assert f"Resumed from {root}/damaged/checkpoints/ckpt-4 instead of the damaged " \
+         f"{root}/damaged/checkpoints/ckpt-6" in stderr
+  assert histories["damaged"] == histories["full"][4:]   # steps 5 and 6 again
+  _assert_same(_state(root / "full"), _state(root / "damaged"))
 
 
 def test_load_params_names_a_mismatch(tmp_path):

@@ -14,7 +14,8 @@ from conftest import write_npz_dataset
 from rgd import models
 from rgd.errors import ConfigError
 from rgd.runtime import checkpointing
-from rgd.training import loop, nan_policy
+from rgd.runtime import nan_policy
+from rgd.training import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,8 +47,9 @@ def _state(init_checkpoint, **model_kw):
     gin.bind_parameter(f"get_model.{k}", v)
   inputs = loop.Input(None, np.zeros((8, 32, 32, 3), np.uint8), None, 10, 10, 1.0, 1, 0)
   try:
-    return loop.create_train_state(tf.distribute.get_strategy(), inputs, 8, 5e-4, 0.995, 0,
-                                   nan_policy.NanPolicy("stop", 10), init_checkpoint)
+    config = loop.StateConfig(batch_size=8, init_checkpoint=init_checkpoint)
+    return loop.create_train_state(tf.distribute.get_strategy(), inputs, config,
+                                   nan_policy.NanPolicy("stop", 10))
   finally:
     gin.clear_config()
 

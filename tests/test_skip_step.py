@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 
 from rgd import errors, models
-from rgd.runtime import strategy as strategy_lib
-from rgd.training import nan_policy, objectives, weight_average
+from rgd.runtime import nan_policy, strategy as strategy_lib
+from rgd.training import objectives, weight_average
 from rgd.training.trainer import RobustTrainer, make_distributed_step
 
 
@@ -95,7 +95,7 @@ def test_policy_counts_cumulatively_and_stops_after_consecutive_skips():
   assert stop.checkpoint_objects() == {}
   with pytest.raises(errors.NonFiniteError, match="step 2: non-finite gradients"):
     stop.after_step({"nonfinite_gradients": 1.0, "total": 1.0}, 2, None)
-  with pytest.raises(ValueError, match="nan_policy='skip'"):
+  with pytest.raises(errors.ConfigError, match="nan_policy='skip'"):
     nan_policy.NanPolicy("skip")
 
 

@@ -42,20 +42,37 @@ def _weights(model_dir):
   return net.get_weights(), info
 
 
-def test_resume_reproduces_uninterrupted_weights_on_ram_filesystem(tiny_gin):
+KW = dict(dataset=None, batch_size=8, learning_rate=1e-2, lr_rampup_mimg=0.0,
+          ema_halflife_mimg=1e-5, checkpoint_every=2, log_every=1, sample_every=4,
+          samples_per_class=2, sample_steps=2)
+
+
+def _train(model_dir):
   x, y = make_images(24, num_classes=3, size=8, seed=1)
-  kw = dict(dataset=None, images=x, labels=y, batch_size=8, learning_rate=1e-2,
-            lr_rampup_mimg=0.0,
-            ema_halflife_mimg=1e-5, checkpoint_every=2, log_every=1, sample_every=4,
-            samples_per_class=2, sample_steps=2)
-  full = tg.train_generator("ram://gen2/run", num_steps=4, **kw)
-  a, info = _weights("ram://gen2/run")
+  return tg.train_generator(model_dir, num_steps=4, images=x, labels=y, **KW)
+
+
+@pytest.fixture(scope="module")
+def full_run():
+  """4 uninterrupted steps in ram://gen2/run: (losses, EMA weights, generator.json)."""
+  gin.clear_config()
+  gin.parse_config(TINY)
+  try:
+    history = _train("ram://gen2/run")
+    weights, info = _weights("ram://gen2/run")
+  finally:
+    gin.clear_config()
+  return history, weights, info
+
+
+def test_resume_reproduces_uninterrupted_weights_on_ram_filesystem(full_run, tiny_gin):
+  full, a, info = full_run
   # A kill after step 3: the checkpoint index still names step 2 (CheckpointManager rewrites
   # it last), so re-running the same command resumes from step 2.
   ckpt_dir = "ram://gen2/run/checkpoints"
   tf.compat.v1.train.update_checkpoint_state(ckpt_dir, ckpt_dir + "/ckpt-2",
                                              all_model_checkpoint_paths=[ckpt_dir + "/ckpt-2"])
-  resumed = tg.train_generator("ram://gen2/run", num_steps=4, **kw)
+  resumed = _train("ram://gen2/run")
   b, _ = _weights("ram://gen2/run")
   assert info["step"] == 4 and info["num_classes"] == 3 and info["image_shape"] == [8, 8, 3]
   assert len(full) == 4 and len(resumed) == 2 and resumed == full[2:]
@@ -70,6 +87,26 @@ def test_resume_reproduces_uninterrupted_weights_on_ram_filesystem(tiny_gin):
             for e in tf.compat.v1.train.summary_iterator(path) for v in e.summary.value
             if v.tag == "samples_per_class_ema"]
   assert shapes and all(s == (3 * 10 + 2, 2 * 10 + 2, 3) for s in shapes), shapes
+
+
+def test_sigterm_checkpoints_exports_and_resumes_bit_exact(full_run, tiny_gin, monkeypatch):
+  """A real SIGTERM to this process after step 2 (RGD_TERM_AT): the run checkpoints that step,
+  exports the generator of that step and returns; the same call then finishes the run with the
+  uninterrupted run's weights, bit for bit. The operative config is written (once per call)."""
+  full, a, _ = full_run
+  monkeypatch.setenv("RGD_TERM_AT", "2")
+  first = _train("ram://gen3/cut")
+  monkeypatch.delenv("RGD_TERM_AT")
+  assert first == full[:2]
+  assert tf.train.latest_checkpoint("ram://gen3/cut/checkpoints").endswith("ckpt-2")
+  assert store.load_info("ram://gen3/cut")["step"] == 2
+  assert "train_generator.keep_checkpoints = 3" in tf.io.gfile.GFile(
+      "ram://gen3/cut/operative_config.gin").read()
+  assert _train("ram://gen3/cut") == full[2:]
+  b, info = _weights("ram://gen3/cut")
+  assert info["step"] == 4
+  for u, v in zip(a, b):
+    np.testing.assert_array_equal(u, v)
 
 
 def test_gin_files_give_edm_cifar10_settings_and_a_tiny_debug_net():

@@ -17,9 +17,9 @@ from rgd.edm import unet
 
 CONFIG_FILE = "generator.json"
 WEIGHTS_FILE = "generator.npz"
-# 2: DDPM++ exactly as SongUNet (issue 22): embedding added before norm1, EDM's attention
-# placement and initialisation, the augmentation-label input. A version-1 generator (the older
-# U-Net) has other weights and cannot be loaded into this network.
+# 2: DDPM++ exactly as NVlabs/edm's SongUNet: embedding added before norm1, EDM's attention
+# placement and initialisation, the augmentation-label input. A version-1 generator (an
+# earlier U-Net) has other weights and cannot be loaded into this network.
 FORMAT_VERSION = 2
 
 
@@ -62,8 +62,8 @@ def load(model_dir):
   version = info.get("format_version")
   if version != FORMAT_VERSION:
     raise DataError(f"{fileio.join(model_dir, CONFIG_FILE)}: generator format {version}, this "
-                    f"rgd reads format {FORMAT_VERSION} only (format 1 is the U-Net before "
-                    "DDPM++ was made exact, issue 22); retrain it with `python -m "
+                    f"rgd reads format {FORMAT_VERSION} only (format 1 is an earlier U-Net "
+                    "whose weights do not fit SongUNet's layout); retrain it with `python -m "
                     "rgd.train_generator`")
   network = build(info["unet"])
   arrays = fileio.load_npz(fileio.join(model_dir, WEIGHTS_FILE))

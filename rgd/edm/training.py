@@ -14,14 +14,15 @@ The optimisation follows NVlabs/edm `train.py` and `training/training_loop.py`:
   * EDM's augmentation pipeline with p = `augment_p` (0.12, train.py --augment) before the noise
     (EDMLoss), its 9 labels fed to the network's map_augment (rgd.edm.augment_pipe).
 
-The noise of a step is keyed by (seed, step) and drawn for the global batch, and the input
-iterator and the dropout RNG states are checkpointed, so a resumed run continues exactly as an
-uninterrupted one. This module must not import rgd.train: gin files that import it are also
-read by `python -m rgd.train`.
+The loop is rgd's one skeleton (rgd.runtime.loop: checkpoints with the fallback past a damaged
+one, SIGTERM, operative config, TensorBoard, progress); `GeneratorTask` supplies EDM's step, the
+per-class sample grids and the generator export written with every checkpoint. The noise of a
+step is keyed by (seed, step) and drawn for the global batch, and the input iterator and the
+dropout RNG states are checkpointed, so a resumed run continues exactly as an uninterrupted one.
+This module must not import rgd.train: gin files that import it are also read by
+`python -m rgd.train`.
 """
 import math
-import os
-import time
 
 from absl import logging
 import gin
@@ -29,12 +30,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rgd.runtime import checkpointing, fileio, preemption, strategy as strategy_lib
+from rgd.runtime import loop as skeleton, strategy as strategy_lib
 from rgd.data import datasets
 from rgd.training import weight_average
 from rgd.augment import visualize
 from rgd.edm import augment_pipe, denoiser, sampler, store, unet
-from rgd.runtime.progress import format_duration
 
 
 class RampUpLearningRate(keras.optimizers.schedules.LearningRateSchedule):
@@ -151,88 +151,86 @@ def train_generator(model_dir, strategy=None, dataset=gin.REQUIRED, num_classes=
   """
   strategy = strategy or tf.distribute.get_strategy()
   keras.utils.set_random_seed(seed)   # initial weights; everything later is stateless
-  chief = strategy_lib.is_chief(strategy)
-  fileio.makedirs(model_dir)
   if images is None:
     num_classes = datasets.num_classes_of(dataset, num_classes)
     images, labels = datasets.load_split(dataset, "train_full", num_classes, 0, data_dir)
   num_classes = int(num_classes or int(np.max(labels)) + 1)
   total_steps = int(num_steps or math.ceil(duration_mimg * 1e6 / batch_size))
-  num_pipelines, pipeline_id = strategy_lib.input_pipeline(strategy)
-  # No pad-crop-flip: EDM trains on the images as they are (its --xflip is off for CIFAR-10).
-  iterator = iter(datasets.make_train_dataset(
-      images, labels, num_classes, batch_size, num_replicas=strategy.num_replicas_in_sync,
-      num_input_pipelines=num_pipelines, input_pipeline_id=pipeline_id, seed=seed,
-      augment=False))
-  kwargs = store.unet_kwargs(images.shape[1:], num_classes)
-  kwargs["augment_dim"] = augment_pipe.NUM_LABELS if augment_p else 0   # train.py augment_dim
-  with strategy.scope():
-    network = store.build(kwargs)
-    avg_network = store.build(kwargs)
-    avg_network.set_weights(network.get_weights())
-    optimizer = keras.optimizers.Adam(
-        RampUpLearningRate(learning_rate, batch_size, lr_rampup_mimg * 1e6),
-        beta_1=0.9, beta_2=0.999, epsilon=1e-8)
-    optimizer.build(network.trainable_variables)
-    ema = EDMWeightAverage(network, avg_network, batch_size, ema_halflife_mimg * 1e6,
-                           ema_rampup_ratio)
+  task = GeneratorTask(model_dir, strategy, images, labels, num_classes, total_steps,
+                       batch_size, learning_rate, lr_rampup_mimg, ema_halflife_mimg,
+                       ema_rampup_ratio, seed, augment_p,
+                       dataset if isinstance(dataset, str) else None,
+                       (sample_every, samples_per_class, sample_steps))
   logging.info("Training an EDM generator (%.2fM parameters) on %d images of %s, %d classes: "
                "%d steps at batch %d on %d replica(s). Model directory %s.",
-               network.count_params() / 1e6, len(images), dataset, num_classes, total_steps,
-               batch_size, strategy.num_replicas_in_sync, model_dir)
-  manager = checkpointing.TrainingCheckpoints(
-      strategy, os.path.join(model_dir, "checkpoints"), keep_checkpoints, iterator,
-      dict(network=network, avg_network=avg_network, optimizer=optimizer,
-           dropout_states=unet.seed_states(network)),
-      separate_input_state=num_pipelines > 1)
-  if manager.restore():
-    logging.info("Resumed from %s at step %d.", manager.latest_checkpoint,
-                 int(optimizer.iterations.numpy()))
-  train_step = make_train_step(strategy, network, optimizer, ema, batch_size, seed, augment_p)
-  info = dict(dataset=dataset if isinstance(dataset, str) else None, num_classes=num_classes,
-              image_shape=list(images.shape[1:]), sigma_data=denoiser.SIGMA_DATA)
-  writer = tf.summary.create_file_writer(os.path.join(model_dir, "train")) if chief else None
-  preempt = preemption.for_strategy(strategy)  # SIGTERM on any worker stops all at one step
-  step = first_step = int(optimizer.iterations.numpy())
-  history, total, count, t0, start = [], 0.0, 0.0, time.time(), time.time()
-  try:
-    while step < total_steps:
-      out = train_step(strategy_lib.distribute_stacked(strategy, next(iterator)))
-      step += 1
-      total += float(out["loss"])
-      count += float(out["count"])
-      if step == first_step + 1 and chief:   # also after a resume
-        fileio.atomic_write_text(os.path.join(model_dir, "operative_config.gin"),
-                                 gin.operative_config_str())
-      if step % log_every == 0 or step == total_steps:
-        history.append(total / count)
-        lr = float(optimizer.learning_rate)
-        rate = count / max(time.time() - t0, 1e-9)
-        logging.info("step %d/%d loss %.4f lr %.3g ema_decay %.5f | %.0f img/s | elapsed %s", step,
-                     total_steps, history[-1], lr, float(out["ema_decay"]), rate,
-                     format_duration(time.time() - start))
-        if writer is not None:
-          with writer.as_default(step=step):
-            tf.summary.scalar("loss", history[-1])
-            tf.summary.scalar("learning_rate", lr)
-            tf.summary.scalar("images_per_second", rate)
-        total, count, t0 = 0.0, 0.0, time.time()
-      if writer is not None and sample_every and (step % sample_every == 0 or
-                                                  step == total_steps):
-        with writer.as_default(step=step):
-          tf.summary.image("samples_per_class_ema", class_grid(
-              avg_network, num_classes, samples_per_class, tuple(images.shape[1:]), seed,
-              sample_steps))
-      stop = preempt.should_stop()  # once a step: a collective under several workers
-      if step % checkpoint_every == 0 or step == total_steps or stop:
-        manager.save(checkpoint_number=step)
-        if chief:
-          store.save(model_dir, avg_network, kwargs, dict(info, step=step))
-      if stop:
-        logging.warning("Checkpointed at step %d after SIGTERM; exiting.", step)
-        break
-  finally:
-    preempt.restore()
-    if writer is not None:
-      writer.flush()
-  return history
+               task.network.count_params() / 1e6, len(images), dataset, num_classes,
+               total_steps, batch_size, strategy.num_replicas_in_sync, model_dir)
+  cadence = skeleton.Cadence(log_every=log_every, checkpoint_every=checkpoint_every,
+                             keep_checkpoints=keep_checkpoints)
+  # No NaN policy: the step replaces non-finite gradients itself (nan_to_num, as EDM).
+  result = skeleton.run(task, model_dir, strategy, cadence)
+  return [logs["loss"] for logs in result.history]
+
+
+class GeneratorTask(skeleton.Task):
+  """EDM's part of the loop: the network, its EMA, Adam and the dropout RNG states, the step,
+  the per-class sample grids in TensorBoard and the generator export (rgd.edm.store)."""
+
+  per_step = ("ema_decay",)
+
+  def __init__(self, model_dir, strategy, images, labels, num_classes, total_steps, batch_size,
+               learning_rate, lr_rampup_mimg, ema_halflife_mimg, ema_rampup_ratio, seed,
+               augment_p, dataset_name, sampling):
+    self.model_dir, self.strategy, self.total_steps = model_dir, strategy, total_steps
+    self.num_classes, self.image_shape, self.seed = num_classes, tuple(images.shape[1:]), seed
+    self.sample_every, self.samples_per_class, self.sample_steps = sampling
+    num_pipelines, pipeline_id = strategy_lib.input_pipeline(strategy)
+    # No pad-crop-flip: EDM trains on the images as they are (its --xflip is off for CIFAR-10).
+    self.iterator = iter(datasets.make_train_dataset(
+        images, labels, num_classes, batch_size, num_replicas=strategy.num_replicas_in_sync,
+        num_input_pipelines=num_pipelines, input_pipeline_id=pipeline_id, seed=seed,
+        augment=False))
+    self.separate_input_state = num_pipelines > 1
+    self.kwargs = store.unet_kwargs(images.shape[1:], num_classes)
+    self.kwargs["augment_dim"] = augment_pipe.NUM_LABELS if augment_p else 0  # train.py
+    with strategy.scope():
+      self.network = store.build(self.kwargs)
+      self.avg_network = store.build(self.kwargs)
+      self.avg_network.set_weights(self.network.get_weights())
+      self.optimizer = keras.optimizers.Adam(
+          RampUpLearningRate(learning_rate, batch_size, lr_rampup_mimg * 1e6),
+          beta_1=0.9, beta_2=0.999, epsilon=1e-8)
+      self.optimizer.build(self.network.trainable_variables)
+      ema = EDMWeightAverage(self.network, self.avg_network, batch_size,
+                             ema_halflife_mimg * 1e6, ema_rampup_ratio)
+    self._train_step = make_train_step(strategy, self.network, self.optimizer, ema, batch_size,
+                                       seed, augment_p)
+    self.info = dict(dataset=dataset_name, num_classes=num_classes,
+                     image_shape=list(images.shape[1:]), sigma_data=denoiser.SIGMA_DATA)
+
+  def checkpoint_objects(self):
+    return dict(network=self.network, avg_network=self.avg_network, optimizer=self.optimizer,
+                dropout_states=unet.seed_states(self.network))
+
+  def current_step(self):
+    return int(self.optimizer.iterations.numpy())
+
+  def step(self):
+    return self._train_step(strategy_lib.distribute_stacked(self.strategy, next(self.iterator)))
+
+  def interval_logs(self, step, last):
+    del step, last
+    return dict(learning_rate=float(self.optimizer.learning_rate))  # that of the next step
+
+  def after_step(self, step, context):
+    writer = context.writers.get("train")
+    if writer is not None and self.sample_every and (step % self.sample_every == 0 or
+                                                     step == self.total_steps):
+      with writer.as_default(step=step):
+        tf.summary.image("samples_per_class_ema", class_grid(
+            self.avg_network, self.num_classes, self.samples_per_class, self.image_shape,
+            self.seed, self.sample_steps))
+    return {}
+
+  def on_checkpoint(self, step):
+    store.save(self.model_dir, self.avg_network, self.kwargs, dict(self.info, step=step))

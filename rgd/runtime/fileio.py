@@ -5,8 +5,8 @@ the target (`tf.io.gfile.rename(..., overwrite=True)`), so an interrupted write 
 `kill -9`, preemption) never leaves a file that looks complete: the target keeps its previous
 content or does not exist. What that guarantees where:
 
-- Local disk (POSIX): rename is atomic. (rgd <= 0.1 also fsync'ed before the rename; gfile has
-  no fsync, so a power cut, unlike a crash, may leave an empty file on some filesystems.)
+- Local disk (POSIX): rename is atomic. gfile has no fsync, so a power cut, unlike a crash, may
+  leave an empty file on some filesystems.
 - GCS: an object is replaced atomically: readers see the old or the new object, never a part.
   A rename is a server-side copy then a delete, so it is not atomic as a pair: a kill between
   them leaves the target complete and a stray `.tmp-*` object, which the next write ignores and

@@ -1,15 +1,17 @@
-"""The training loop of rgd.train: `train_and_evaluate(model_dir, strategy)`, configured by gin.
+"""The classifier's training of rgd.train: `train_and_evaluate(model_dir, strategy)`, configured by
+gin, run by the loop skeleton (rgd.runtime.loop).
 
-It builds the input, the models, the optimizer and the objective under the strategy's scope,
-restores the newest checkpoint, then runs the distributed step, logs to TensorBoard, validates
-the weight-averaged model, exports the best and last of it and checkpoints, until the step
-budget is spent or SIGTERM asks it to stop.
+It builds the input, the models, the optimizer and the objective under the strategy's scope; the
+skeleton restores the newest checkpoint, runs the distributed step, applies the NaN policy, logs
+to TensorBoard and checkpoints until the step budget is spent or SIGTERM asks it to stop. This
+module supplies the step, the validation of the weight-averaged model (exported as model.keras
+when it is the best so far), the image summaries and the final export (last.keras).
 """
 
 import collections
+import dataclasses
 import math
 import os
-import time
 
 from absl import logging
 import gin
@@ -19,10 +21,11 @@ import tensorflow as tf
 from rgd import augment as augment_lib, models
 from rgd.augment import visualize
 from rgd.data import datasets, shard_check
-from rgd.runtime import checkpointing, fileio, preemption, seeds, strategy as strategy_lib
-from rgd.runtime.progress import format_duration
-from rgd.training import init_checkpoint as init_checkpoint_lib, nan_policy as nan_policy_lib
-from rgd.training import metric_names as names
+from rgd.errors import ConfigError
+from rgd.runtime import checkpointing, loop as skeleton, nan_policy as nan_policy_lib, seeds
+from rgd.runtime import strategy as strategy_lib
+from rgd.runtime import metric_names as names
+from rgd.training import init_checkpoint as init_checkpoint_lib
 from rgd.training import objectives, optimizers, schedules, validation, weight_average
 from rgd.training.trainer import RobustTrainer, make_distributed_step
 
@@ -35,6 +38,48 @@ Input = collections.namedtuple(
 # Everything that is trained, averaged or checkpointed, built in the strategy's scope.
 TrainState = collections.namedtuple(
     "TrainState", "network avg_network optimizer schedule objective trainer ema best_score")
+
+
+@dataclasses.dataclass(frozen=True)
+class InputConfig:
+  """`train_and_evaluate`'s data arguments (its docstring)."""
+  dataset: str
+  num_classes: int = None
+  batch_size: int = 1024
+  num_epochs: float = 400
+  epoch_size: int = 50_000
+  num_steps: int = None
+  generated_pattern: str = None
+  mixing_ratio: float = 0.3
+  augment: bool = True
+  batch_augmentation: object = None
+  num_validation: int = datasets.NUM_VALIDATION
+  seed: int = 0
+  data_dir: str = None
+  generated_label_smoothing: float = datasets.GENERATED_LABEL_SMOOTHING
+
+
+@dataclasses.dataclass(frozen=True)
+class StateConfig:
+  """`train_and_evaluate`'s arguments for what is trained: the optimizer's global batch (for
+  the schedule), weight decay, EMA decay, the seed and the starting weights."""
+  batch_size: int = 1024
+  weight_decay: float = 5e-4
+  ema_decay: float = 0.995
+  seed: int = 0
+  init_checkpoint: str = None
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """`train_and_evaluate`'s validation and image-summary arguments."""
+  eval_every: int = 1000
+  eval_batch_size: int = 256
+  image_summary_every: int = 1000
+
+
+# The one value the distributed step returns that is not a sum over examples.
+_PER_STEP = names.EMA_DECAY
 
 
 @gin.configurable(denylist=["model_dir", "strategy"])
@@ -56,153 +101,149 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
   round(mixing_ratio * batch_size) real examples (seed 001: 0.3), their labels smoothed by
   `generated_label_smoothing` (0 for DeepAugment copies, whose labels are the real ones).
   `data_dir` is tfds' data directory (default ~/tensorflow_datasets).
-  `nan_policy` ('stop' or 'skip_step') and `max_consecutive_skips`: rgd.training.nan_policy.
+  `nan_policy` ('stop' or 'skip_step') and `max_consecutive_skips`: rgd.runtime.nan_policy.
   `seed`: the initial weights and every random stream of the run (rgd.runtime.seeds).
   `init_checkpoint`: a run directory or .keras file whose weights the network and its average
   start from, with a fresh optimizer (rgd.training.init_checkpoint).
+  The arguments travel in groups: InputConfig, StateConfig, EvalConfig and the skeleton's
+  Cadence (log_every, checkpoint_every, keep_checkpoints).
   """
+  data = InputConfig(dataset, num_classes, batch_size, num_epochs, epoch_size, num_steps,
+                     generated_pattern, mixing_ratio, augment, batch_augmentation,
+                     num_validation, seed, data_dir, generated_label_smoothing)
+  state_config = StateConfig(batch_size, weight_decay, ema_decay, seed, init_checkpoint)
+  evaluation = EvalConfig(eval_every, eval_batch_size, image_summary_every)
+  cadence = skeleton.Cadence(log_every=log_every, checkpoint_every=checkpoint_every,
+                             keep_checkpoints=keep_checkpoints)
   policy = nan_policy_lib.NanPolicy(nan_policy, max_consecutive_skips)
   if precision not in PRECISIONS:
-    raise ValueError(f"Unknown precision {precision!r}; expected one of {sorted(PRECISIONS)}")
+    raise ConfigError(f"train_and_evaluate.precision={precision!r}: expected one of "
+                      f"{sorted(PRECISIONS)}")
   keras.mixed_precision.set_global_policy(PRECISIONS[precision])
   # Seeds Python, numpy and TF: the initial weights are a function of `seed`. Everything random
   # later uses stateless ops keyed by rgd.runtime.seeds.
   keras.utils.set_random_seed(seed)
-  chief = strategy_lib.is_chief(strategy)
-  fileio.makedirs(model_dir)
-  if chief:  # an export killed before its rename left a `.tmp-*` file
-    fileio.remove_stale_temporaries(model_dir)
-
-  inputs = create_input(strategy, dataset, num_classes, batch_size, num_epochs, epoch_size,
-                        num_steps, generated_pattern, mixing_ratio, augment, batch_augmentation,
-                        num_validation, seed, data_dir, generated_label_smoothing)
+  task = ClassifierTask(model_dir, strategy, data, state_config, evaluation, policy,
+                        jit_compile)
   logging.info("Training %d steps at global batch %d (%d per replica) on %d replica(s) of %s, "
                "precision %s; %d real training images%s. Model directory %s.",
-               inputs.total_steps, batch_size, batch_size // strategy.num_replicas_in_sync,
+               task.total_steps, batch_size, batch_size // strategy.num_replicas_in_sync,
                strategy.num_replicas_in_sync, type(strategy).__name__, precision,
-               len(inputs.images), f", generated data {generated_pattern} (mixing ratio "
+               len(task.inputs.images), f", generated data {generated_pattern} (mixing ratio "
                f"{mixing_ratio})" if generated_pattern else "", model_dir)
-  state = create_train_state(strategy, inputs, batch_size, weight_decay, ema_decay, seed,
-                             policy, init_checkpoint)
-  manager = checkpointing.TrainingCheckpoints(
-      strategy, os.path.join(model_dir, "checkpoints"), keep_checkpoints, inputs.iterator,
-      dict(network=state.network, avg_network=state.avg_network, optimizer=state.optimizer,
-           best_score=state.best_score, **policy.checkpoint_objects()),
-      separate_input_state=inputs.num_pipelines > 1)
-  if manager.restore():
-    logging.info("Resumed from %s at step %d.", manager.latest_checkpoint,
-                 int(state.optimizer.iterations.numpy()))
-  distributed_step = make_distributed_step(strategy, state.trainer, state.ema, jit_compile)
-  validator = None
-  if num_validation and eval_every:
-    val_images, val_labels = datasets.load_split(dataset, "validation", inputs.num_classes,
-                                                 num_validation, data_dir)
-    validator = validation.make_validator(strategy, state.avg_network, state.objective,
-                                          val_images, val_labels, eval_batch_size, seed,
-                                          train_images=inputs.images)
-  # What the exports were trained for: rgd.evaluate --model_dir defaults to it.
-  run_info = dict(dataset=dataset, num_classes=inputs.num_classes, data_dir=data_dir,
-                  **state.objective.run_info())  # objective, norm, eps, threat
-
-  writers = {}
-  if chief:
-    writers = {k: tf.summary.create_file_writer(os.path.join(model_dir, k))
-               for k in ("train", "validation")}
-  preempt = preemption.for_strategy(strategy)  # SIGTERM on any worker stops all at one step
-  step = int(state.optimizer.iterations.numpy())
-  sums, t0, step0, start = {}, time.time(), step, time.time()
-  logs = {}
-  try:
-    while step < inputs.total_steps:
-      batch = _next_batch(strategy, inputs, generated_pattern)
-      fetched = {k: float(v) for k, v in distributed_step(batch).items()}
-      step += 1
-      out = policy.after_step(fetched, step, manager.latest_checkpoint)
-      if not out:
-        logging.warning("step %d: non-finite loss or gradients; update skipped "
-                        "(nan_policy='skip_step', %d in a row).", step, policy.consecutive)
-      for k, v in out.items():
-        if k != _PER_STEP:  # everything else is a per-replica sum over examples
-          sums[k] = sums.get(k, 0.0) + v
-      if step == step0 + 1 and chief:
-        _write_operative_config(model_dir, writers["train"], step)
-      if step % log_every == 0 or step == inputs.total_steps:
-        logs = _log_train(sums, fetched, step, inputs.total_steps, t0, step0, start,
-                          float(state.schedule(step - 1)),
-                          policy.skipped_total if policy.trainer_skips else None,
-                          writers.get("train"))
-        sums, t0, step0 = {}, time.time(), step
-      if validator and (step % eval_every == 0 or step == inputs.total_steps):
-        logs.update(_validate(validator, state, step, writers, chief, model_dir, run_info))
-      if chief and image_summary_every and step % image_summary_every == 0:
-        _image_summary(writers["train"], state.network, state.objective, inputs.images[:8],
-                       inputs.labels[:8], step, seed)
-      stop = preempt.should_stop()  # once a step: a collective under several workers
-      if step % checkpoint_every == 0 or step == inputs.total_steps or stop:
-        manager.save(checkpoint_number=step)
-      if stop:
-        logging.warning("Checkpointed at step %d after SIGTERM; exiting.", step)
-        return logs
-  finally:
-    preempt.restore()
-    for w in writers.values():
-      w.flush()
-
-  if chief:
-    _export(model_dir, "last", state.avg_network, step, run_info)
-    if not validator:
-      _export(model_dir, "model", state.avg_network, step, run_info)
-  return logs
+  return skeleton.run(task, model_dir, strategy, cadence, policy).logs
 
 
-def create_input(strategy, dataset, num_classes, batch_size, num_epochs, epoch_size, num_steps,
-                 generated_pattern, mixing_ratio, augment, batch_augmentation, num_validation,
-                 seed, data_dir, generated_label_smoothing):
-  """The training input of this worker (rgd.data.datasets), after checking the generated
-  shards: missing, empty, truncated or mis-shaped shards are a DataError now, not mid-run."""
-  num_classes = datasets.num_classes_of(dataset, num_classes)
-  train_split = "train" if num_validation else "train_full"
-  images, labels = datasets.load_split(dataset, train_split, num_classes, num_validation,
-                                       data_dir)
+class ClassifierTask(skeleton.Task):
+  """The robust classifier's part of the loop: its step, validation, image summaries and
+  exports (model.keras and last.keras with their .json)."""
+
+  summaries = ("train", "validation")
+  per_step = (_PER_STEP,)
+
+  def __init__(self, model_dir, strategy, data, state_config, evaluation, policy, jit_compile):
+    self.model_dir, self.strategy, self.data, self.evaluation = (model_dir, strategy, data,
+                                                                 evaluation)
+    self.inputs = create_input(strategy, data)
+    self.state = create_train_state(strategy, self.inputs, state_config, policy)
+    self.total_steps = self.inputs.total_steps
+    self.iterator = self.inputs.iterator
+    self.separate_input_state = self.inputs.num_pipelines > 1
+    self._policy = policy
+    self._distributed_step = make_distributed_step(strategy, self.state.trainer, self.state.ema,
+                                                   jit_compile)
+    self.validator = None
+    if data.num_validation and evaluation.eval_every:
+      val_images, val_labels = datasets.load_split(data.dataset, "validation",
+                                                   self.inputs.num_classes,
+                                                   data.num_validation, data.data_dir)
+      self.validator = validation.make_validator(
+          strategy, self.state.avg_network, self.state.objective, val_images, val_labels,
+          evaluation.eval_batch_size, data.seed, train_images=self.inputs.images)
+    state = self.state
+    # What the exports were trained for: rgd.evaluate --model_dir defaults to it.
+    self.run_info = dict(dataset=data.dataset, num_classes=self.inputs.num_classes,
+                         data_dir=data.data_dir,
+                         **state.objective.run_info())  # objective, norm, eps, threat
+
+  def checkpoint_objects(self):
+    return dict(network=self.state.network, avg_network=self.state.avg_network,
+                optimizer=self.state.optimizer, best_score=self.state.best_score)
+
+  def current_step(self):
+    return int(self.state.optimizer.iterations.numpy())
+
+  def step(self):
+    return self._distributed_step(_next_batch(self.strategy, self.inputs,
+                                              self.data.generated_pattern))
+
+  def interval_logs(self, step, last):
+    del last
+    return dict(learning_rate=float(self.state.schedule(step - 1)))
+
+  def after_step(self, step, context):
+    logs = {}
+    if self.validator and (step % self.evaluation.eval_every == 0 or step == self.total_steps):
+      logs.update(_validate(self.validator, self.state, step, context.writers, context.chief,
+                            self.model_dir, self.run_info))
+    every = self.evaluation.image_summary_every
+    if context.chief and every and step % every == 0:
+      _image_summary(context.writers["train"], self.state.network, self.state.objective,
+                     self.inputs.images[:8], self.inputs.labels[:8], step, self.data.seed)
+    return logs
+
+  def finish(self, step):
+    _export(self.model_dir, "last", self.state.avg_network, step, self.run_info)
+    if not self.validator:
+      _export(self.model_dir, "model", self.state.avg_network, step, self.run_info)
+
+
+def create_input(strategy, data):
+  """The training input of this worker (rgd.data.datasets) for an InputConfig, after checking
+  the generated shards: missing, empty, truncated or mis-shaped shards are a DataError now, not
+  mid-run."""
+  num_classes = datasets.num_classes_of(data.dataset, data.num_classes)
+  train_split = "train" if data.num_validation else "train_full"
+  images, labels = datasets.load_split(data.dataset, train_split, num_classes,
+                                       data.num_validation, data.data_dir)
   num_pipelines, pipeline_id = strategy_lib.input_pipeline(strategy)
-  if generated_pattern:
-    shard_check.check_generated_shards(generated_pattern, images.shape[1:])
-  batch_augment_fn = (augment_lib.make_batch_augment(batch_augmentation)
-                      if batch_augmentation else None)
+  if data.generated_pattern:
+    shard_check.check_generated_shards(data.generated_pattern, images.shape[1:])
+  batch_augment_fn = (augment_lib.make_batch_augment(data.batch_augmentation)
+                      if data.batch_augmentation else None)
   train_ds = datasets.make_train_dataset(
-      images, labels, num_classes, batch_size, num_replicas=strategy.num_replicas_in_sync,
+      images, labels, num_classes, data.batch_size, num_replicas=strategy.num_replicas_in_sync,
       num_input_pipelines=num_pipelines, input_pipeline_id=pipeline_id,
-      generated_pattern=generated_pattern, mixing_ratio=mixing_ratio, seed=seed,
-      augment=augment, batch_augment_fn=batch_augment_fn,
-      generated_label_smoothing=generated_label_smoothing)
-  total_steps = int(num_steps or math.ceil(num_epochs * (epoch_size or len(images)) /
-                                           batch_size))
-  steps_per_epoch = (epoch_size or len(images)) / batch_size
+      generated_pattern=data.generated_pattern, mixing_ratio=data.mixing_ratio, seed=data.seed,
+      augment=data.augment, batch_augment_fn=batch_augment_fn,
+      generated_label_smoothing=data.generated_label_smoothing)
+  epoch_size = data.epoch_size or len(images)
+  total_steps = int(data.num_steps or math.ceil(data.num_epochs * epoch_size / data.batch_size))
+  steps_per_epoch = epoch_size / data.batch_size
   return Input(iter(train_ds), images, labels, num_classes, total_steps, steps_per_epoch,
                num_pipelines, pipeline_id)
 
 
-def create_train_state(strategy, inputs, batch_size, weight_decay, ema_decay, seed, policy,
-                       init_checkpoint=None):
-  """Models, optimizer, objective, trainer and weight average, created in the strategy's scope
-  (Model Garden's pattern); the objective is gin's `Objective`."""
+def create_train_state(strategy, inputs, config, policy):
+  """Models, optimizer, objective, trainer and weight average for a StateConfig, created in the
+  strategy's scope (Model Garden's pattern); the objective is gin's `Objective`."""
   objective = objectives.Objective()
   shape = inputs.images.shape[1:]
   with strategy.scope():
     network = models.get_model(num_classes=inputs.num_classes, input_shape=shape)
     avg_network = models.get_model(num_classes=inputs.num_classes, input_shape=shape)
     avg_network.set_weights(network.get_weights())
-    if init_checkpoint:  # checkpoints of this run, restored later, take precedence
-      init_checkpoint_lib.load_into(init_checkpoint, network, avg_network)
-    schedule = schedules.learning_rate_schedule(batch_size, inputs.total_steps,
+    if config.init_checkpoint:  # checkpoints of this run, restored later, take precedence
+      init_checkpoint_lib.load_into(config.init_checkpoint, network, avg_network)
+    schedule = schedules.learning_rate_schedule(config.batch_size, inputs.total_steps,
                                                 inputs.steps_per_epoch)
     optimizer = optimizers.make_optimizer(schedule)
     optimizer.build(network.trainable_variables)
-    trainer = RobustTrainer(network, objective, batch_size, weight_decay, seed,
-                            skip_nonfinite=policy.trainer_skips)
+    trainer = RobustTrainer(network, objective, config.batch_size, config.weight_decay,
+                            config.seed, skip_nonfinite=policy.trainer_skips)
     trainer.compile(optimizer=optimizer)
     objective.bind(network, optimizer.iterations, inputs.total_steps)
-    ema = weight_average.WeightAverage(network, avg_network, ema_decay)
+    ema = weight_average.WeightAverage(network, avg_network, config.ema_decay)
     # Validation score of model.keras: robust accuracy, or clean accuracy without an attack.
     best_score = tf.Variable(-1.0, trainable=False, name="best_validation_score")
     policy.checkpoint_objects()  # its variable, in the scope
@@ -244,49 +285,6 @@ def _export(model_dir, name, model, step, info):
   checkpointing.export_keras(model, os.path.join(model_dir, f"{name}.keras"))
   checkpointing.atomic_write_json(os.path.join(model_dir, f"{name}.json"),
                                   dict(info, step=int(step), weights="exponential moving average"))
-
-
-def _write_operative_config(model_dir, writer, step):
-  config = gin.operative_config_str()
-  fileio.atomic_write_text(os.path.join(model_dir, "operative_config.gin"), config)
-  with writer.as_default(step=step):
-    # Markdown code block keeps gin's layout in TensorBoard's text tab.
-    tf.summary.text("operative_config", "```\n" + config + "\n```")
-
-
-# The one value the distributed step returns that is not a sum over examples.
-_PER_STEP = names.EMA_DECAY
-
-
-def _log_train(sums, last, step, total_steps, t0, step0, start, lr, skipped_total, writer):
-  """Means over the interval's examples of every loss part the objective returned (so a new
-  part, e.g. AugMix's `jsd`, reaches TensorBoard without touching this loop), accuracies, the
-  learning rate, the last EMA decay, img/s and, under 'skip_step', the cumulative count of
-  skipped steps."""
-  n = max(sums.get(names.COUNT, 1.0), 1.0)
-  elapsed = time.time() - t0
-  img_per_s = n / max(elapsed, 1e-9)
-  logs = {names.LOSS: sums.get(names.TOTAL, 0.0) / n}
-  for k, v in sorted(sums.items()):
-    if k in (names.COUNT, names.TOTAL):  # the divisor; logged as `loss` above
-      continue
-    logs[names.accuracy_name(k)] = v / n
-  logs.update(learning_rate=lr, images_per_second=img_per_s)
-  if _PER_STEP in last:
-    logs[_PER_STEP] = last[_PER_STEP]
-  if skipped_total is not None:
-    logs["skipped_steps"] = float(skipped_total)
-  rate = (step - step0) / max(elapsed, 1e-9)
-  eta = (total_steps - step) / max(rate, 1e-9)
-  logging.info("step %d/%d (%.1f%%) %s | %.0f img/s | elapsed %s | ETA %s", step, total_steps,
-               100.0 * step / total_steps,
-               " ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "images_per_second"),
-               img_per_s, format_duration(time.time() - start), format_duration(eta))
-  if writer is not None:
-    with writer.as_default(step=step):
-      for k, v in logs.items():
-        tf.summary.scalar(k, v)
-  return logs
 
 
 def _image_summary(writer, network, objective, images, labels, step, seed):

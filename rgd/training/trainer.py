@@ -10,7 +10,7 @@ import keras
 import tensorflow as tf
 
 from rgd.runtime import seeds
-from rgd.training import metric_names as names, nan_policy
+from rgd.runtime import metric_names as names, nan_policy
 from rgd.training.objectives import base as objective_base
 from rgd.attacks import losses
 from rgd.data.datasets import to_float
@@ -41,7 +41,7 @@ class RobustTrainer(keras.Model):
     self.global_batch_size = int(global_batch_size)
     self.weight_decay = float(weight_decay)
     self.seed = int(seed)
-    self.skip_nonfinite = bool(skip_nonfinite)  # NanPolicy.trainer_skips (rgd.training.nan_policy)
+    self.skip_nonfinite = bool(skip_nonfinite)  # NanPolicy.trainer_skips (rgd.runtime.nan_policy)
 
   def call(self, images, training=False):
     return self.network(images, training=training)

@@ -1,5 +1,7 @@
 """What a training step with a non-finite loss or gradient does: `NanPolicy`, the one owner of
-`train_and_evaluate.nan_policy`.
+`train_and_evaluate.nan_policy`. The loop skeleton (rgd.runtime.loop) applies it after every
+step of the classifier and of the corruption networks (always 'stop' there); EDM's step replaces
+non-finite gradients itself (rgd.edm.training.nan_to_num), as NVlabs/edm does.
 
   'stop'       (default) the loop stops at that step, before anything of its state is saved or
                exported, naming the step and the last good checkpoint (exit status 3).
@@ -29,8 +31,8 @@ import math
 
 import tensorflow as tf
 
-from rgd.errors import NonFiniteError, TooManySkippedSteps
-from rgd.training import metric_names as names
+from rgd.errors import ConfigError, NonFiniteError, TooManySkippedSteps
+from rgd.runtime import metric_names as names
 
 POLICIES = ("stop", "skip_step")
 
@@ -45,9 +47,9 @@ class NanPolicy:
 
   def __init__(self, mode="stop", max_consecutive_skips=100):
     if mode not in POLICIES:
-      raise ValueError(f"train_and_evaluate.nan_policy={mode!r}: expected one of {POLICIES}")
+      raise ConfigError(f"train_and_evaluate.nan_policy={mode!r}: expected one of {POLICIES}")
     if int(max_consecutive_skips) < 1:
-      raise ValueError("train_and_evaluate.max_consecutive_skips must be >= 1, got "
+      raise ConfigError("train_and_evaluate.max_consecutive_skips must be >= 1, got "
                        f"{max_consecutive_skips}")
     self.mode = mode
     self.max_consecutive_skips = int(max_consecutive_skips)
