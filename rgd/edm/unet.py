@@ -42,13 +42,16 @@ GN_EPS = 1e-6                 # networks.py SongUNet block_kwargs eps=1e-6 (and 
 AUGMENT_DIM = 9               # train.py: augment_dim = 9 when --augment > 0
 
 
-def positional_embedding(c_noise, dim, max_positions=10000):
+def positional_embedding(c_noise, dim, max_positions=10000, endpoint=True, sin_first=True):
   """PositionalEmbedding(endpoint=True) then SongUNet.forward's swap of the halves: [sin, cos]
-  of c_noise * (1 / max_positions) ** (i / (dim / 2 - 1))."""
+  of c_noise * (1 / max_positions) ** (i / (dim / 2 - 1)). DhariwalUNet (rgd.edm.adm) uses
+  PositionalEmbedding as it is: endpoint=False (i / (dim / 2)) and [cos, sin]."""
   half = dim // 2
-  freqs = (1.0 / max_positions) ** (tf.range(half, dtype=tf.float32) / float(half - 1))
+  freqs = (1.0 / max_positions) ** (tf.range(half, dtype=tf.float32) /
+                                    float(half - (1 if endpoint else 0)))
   x = tf.cast(c_noise, tf.float32)[:, None] * freqs[None, :]
-  return tf.concat([tf.sin(x), tf.cos(x)], axis=1)
+  halves = [tf.sin(x), tf.cos(x)]
+  return tf.concat(halves if sin_first else halves[::-1], axis=1)
 
 
 def _groups(ch):
@@ -78,12 +81,13 @@ def _norm(ch, name):
 
 
 class EmbeddingLayer(keras.layers.Layer):
-  def __init__(self, dim, **kwargs):
+  def __init__(self, dim, endpoint=True, sin_first=True, **kwargs):
     super().__init__(**kwargs)
-    self.dim = dim
+    self.dim, self.endpoint, self.sin_first = dim, endpoint, sin_first
 
   def call(self, c_noise):
-    return tf.cast(positional_embedding(c_noise, self.dim), self.compute_dtype)
+    return tf.cast(positional_embedding(c_noise, self.dim, endpoint=self.endpoint,
+                                        sin_first=self.sin_first), self.compute_dtype)
 
 
 class Scale(keras.layers.Layer):
@@ -104,16 +108,24 @@ class AddEmbedding(keras.layers.Layer):
 
 
 class AttentionOp(keras.layers.Layer):
-  """One-head self-attention of UNetBlock on qkv [B, H, W, 3C] (channel 3c + j = component j of
-  channel c): softmax_k(q . k / sqrt(C)) weighted sum of v, in float32 (AttentionOp)."""
+  """Self-attention of UNetBlock on qkv [B, H, W, 3C] with `num_heads` heads of C / num_heads
+  channels (networks.py: `qkv.reshape(N * heads, C // heads, 3, -1)`: channel 3 (h C / heads +
+  c) + j is component j (q, k, v) of channel c of head h): softmax_k(q . k / sqrt(C / heads))
+  weighted sum of v, in float32 (AttentionOp). SongUNet uses one head, DhariwalUNet C / 64."""
+  def __init__(self, num_heads=1, **kwargs):
+    super().__init__(**kwargs)
+    self.num_heads = num_heads
+
   def call(self, qkv):
     shape = tf.shape(qkv)
-    ch = qkv.shape[-1] // 3
-    parts = tf.reshape(tf.cast(qkv, tf.float32), [shape[0], shape[1] * shape[2], ch, 3])
+    ch = qkv.shape[-1] // (3 * self.num_heads)
+    parts = tf.reshape(tf.cast(qkv, tf.float32),
+                       [shape[0], shape[1] * shape[2], self.num_heads, ch, 3])
     q, k, v = parts[..., 0], parts[..., 1], parts[..., 2]
-    w = tf.nn.softmax(tf.einsum("bqc,bkc->bqk", q, k) / math.sqrt(ch), axis=-1)
-    a = tf.einsum("bqk,bkc->bqc", w, v)
-    return tf.cast(tf.reshape(a, [shape[0], shape[1], shape[2], ch]), qkv.dtype)
+    w = tf.nn.softmax(tf.einsum("bqhc,bkhc->bhqk", q, k) / math.sqrt(ch), axis=-1)
+    a = tf.einsum("bhqk,bkhc->bqhc", w, v)
+    return tf.cast(tf.reshape(a, [shape[0], shape[1], shape[2], ch * self.num_heads]),
+                   qkv.dtype)
 
 
 class LabelDropout(keras.layers.Layer):
