@@ -193,8 +193,8 @@ def iddpm_denoise(net, x, sigma, class_labels, u, img_channels=3, augment_labels
   return x - s * f[:, :img_channels]
 
 
-SMALL = dict(resolution=16, channels=3, out_channels=6, label_dim=10, augment_dim=0,
-             model_channels=64, channel_mult=(1, 2), num_blocks=1, attn_resolutions=(16, 8))
+SMALL = dict(resolution=8, channels=3, out_channels=6, label_dim=10, augment_dim=0,
+             model_channels=64, channel_mult=(1, 2), num_blocks=1, attn_resolutions=(8, 4))
 
 
 def build_pair(config=None, bug=None, seed=0):
@@ -376,8 +376,8 @@ def randomize_torch(net, seed=0, scale=0.3):
         module.weight.add_(1.0)
 
 
-GD_SMALL = dict(image_size=16, model_channels=128, out_channels=6, num_res_blocks=1,
-                attention_resolutions=(16, 8), channel_mult=(1, 2), num_classes=10)
+GD_SMALL = dict(image_size=8, model_channels=128, out_channels=6, num_res_blocks=1,
+                attention_resolutions=(8, 4), channel_mult=(1, 2), num_classes=10)
 
 
 def compare_import(gd_config=None, seed=0, sigmas=(0.01, 0.2, 2.0, 80.0), per_sigma=2):

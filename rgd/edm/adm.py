@@ -15,8 +15,9 @@ adaptive_scale=True, skip_scale 1, eps 1e-5, resample_proj False):
     as silu(shift + norm1(h) * (scale + 1)) (guided-diffusion's use_scale_shift_norm); dropout,
     conv1; skip: a 1x1 conv only where the width changes, a bare resample where only the size
     does; h + skip (no rescaling);
-  * attention with out_channels / 64 heads after every block at an attention resolution, in the
-    encoder and the decoder, and in `in0` of the lowest decoder level; x + proj(attention);
+  * attention with out_channels // 64 heads after every block at an attention resolution, in
+    the encoder and the decoder, and in `in0` of the lowest decoder level; x + proj(attention);
+    none in a block narrower than 64 channels (networks.py: num_heads 0 = no attention);
   * out_norm, SiLU, out_conv;
   * initialisation: kaiming_uniform * sqrt(1/3) for weights and biases (limit 1 / sqrt(fan_in),
     PyTorch's default); `init_zero` (all zeros) on every conv1, proj, map_augment and out_conv;
@@ -93,9 +94,10 @@ def adm_block(x, emb, out_ch, name, dropout, attention=False, up=False, down=Fal
   if out_ch != in_ch:   # resample_proj=False: a 1x1 conv only where the width changes
     skip = _conv(out_ch, 1, in_ch, name + "_skip")(skip)
   x = keras.layers.Add()([h, skip])
-  if attention:
+  heads = out_ch // CHANNELS_PER_HEAD if attention else 0
+  if heads:   # UNetBlock: num_heads = out_channels // 64, and no attention when that is 0
     qkv = _conv(3 * out_ch, 1, out_ch, name + "_qkv")(_norm(out_ch, name + "_norm2")(x))
-    a = unet.AttentionOp(num_heads=out_ch // CHANNELS_PER_HEAD)(qkv)
+    a = unet.AttentionOp(num_heads=heads)(qkv)
     x = keras.layers.Add()([_conv(out_ch, 1, out_ch, name + "_proj", zero=True)(a), x])
   return x
 
