@@ -112,7 +112,6 @@ def adm_unet(image_shape=(64, 64, 3), num_classes=1000, out_channels=None, model
   (EDMPrecond); iDDPMPrecond (guided-diffusion's learn_sigma model) takes 2x. Inputs as
   rgd.edm.unet.edm_unet: x, c_noise, one-hot labels, and the augmentation labels when
   augment_dim > 0, so rgd.edm.denoiser and the training loop drive either network."""
-  res = image_shape[0]
   out_channels = out_channels or image_shape[-1]
   emb_ch = model_channels * channel_mult_emb
   x_in = keras.Input(image_shape, name="x")
@@ -136,31 +135,9 @@ def adm_unet(image_shape=(64, 64, 3), num_classes=1000, out_channels=None, model
   emb = keras.layers.Activation("silu")(emb)
   block = lambda h, ch, n, **kw: adm_block(h, emb, ch, n, dropout, **kw)
 
-  skips = []
-  h = x_in
-  for level, mult in enumerate(channel_mult):
-    r = res >> level
-    if level == 0:
-      h = _conv(model_channels * mult, 3, image_shape[-1], f"enc_{r}x{r}_conv")(h)
-    else:
-      h = block(h, h.shape[-1], f"enc_{r}x{r}_down", down=True)
-    skips.append(h)
-    for idx in range(num_blocks):
-      h = block(h, model_channels * mult, f"enc_{r}x{r}_block{idx}",
-                attention=r in attn_resolutions)
-      skips.append(h)
-
-  for level, mult in reversed(list(enumerate(channel_mult))):
-    r = res >> level
-    if level == len(channel_mult) - 1:
-      h = block(h, h.shape[-1], f"dec_{r}x{r}_in0", attention=True)
-      h = block(h, h.shape[-1], f"dec_{r}x{r}_in1")
-    else:
-      h = block(h, h.shape[-1], f"dec_{r}x{r}_up", up=True)
-    for idx in range(num_blocks + 1):
-      h = keras.layers.Concatenate()([h, skips.pop()])
-      h = block(h, model_channels * mult, f"dec_{r}x{r}_block{idx}",
-                attention=r in attn_resolutions)
+  stem = lambda h, n: _conv(model_channels * channel_mult[0], 3, image_shape[-1], n)(h)
+  h = unet.encoder_decoder(x_in, stem, block, channel_mult, model_channels, num_blocks,
+                           attn_resolutions, lambda idx, r: r in attn_resolutions)
   h = keras.layers.Activation("silu")(_norm(h.shape[-1], "out_norm")(h))
   out = _conv(out_channels, 3, h.shape[-1], "out_conv", zero=True, dtype="float32")(h)
   return keras.Model(inputs, out, name=name)

@@ -171,6 +171,42 @@ def unet_block(x, emb, out_ch, name, dropout, attention=False, up=False, down=Fa
   return x
 
 
+def encoder_decoder(x, stem, block, channel_mult, model_channels, num_blocks, attn_resolutions,
+                    decoder_attention):
+  """The U-Net walk that networks.py's SongUNet and DhariwalUNet share. Encoder, per level at
+  resolution R: `enc_RxR_conv` = stem(x, name) at level 0, else a `down` block; then
+  `num_blocks` blocks of model_channels * mult (attention at attn_resolutions); every output is
+  kept as a skip. Decoder, from the lowest level: `in0` (attention) and `in1` there, else an
+  `up` block; then num_blocks + 1 blocks on [h, skip] (concatenated in that order), attention
+  where decoder_attention(idx, R). `block(h, ch, name, attention=, up=, down=)`."""
+  res = x.shape[1]
+  skips = []
+  h = x
+  for level, mult in enumerate(channel_mult):
+    r = res >> level
+    if level == 0:
+      h = stem(h, f"enc_{r}x{r}_conv")
+    else:
+      h = block(h, h.shape[-1], f"enc_{r}x{r}_down", down=True)
+    skips.append(h)
+    for idx in range(num_blocks):
+      h = block(h, model_channels * mult, f"enc_{r}x{r}_block{idx}",
+                attention=r in attn_resolutions)
+      skips.append(h)
+  for level, mult in reversed(list(enumerate(channel_mult))):
+    r = res >> level
+    if level == len(channel_mult) - 1:
+      h = block(h, h.shape[-1], f"dec_{r}x{r}_in0", attention=True)
+      h = block(h, h.shape[-1], f"dec_{r}x{r}_in1")
+    else:
+      h = block(h, h.shape[-1], f"dec_{r}x{r}_up", up=True)
+    for idx in range(num_blocks + 1):
+      h = keras.layers.Concatenate()([h, skips.pop()])
+      h = block(h, model_channels * mult, f"dec_{r}x{r}_block{idx}",
+                attention=decoder_attention(idx, r))
+  return h
+
+
 @gin.configurable
 def edm_unet(image_shape=(32, 32, 3), num_classes=10, model_channels=128,
              channel_mult=(2, 2, 2), num_blocks=4, attn_resolutions=(16,), dropout=0.10,
@@ -196,31 +232,9 @@ def edm_unet(image_shape=(32, 32, 3), num_classes=10, model_channels=128,
   emb = _dense(model_channels * 4, "map_layer1", activation="silu")(emb)
   block = lambda h, ch, n, **kw: unet_block(h, emb, ch, n, dropout, **kw)
 
-  skips = []
-  h = x_in
-  for level, mult in enumerate(channel_mult):
-    r = res >> level
-    if level == 0:
-      h = _conv(model_channels, 3, f"enc_{r}x{r}_conv")(h)
-    else:
-      h = block(h, h.shape[-1], f"enc_{r}x{r}_down", down=True)
-    skips.append(h)
-    for idx in range(num_blocks):
-      h = block(h, model_channels * mult, f"enc_{r}x{r}_block{idx}",
-                attention=r in attn_resolutions)
-      skips.append(h)
-
-  for level, mult in reversed(list(enumerate(channel_mult))):
-    r = res >> level
-    if level == len(channel_mult) - 1:
-      h = block(h, h.shape[-1], f"dec_{r}x{r}_in0", attention=True)
-      h = block(h, h.shape[-1], f"dec_{r}x{r}_in1")
-    else:
-      h = block(h, h.shape[-1], f"dec_{r}x{r}_up", up=True)
-    for idx in range(num_blocks + 1):
-      h = keras.layers.Concatenate()([h, skips.pop()])
-      h = block(h, model_channels * mult, f"dec_{r}x{r}_block{idx}",
-                attention=idx == num_blocks and r in attn_resolutions)
+  h = encoder_decoder(
+      x_in, lambda h, n: _conv(model_channels, 3, n)(h), block, channel_mult, model_channels,
+      num_blocks, attn_resolutions, lambda idx, r: idx == num_blocks and r in attn_resolutions)
   h = keras.layers.Activation("silu")(_norm(h.shape[-1], f"dec_{res}x{res}_aux_norm")(h))
   out = keras.layers.Conv2D(image_shape[-1], 3, padding="same", dtype="float32",
                             kernel_initializer=_xavier(INIT_ZERO),
