@@ -381,9 +381,10 @@ GD_SMALL = dict(image_size=8, model_channels=128, out_channels=6, num_res_blocks
 
 
 def compare_import(gd_config=None, seed=0, sigmas=(0.01, 0.2, 2.0, 80.0), per_sigma=2):
-  """max |D_rgd - D_guided-diffusion| / max(sigma, 1) with rgd's network imported (rgd.interop.guided_diffusion)
-  from the state dict of a randomly initialised GuidedDiffusionTwin; D is iDDPM-preconditioned
-  on both sides (c_noise = the timestep guided-diffusion's model receives)."""
+  """max |D_rgd - D_guided-diffusion| / max(sigma, 1) with rgd's network imported
+  (rgd.interop.guided_diffusion) from the state dict of a randomly initialised
+  GuidedDiffusionTwin; D is iDDPM-preconditioned on both sides (c_noise = the timestep
+  guided-diffusion's model receives)."""
   from rgd.interop import guided_diffusion  # pylint: disable=g-import-not-at-top
   cfg = dict(GD_SMALL, **(gd_config or {}))
   gd = GuidedDiffusionTwin(**cfg).eval()

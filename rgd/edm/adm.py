@@ -69,7 +69,7 @@ def _conv(ch, kernel, fan_in_ch, name, zero=False, dtype=None):
 
 
 def _norm(ch, name):
-  return keras.layers.GroupNormalization(unet._groups(ch), epsilon=GN_EPS, name=name)  # pylint: disable=protected-access
+  return keras.layers.GroupNormalization(unet.group_count(ch), epsilon=GN_EPS, name=name)
 
 
 class ScaleShift(keras.layers.Layer):
@@ -85,12 +85,12 @@ def adm_block(x, emb, out_ch, name, dropout, attention=False, up=False, down=Fal
   """DhariwalUNet's UNetBlock (adaptive_scale, no skip scale, heads of 64 channels)."""
   in_ch = x.shape[-1]
   h = keras.layers.Activation("silu")(_norm(in_ch, name + "_norm0")(x))
-  h = _conv(out_ch, 3, in_ch, name + "_conv0")(unet._resample(h, up, down))  # pylint: disable=protected-access
+  h = _conv(out_ch, 3, in_ch, name + "_conv0")(unet.resample(h, up, down))
   params = _dense(2 * out_ch, emb.shape[-1], name + "_affine")(emb)
   h = ScaleShift()([_norm(out_ch, name + "_norm1")(h), params])
   h = keras.layers.Dropout(dropout)(keras.layers.Activation("silu")(h))
   h = _conv(out_ch, 3, out_ch, name + "_conv1", zero=True)(h)
-  skip = unet._resample(x, up, down)  # pylint: disable=protected-access
+  skip = unet.resample(x, up, down)
   if out_ch != in_ch:   # resample_proj=False: a 1x1 conv only where the width changes
     skip = _conv(out_ch, 1, in_ch, name + "_skip")(skip)
   x = keras.layers.Add()([h, skip])

@@ -54,7 +54,7 @@ def positional_embedding(c_noise, dim, max_positions=10000, endpoint=True, sin_f
   return tf.concat(halves if sin_first else halves[::-1], axis=1)
 
 
-def _groups(ch):
+def group_count(ch):
   """GroupNorm(num_groups=32, min_channels_per_group=4) of networks.py: min(32, ch // 4)."""
   return max(1, min(32, ch // 4))
 
@@ -77,7 +77,7 @@ def _conv(ch, kernel, name, scale=1.0):
 
 
 def _norm(ch, name):
-  return keras.layers.GroupNormalization(_groups(ch), epsilon=GN_EPS, name=name)
+  return keras.layers.GroupNormalization(group_count(ch), epsilon=GN_EPS, name=name)
 
 
 class EmbeddingLayer(keras.layers.Layer):
@@ -143,7 +143,7 @@ class LabelDropout(keras.layers.Layer):
     return labels * tf.cast(keep, labels.dtype)
 
 
-def _resample(x, up, down):
+def resample(x, up, down):
   if down:   # Conv2d down with f = ones(2, 2) / 4, stride 2, padding 0
     return keras.layers.AveragePooling2D(2)(x)
   if up:     # conv_transpose2d with f * 4 = ones(2, 2), stride 2: each pixel repeated 2x2
@@ -155,14 +155,14 @@ def unet_block(x, emb, out_ch, name, dropout, attention=False, up=False, down=Fa
   """SongUNet's UNetBlock with the ddpmpp block_kwargs (adaptive_scale=False, one head)."""
   in_ch = x.shape[-1]
   h = keras.layers.Activation("silu")(_norm(in_ch, name + "_norm0")(x))
-  h = _conv(out_ch, 3, name + "_conv0")(_resample(h, up, down))
+  h = _conv(out_ch, 3, name + "_conv0")(resample(h, up, down))
   params = _dense(out_ch, name + "_affine")(emb)
   h = _norm(out_ch, name + "_norm1")(AddEmbedding()([h, params]))
   h = keras.layers.Dropout(dropout)(keras.layers.Activation("silu")(h))
   h = _conv(out_ch, 3, name + "_conv1", scale=INIT_ZERO)(h)
   skip = x
   if out_ch != in_ch or up or down:   # kernel 1 because resample_proj=True
-    skip = _conv(out_ch, 1, name + "_skip")(_resample(x, up, down))
+    skip = _conv(out_ch, 1, name + "_skip")(resample(x, up, down))
   x = Scale(SKIP_SCALE)(keras.layers.Add()([h, skip]))
   if attention:
     qkv = _conv(3 * out_ch, 1, name + "_qkv", scale=INIT_ATTN)(_norm(out_ch, name + "_norm2")(x))
