@@ -130,8 +130,8 @@ def test_source_config_names_the_classes():
 
 
 TINY_ADM = ["generator_architecture.name = 'adm'", "adm_unet.model_channels = 8",
-            "adm_unet.channel_mult = (1, 2)", "adm_unet.num_blocks = 1",
-            "adm_unet.attn_resolutions = (4,)", "adm_unet.dropout = 0.1"]
+            "adm_unet.channel_mult = (1,)", "adm_unet.num_blocks = 1",
+            "adm_unet.attn_resolutions = ()", "adm_unet.dropout = 0.1"]
 
 
 def test_tiny_adm_trains_two_steps_and_reloads(tmp_path):
@@ -149,7 +149,7 @@ def test_tiny_adm_trains_two_steps_and_reloads(tmp_path):
   net, info = store.load(str(tmp_path / "run"))
   assert info["unet"]["arch"] == "adm" and info["unet"]["augment_dim"] == 0
   assert info["unet"]["out_channels"] is None and net.output_shape == (None, 8, 8, 3)
-  assert any(l.name == "dec_4x4_in0_norm0" for l in net.layers)   # DhariwalUNet's names
+  assert any(l.name == "dec_8x8_in0_norm0" for l in net.layers)   # DhariwalUNet's names
   assert len(net.inputs) == 3   # --augment=0: no augmentation-label input
 
 
