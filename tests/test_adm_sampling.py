@@ -3,6 +3,7 @@ sampling of an iDDPM-preconditioned ADM through the sampling job's restartable c
 (rgd.datagen.adm_sampling), and ADM trained by rgd.train_generator (gin/edm_imagenet64_adm.gin)."""
 import json
 import os
+import sys
 
 import gin
 import numpy as np
@@ -123,10 +124,35 @@ def test_restart_neither_loses_nor_duplicates_an_image(subset_sampler, tmp_path)
   np.testing.assert_array_equal(np.load(label_path), [0, 1, 0, 1, 0])
 
 
-def test_source_config_names_the_classes():
-  config = adm_sampling.source_config("w.pt", "tinyimagenet", 10, num_steps=256)
-  assert config["kind"] == "adm" and len(config["imagenet_classes"]) == 200
+def test_opener_samples_a_pt_file_into_a_source(tmp_path):
+  # The entry make_tfrecords calls: guided-diffusion's state dict (.pt, a small config of the
+  # twin) -> chunks of uint8 images labelled by their position in the class subset.
+  torch = pytest.importorskip("torch")
+  sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools"))
+  import adm_torch_twin  # pylint: disable=g-import-not-at-top
+  from rgd.interop import guided_diffusion  # pylint: disable=g-import-not-at-top
+  cfg = dict(adm_torch_twin.GD_SMALL, channel_mult=(1,), attention_resolutions=())
+  torch.manual_seed(0)
+  gd = adm_torch_twin.GuidedDiffusionTwin(**cfg)
+  adm_torch_twin.randomize_torch(gd)
+  torch.save(gd.state_dict(), str(tmp_path / "small.pt"))
+  gd_config = guided_diffusion.config_with(
+      image_size=8, num_channels=128, num_res_blocks=1, attention_resolutions=(),
+      channel_mult=(1,), num_classes=10)
+  config, opener = adm_sampling.make_opener(str(tmp_path / "small.pt"), "7,2,5", 5, seed=1,
+                                            chunk_size=2, batch_per_device=2,
+                                            gd_config=gd_config, num_steps=2)
+  assert config["source"]["kind"] == "adm" and config["source"]["imagenet_classes"] == [7, 2, 5]
+  assert config["source"]["s_churn"] == 40.0   # NVlabs' ImageNet-64 sampler unless overridden
   json.dumps(config)
+  source = opener(str(tmp_path / "cache"))
+  assert sorted(os.listdir(tmp_path / "cache" / "adm")) == [
+      "chunk-00000000.npy", "chunk-00000001.npy", "chunk-00000002.npy", "label.npy"]
+  np.testing.assert_array_equal(np.load(tmp_path / "cache" / "adm" / "label.npy"),
+                                [0, 1, 2, 0, 1])
+  assert source.num_images == 5 and source.image_shape == (8, 8, 3)
+  np.testing.assert_array_equal(source.labels, [0, 1, 2, 0, 1])
+  assert source.read(0, 5).dtype == np.uint8
 
 
 TINY_ADM = ["generator_architecture.name = 'adm'", "adm_unet.model_channels = 8",

@@ -14,13 +14,16 @@ index (sorted wnids, as rgd.data reads the real images). Its noise is keyed by (
 the sampling job's chunks (written whole, skipped when present, labelled `i % num_classes`) then
 make a restart neither lose nor duplicate an image.
 """
+import os
+
+from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from rgd.datagen import sample_job
+from rgd.datagen import sample_job, sources
 from rgd.edm import denoiser, iddpm, imagenet_classes, sampler
 from rgd.errors import ConfigError
-from rgd.runtime import strategy as strategy_lib
+from rgd.runtime import progress as progress_lib, strategy as strategy_lib
 
 # NVlabs/edm README, ImageNet 64x64: `generate.py --steps=256 --S_churn=40 --S_min=0.05
 # --S_max=50 --S_noise=1.003` (stochastic sampling, 511 network evaluations per image).
@@ -83,14 +86,41 @@ def source_config(weights_path, classes_spec, num_images, seed=0, chunk_size=10_
 
 
 def make_image_sampler(weights_path, classes_spec, seed=0, batch_per_device=64, strategy=None,
-                       **sampler_kwargs):
-  """SubsetSampler of guided-diffusion's `.pt` (rgd.interop.guided_diffusion, its 64x64 flags)
-  on `--classes=classes_spec` (rgd.edm.imagenet_classes.class_subset). The network is built
-  under `strategy`'s scope; sampler_kwargs default to IMAGENET64_SAMPLER."""
+                       gd_config=None, **sampler_kwargs):
+  """SubsetSampler of guided-diffusion's `.pt` (rgd.interop.guided_diffusion; `gd_config` its
+  flags, the 64x64 model's by default) on `--classes=classes_spec`
+  (rgd.edm.imagenet_classes.class_subset). The network is built under `strategy`'s scope;
+  sampler_kwargs default to IMAGENET64_SAMPLER."""
   from rgd.interop import guided_diffusion  # pylint: disable=g-import-not-at-top  needs torch
   classes = imagenet_classes.class_subset(classes_spec)
   strategy = strategy or sample_job.local_strategy()
   with strategy.scope():
-    network = guided_diffusion.load(weights_path)
+    network = guided_diffusion.load(weights_path, gd_config)
   return SubsetSampler(network, classes, seed, batch_per_device, strategy,
                        **dict(IMAGENET64_SAMPLER, **sampler_kwargs))
+
+
+def make_opener(weights_path, classes_spec, num_images, seed=0, chunk_size=10_000,
+                batch_per_device=64, worker=0, num_workers=1, chunk_delay_s=0.0, gd_config=None,
+                **sampler_kwargs):
+  """(config, open_source) for rgd.datagen.pipeline.make_tfrecords, as sample_job.make_opener
+  for a trained EDM: the source is this worker's sampled chunks (cache_dir/adm), labelled with
+  each image's position in the class subset. sampler_kwargs left out take IMAGENET64_SAMPLER."""
+  sampler_kwargs = dict(IMAGENET64_SAMPLER, **sampler_kwargs)
+  config = {"source": source_config(weights_path, classes_spec, num_images, seed, chunk_size,
+                                    worker, num_workers, **sampler_kwargs)}
+
+  def open_source(cache_dir):
+    image_sampler = make_image_sampler(weights_path, classes_spec, seed, batch_per_device,
+                                       gd_config=gd_config, **sampler_kwargs)
+    mine = sum(e - s for _, s, e in sample_job.chunk_ranges(num_images, chunk_size, worker,
+                                                            num_workers))
+    logging.info("Sampling %d of %d images (worker %d of %d) of %d classes from %s",
+                 mine, num_images, worker, num_workers, image_sampler.num_classes, weights_path)
+    bar = progress_lib.Progress(mine, "sampling", "img")
+    paths, label_path = sample_job.sample_to_folder(
+        image_sampler, os.path.join(cache_dir, "adm"), num_images, chunk_size, worker,
+        num_workers, bar, chunk_delay_s)
+    bar.close()
+    return sources.open_npy(paths, label_path, name=f"adm:{weights_path}")
+  return config, open_source
