@@ -12,8 +12,10 @@ Rooms by purpose; imports run one way, from the entry points down to the pure pa
                  robust accuracy, CIFAR-10-C and certified accuracy
   datagen/       generated data: sources, labelling, shard writers, Beam, sampling a generator
                  into records, FID and feature extractors
-  interop/       published PyTorch checkpoints in and out, safe readers of weight files
-  edm/           the EDM generator: U-Net, preconditioning and loss, Heun sampler, training
+  interop/       published PyTorch checkpoints in and out (classifiers; guided-diffusion's ADM),
+                 safe readers of weight files
+  edm/           the EDM generator: U-Net, preconditioning and loss, Heun sampler, training;
+                 the 64x64 ADM with iDDPM preconditioning and the ImageNet class map
   data/          real data as tf.data (tfds, npz), the TFRecord schema, shard checks
   runtime/       the one training-loop skeleton, strategy, checkpoints, preemption (SIGTERM,
                  agreed across workers), the NaN policy, file I/O through gfile, seeds,

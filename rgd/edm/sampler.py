@@ -45,7 +45,7 @@ def image_seeds(seed, indices):
 
 def heun_sample(denoise, image_seeds_, labels, shape, num_steps=NUM_STEPS, sigma_min=SIGMA_MIN,
                 sigma_max=SIGMA_MAX, rho=RHO, s_churn=0.0, s_min=0.0, s_max=float("inf"),
-                s_noise=1.0):
+                s_noise=1.0, round_sigma=None):
   """Samples x_0 (model range, e.g. [-1, 1]) with `denoise(x, sigma, labels) -> D(x; sigma)`
   (`sigma` a float32 scalar tensor).
 
@@ -53,13 +53,16 @@ def heun_sample(denoise, image_seeds_, labels, shape, num_steps=NUM_STEPS, sigma
   times (two Heun evaluations, the final Euler step) instead of 2N - 1 times: tracing the
   unrolled CIFAR-10 U-Net 35 times takes minutes. Every per-step constant (t_hat, the step
   size, the churn noise scale) is computed in float64 on the host as EDM does in Python, then
-  used in float32.
+  used in float32. `round_sigma` (numpy -> numpy) snaps the noise levels to a network's grid,
+  as edm_sampler's `net.round_sigma` on t_i and t_hat (rgd.edm.iddpm: the DDPM steps).
   """
   t = time_steps(num_steps, sigma_min, sigma_max, rho)
+  snap = round_sigma or (lambda s: s)
+  t = np.concatenate([snap(t[:-1]), t[-1:]])
   t_cur, t_next = t[:-1], t[1:]
   gamma = np.where((s_min <= t_cur) & (t_cur <= s_max),
                    min(s_churn / num_steps, math.sqrt(2) - 1), 0.0)
-  t_hat = t_cur + gamma * t_cur
+  t_hat = snap(t_cur + gamma * t_cur)
   noise_scale = np.sqrt(t_hat ** 2 - t_cur ** 2) * s_noise   # 0 where gamma = 0
   const = lambda a: tf.constant(a, tf.float32)
   t_hat_, t_next_, dt_, noise_ = const(t_hat), const(t_next), const(t_next - t_hat), const(

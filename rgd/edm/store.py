@@ -12,8 +12,8 @@ import gin
 import numpy as np
 
 from rgd.runtime import fileio
-from rgd.errors import DataError
-from rgd.edm import unet
+from rgd.errors import ConfigError, DataError
+from rgd.edm import adm, unet
 
 CONFIG_FILE = "generator.json"
 WEIGHTS_FILE = "generator.npz"
@@ -23,19 +23,42 @@ WEIGHTS_FILE = "generator.npz"
 FORMAT_VERSION = 2
 
 
+# F's architecture by name (NVlabs/edm train.py --arch): DDPM++ (SongUNet) or ADM
+# (DhariwalUNet). A generator.json without "arch" is DDPM++.
+ARCHITECTURES = {"ddpmpp": unet.edm_unet, "adm": adm.adm_unet}
+
+
+@gin.configurable
+def generator_architecture(name="ddpmpp"):
+  """The network rgd.train_generator trains (`generator_architecture.name = 'adm'` in gin);
+  its size comes from the gin bindings of that builder (edm_unet or adm_unet)."""
+  if name not in ARCHITECTURES:
+    raise ConfigError(f"generator_architecture.name={name!r}: expected one of "
+                      f"{sorted(ARCHITECTURES)}")
+  return name
+
+
 def unet_kwargs(image_shape, num_classes):
-  """The keyword arguments `edm_unet` gets under the current gin config (its defaults, then the
-  gin bindings, then the data's image shape and classes), JSON-able."""
-  kwargs = {k: p.default for k, p in inspect.signature(unet.edm_unet).parameters.items()}
-  kwargs.update(gin.get_bindings(unet.edm_unet))
+  """The keyword arguments the chosen builder gets under the current gin config (its defaults,
+  then the gin bindings, then the data's image shape and classes), JSON-able; "arch" names the
+  builder unless it is DDPM++ (whose generator.json files predate the choice)."""
+  arch = generator_architecture()
+  builder = ARCHITECTURES[arch]
+  kwargs = {k: p.default for k, p in inspect.signature(builder).parameters.items()}
+  kwargs.update(gin.get_bindings(builder))
   kwargs.update(image_shape=tuple(int(s) for s in image_shape), num_classes=int(num_classes))
+  if arch != "ddpmpp":
+    kwargs["arch"] = arch
   return {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}
 
 
 def build(kwargs):
   """F from saved keyword arguments (lists back to tuples)."""
   kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
-  return unet.edm_unet(**kwargs)   # every argument explicit: gin's bindings do not apply
+  arch = kwargs.pop("arch", "ddpmpp")
+  if arch not in ARCHITECTURES:
+    raise DataError(f"generator architecture {arch!r}: this rgd builds {sorted(ARCHITECTURES)}")
+  return ARCHITECTURES[arch](**kwargs)   # every argument explicit: gin's bindings do not apply
 
 
 def save(model_dir, network, kwargs, info):

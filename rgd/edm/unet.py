@@ -42,16 +42,19 @@ GN_EPS = 1e-6                 # networks.py SongUNet block_kwargs eps=1e-6 (and 
 AUGMENT_DIM = 9               # train.py: augment_dim = 9 when --augment > 0
 
 
-def positional_embedding(c_noise, dim, max_positions=10000):
+def positional_embedding(c_noise, dim, max_positions=10000, endpoint=True, sin_first=True):
   """PositionalEmbedding(endpoint=True) then SongUNet.forward's swap of the halves: [sin, cos]
-  of c_noise * (1 / max_positions) ** (i / (dim / 2 - 1))."""
+  of c_noise * (1 / max_positions) ** (i / (dim / 2 - 1)). DhariwalUNet (rgd.edm.adm) uses
+  PositionalEmbedding as it is: endpoint=False (i / (dim / 2)) and [cos, sin]."""
   half = dim // 2
-  freqs = (1.0 / max_positions) ** (tf.range(half, dtype=tf.float32) / float(half - 1))
+  freqs = (1.0 / max_positions) ** (tf.range(half, dtype=tf.float32) /
+                                    float(half - (1 if endpoint else 0)))
   x = tf.cast(c_noise, tf.float32)[:, None] * freqs[None, :]
-  return tf.concat([tf.sin(x), tf.cos(x)], axis=1)
+  halves = [tf.sin(x), tf.cos(x)]
+  return tf.concat(halves if sin_first else halves[::-1], axis=1)
 
 
-def _groups(ch):
+def group_count(ch):
   """GroupNorm(num_groups=32, min_channels_per_group=4) of networks.py: min(32, ch // 4)."""
   return max(1, min(32, ch // 4))
 
@@ -74,16 +77,17 @@ def _conv(ch, kernel, name, scale=1.0):
 
 
 def _norm(ch, name):
-  return keras.layers.GroupNormalization(_groups(ch), epsilon=GN_EPS, name=name)
+  return keras.layers.GroupNormalization(group_count(ch), epsilon=GN_EPS, name=name)
 
 
 class EmbeddingLayer(keras.layers.Layer):
-  def __init__(self, dim, **kwargs):
+  def __init__(self, dim, endpoint=True, sin_first=True, **kwargs):
     super().__init__(**kwargs)
-    self.dim = dim
+    self.dim, self.endpoint, self.sin_first = dim, endpoint, sin_first
 
   def call(self, c_noise):
-    return tf.cast(positional_embedding(c_noise, self.dim), self.compute_dtype)
+    return tf.cast(positional_embedding(c_noise, self.dim, endpoint=self.endpoint,
+                                        sin_first=self.sin_first), self.compute_dtype)
 
 
 class Scale(keras.layers.Layer):
@@ -104,16 +108,24 @@ class AddEmbedding(keras.layers.Layer):
 
 
 class AttentionOp(keras.layers.Layer):
-  """One-head self-attention of UNetBlock on qkv [B, H, W, 3C] (channel 3c + j = component j of
-  channel c): softmax_k(q . k / sqrt(C)) weighted sum of v, in float32 (AttentionOp)."""
+  """Self-attention of UNetBlock on qkv [B, H, W, 3C] with `num_heads` heads of C / num_heads
+  channels (networks.py: `qkv.reshape(N * heads, C // heads, 3, -1)`: channel 3 (h C / heads +
+  c) + j is component j (q, k, v) of channel c of head h): softmax_k(q . k / sqrt(C / heads))
+  weighted sum of v, in float32 (AttentionOp). SongUNet uses one head, DhariwalUNet C / 64."""
+  def __init__(self, num_heads=1, **kwargs):
+    super().__init__(**kwargs)
+    self.num_heads = num_heads
+
   def call(self, qkv):
     shape = tf.shape(qkv)
-    ch = qkv.shape[-1] // 3
-    parts = tf.reshape(tf.cast(qkv, tf.float32), [shape[0], shape[1] * shape[2], ch, 3])
+    ch = qkv.shape[-1] // (3 * self.num_heads)
+    parts = tf.reshape(tf.cast(qkv, tf.float32),
+                       [shape[0], shape[1] * shape[2], self.num_heads, ch, 3])
     q, k, v = parts[..., 0], parts[..., 1], parts[..., 2]
-    w = tf.nn.softmax(tf.einsum("bqc,bkc->bqk", q, k) / math.sqrt(ch), axis=-1)
-    a = tf.einsum("bqk,bkc->bqc", w, v)
-    return tf.cast(tf.reshape(a, [shape[0], shape[1], shape[2], ch]), qkv.dtype)
+    w = tf.nn.softmax(tf.einsum("bqhc,bkhc->bhqk", q, k) / math.sqrt(ch), axis=-1)
+    a = tf.einsum("bhqk,bkhc->bqhc", w, v)
+    return tf.cast(tf.reshape(a, [shape[0], shape[1], shape[2], ch * self.num_heads]),
+                   qkv.dtype)
 
 
 class LabelDropout(keras.layers.Layer):
@@ -131,7 +143,7 @@ class LabelDropout(keras.layers.Layer):
     return labels * tf.cast(keep, labels.dtype)
 
 
-def _resample(x, up, down):
+def resample(x, up, down):
   if down:   # Conv2d down with f = ones(2, 2) / 4, stride 2, padding 0
     return keras.layers.AveragePooling2D(2)(x)
   if up:     # conv_transpose2d with f * 4 = ones(2, 2), stride 2: each pixel repeated 2x2
@@ -143,20 +155,56 @@ def unet_block(x, emb, out_ch, name, dropout, attention=False, up=False, down=Fa
   """SongUNet's UNetBlock with the ddpmpp block_kwargs (adaptive_scale=False, one head)."""
   in_ch = x.shape[-1]
   h = keras.layers.Activation("silu")(_norm(in_ch, name + "_norm0")(x))
-  h = _conv(out_ch, 3, name + "_conv0")(_resample(h, up, down))
+  h = _conv(out_ch, 3, name + "_conv0")(resample(h, up, down))
   params = _dense(out_ch, name + "_affine")(emb)
   h = _norm(out_ch, name + "_norm1")(AddEmbedding()([h, params]))
   h = keras.layers.Dropout(dropout)(keras.layers.Activation("silu")(h))
   h = _conv(out_ch, 3, name + "_conv1", scale=INIT_ZERO)(h)
   skip = x
   if out_ch != in_ch or up or down:   # kernel 1 because resample_proj=True
-    skip = _conv(out_ch, 1, name + "_skip")(_resample(x, up, down))
+    skip = _conv(out_ch, 1, name + "_skip")(resample(x, up, down))
   x = Scale(SKIP_SCALE)(keras.layers.Add()([h, skip]))
   if attention:
     qkv = _conv(3 * out_ch, 1, name + "_qkv", scale=INIT_ATTN)(_norm(out_ch, name + "_norm2")(x))
     a = _conv(out_ch, 1, name + "_proj", scale=INIT_ZERO)(AttentionOp()(qkv))
     x = Scale(SKIP_SCALE)(keras.layers.Add()([a, x]))
   return x
+
+
+def encoder_decoder(x, stem, block, channel_mult, model_channels, num_blocks, attn_resolutions,
+                    decoder_attention):
+  """The U-Net walk that networks.py's SongUNet and DhariwalUNet share. Encoder, per level at
+  resolution R: `enc_RxR_conv` = stem(x, name) at level 0, else a `down` block; then
+  `num_blocks` blocks of model_channels * mult (attention at attn_resolutions); every output is
+  kept as a skip. Decoder, from the lowest level: `in0` (attention) and `in1` there, else an
+  `up` block; then num_blocks + 1 blocks on [h, skip] (concatenated in that order), attention
+  where decoder_attention(idx, R). `block(h, ch, name, attention=, up=, down=)`."""
+  res = x.shape[1]
+  skips = []
+  h = x
+  for level, mult in enumerate(channel_mult):
+    r = res >> level
+    if level == 0:
+      h = stem(h, f"enc_{r}x{r}_conv")
+    else:
+      h = block(h, h.shape[-1], f"enc_{r}x{r}_down", down=True)
+    skips.append(h)
+    for idx in range(num_blocks):
+      h = block(h, model_channels * mult, f"enc_{r}x{r}_block{idx}",
+                attention=r in attn_resolutions)
+      skips.append(h)
+  for level, mult in reversed(list(enumerate(channel_mult))):
+    r = res >> level
+    if level == len(channel_mult) - 1:
+      h = block(h, h.shape[-1], f"dec_{r}x{r}_in0", attention=True)
+      h = block(h, h.shape[-1], f"dec_{r}x{r}_in1")
+    else:
+      h = block(h, h.shape[-1], f"dec_{r}x{r}_up", up=True)
+    for idx in range(num_blocks + 1):
+      h = keras.layers.Concatenate()([h, skips.pop()])
+      h = block(h, model_channels * mult, f"dec_{r}x{r}_block{idx}",
+                attention=decoder_attention(idx, r))
+  return h
 
 
 @gin.configurable
@@ -184,31 +232,9 @@ def edm_unet(image_shape=(32, 32, 3), num_classes=10, model_channels=128,
   emb = _dense(model_channels * 4, "map_layer1", activation="silu")(emb)
   block = lambda h, ch, n, **kw: unet_block(h, emb, ch, n, dropout, **kw)
 
-  skips = []
-  h = x_in
-  for level, mult in enumerate(channel_mult):
-    r = res >> level
-    if level == 0:
-      h = _conv(model_channels, 3, f"enc_{r}x{r}_conv")(h)
-    else:
-      h = block(h, h.shape[-1], f"enc_{r}x{r}_down", down=True)
-    skips.append(h)
-    for idx in range(num_blocks):
-      h = block(h, model_channels * mult, f"enc_{r}x{r}_block{idx}",
-                attention=r in attn_resolutions)
-      skips.append(h)
-
-  for level, mult in reversed(list(enumerate(channel_mult))):
-    r = res >> level
-    if level == len(channel_mult) - 1:
-      h = block(h, h.shape[-1], f"dec_{r}x{r}_in0", attention=True)
-      h = block(h, h.shape[-1], f"dec_{r}x{r}_in1")
-    else:
-      h = block(h, h.shape[-1], f"dec_{r}x{r}_up", up=True)
-    for idx in range(num_blocks + 1):
-      h = keras.layers.Concatenate()([h, skips.pop()])
-      h = block(h, model_channels * mult, f"dec_{r}x{r}_block{idx}",
-                attention=idx == num_blocks and r in attn_resolutions)
+  h = encoder_decoder(
+      x_in, lambda h, n: _conv(model_channels, 3, n)(h), block, channel_mult, model_channels,
+      num_blocks, attn_resolutions, lambda idx, r: idx == num_blocks and r in attn_resolutions)
   h = keras.layers.Activation("silu")(_norm(h.shape[-1], f"dec_{res}x{res}_aux_norm")(h))
   out = keras.layers.Conv2D(image_shape[-1], 3, padding="same", dtype="float32",
                             kernel_initializer=_xavier(INIT_ZERO),
