@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from rgd import augment as augment_lib, models
 from rgd.augment import visualize
-from rgd.data import datasets, shard_check
+from rgd.data import datasets, recalibration as recalibration_lib, shard_check
 from rgd.runtime import checkpointing, fileio, preemption, seeds, strategy as strategy_lib
 from rgd.runtime.progress import format_duration
 from rgd.training import init_checkpoint as init_checkpoint_lib, nan_policy as nan_policy_lib
@@ -82,7 +82,7 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
                len(inputs.images), f", generated data {generated_pattern} (mixing ratio "
                f"{mixing_ratio})" if generated_pattern else "", model_dir)
   state = create_train_state(strategy, inputs, batch_size, weight_decay, ema_decay, seed,
-                             policy, init_checkpoint)
+                             policy, init_checkpoint, dataset)
   manager = checkpointing.TrainingCheckpoints(
       strategy, os.path.join(model_dir, "checkpoints"), keep_checkpoints, inputs.iterator,
       dict(network=state.network, avg_network=state.avg_network, optimizer=state.optimizer,
@@ -93,15 +93,18 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
                  int(state.optimizer.iterations.numpy()))
   distributed_step = make_distributed_step(strategy, state.trainer, state.ema, jit_compile)
   validator = None
+  # What an l_inf-dist Net / SortNet recalibrates its mean shifts on (gin; rgd.data.recalibration).
+  recalibration = recalibration_lib.mean_shift_recalibration(dataset, inputs.images, seed)
   if num_validation and eval_every:
     val_images, val_labels = datasets.load_split(dataset, "validation", inputs.num_classes,
                                                  num_validation, data_dir)
     validator = validation.make_validator(strategy, state.avg_network, state.objective,
                                           val_images, val_labels, eval_batch_size, seed,
-                                          train_images=inputs.images)
+                                          train_images=recalibration)
   # What the exports were trained for: rgd.evaluate --model_dir defaults to it.
   run_info = dict(dataset=dataset, num_classes=inputs.num_classes, objective=state.objective.kind,
-                  norm=state.objective.norm, eps=state.objective.eps, data_dir=data_dir)
+                  norm=state.objective.norm, eps=state.objective.eps, data_dir=data_dir,
+                  class_names=datasets.class_names_of(dataset, data_dir))
 
   writers = {}
   if chief:
@@ -148,6 +151,8 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
       w.flush()
 
   if chief:
+    if not validator:  # the exported model carries recalibrated mean shifts (SortNet's update_bn)
+      validation.recalibrate(state.avg_network, recalibration, step, eval_batch_size)
     _export(model_dir, "last", state.avg_network, step, run_info)
     if not validator:
       _export(model_dir, "model", state.avg_network, step, run_info)
@@ -168,12 +173,14 @@ def create_input(strategy, dataset, num_classes, batch_size, num_epochs, epoch_s
     shard_check.check_generated_shards(generated_pattern, images.shape[1:])
   batch_augment_fn = (augment_lib.make_batch_augment(batch_augmentation)
                       if batch_augmentation else None)
+  # The crop padding (gin) and the data set's flip (SVHN: none), rgd.data.augmentation.
+  crop = datasets.baseline_augmentation(dataset_flip=datasets.spec_of(dataset).flip)
   train_ds = datasets.make_train_dataset(
       images, labels, num_classes, batch_size, num_replicas=strategy.num_replicas_in_sync,
       num_input_pipelines=num_pipelines, input_pipeline_id=pipeline_id,
       generated_pattern=generated_pattern, mixing_ratio=mixing_ratio, seed=seed,
       augment=augment, batch_augment_fn=batch_augment_fn,
-      generated_label_smoothing=generated_label_smoothing)
+      generated_label_smoothing=generated_label_smoothing, **crop)
   total_steps = int(num_steps or math.ceil(num_epochs * (epoch_size or len(images)) /
                                            batch_size))
   steps_per_epoch = (epoch_size or len(images)) / batch_size
@@ -182,14 +189,16 @@ def create_input(strategy, dataset, num_classes, batch_size, num_epochs, epoch_s
 
 
 def create_train_state(strategy, inputs, batch_size, weight_decay, ema_decay, seed, policy,
-                       init_checkpoint=None):
+                       init_checkpoint=None, dataset=None):
   """Models, optimizer, objective, trainer and weight average, created in the strategy's scope
-  (Model Garden's pattern); the objective is gin's `Objective`."""
+  (Model Garden's pattern); the objective is gin's `Objective`. The models take the images'
+  size and `dataset`'s statistics unless gin binds `get_model.normalization`."""
   objective = objectives.Objective()
   shape = inputs.images.shape[1:]
+  norm = datasets.model_normalization(dataset) if dataset else {}
   with strategy.scope():
-    network = models.get_model(num_classes=inputs.num_classes, input_shape=shape)
-    avg_network = models.get_model(num_classes=inputs.num_classes, input_shape=shape)
+    network = models.get_model(num_classes=inputs.num_classes, input_shape=shape, **norm)
+    avg_network = models.get_model(num_classes=inputs.num_classes, input_shape=shape, **norm)
     avg_network.set_weights(network.get_weights())
     if init_checkpoint:  # checkpoints of this run, restored later, take precedence
       init_checkpoint_lib.load_into(init_checkpoint, network, avg_network)

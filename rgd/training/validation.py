@@ -24,7 +24,8 @@ from rgd.runtime import seeds, strategy as strategy_lib
 
 def make_validator(strategy, avg_network, objective, images, labels, batch_size, seed,
                    train_images=None):
-  """The validator for `objective`'s kind (module docstring)."""
+  """The validator for `objective`'s kind (module docstring). `train_images`: the images of
+  the mean-shift recalibration, or an rgd.data.recalibration.Recalibration, or None."""
   if objective.certified is not None:
     return make_certified_validator(avg_network, objective.eps, images, labels, batch_size,
                                     train_images)
@@ -37,14 +38,24 @@ def make_certified_validator(avg_network, eps, images, labels, batch_size=256,
   """Clean and certified accuracy at `eps` (seed 004's validation)."""
 
   def run(step):
-    del step
-    if train_images is not None and linf_dist.is_linf_dist_model(avg_network):
-      linf_dist.recalibrate(avg_network, train_images, batch_size)
+    recalibrate(avg_network, train_images, step, batch_size)
     result = certificate.certify(avg_network, images, labels, batch_size, refresh=True,
                                  radii=[eps], bisection_steps=0)  # exact flags at eps
     return float(result["correct"].mean()), certificate.certified_accuracy(result, eps)
   run.robust_name = "certified"
   return run
+
+
+def recalibrate(avg_network, train_images, step, batch_size):
+  """Re-estimates the mean shifts of an l_inf-dist Net / SortNet on `train_images` (an array,
+  or a Recalibration giving this step's images and batch size); nothing for other models or
+  without images."""
+  if train_images is None or not linf_dist.is_linf_dist_model(avg_network):
+    return
+  if hasattr(train_images, "images"):
+    batch_size = train_images.batch_size or batch_size
+    train_images = train_images.images(step)
+  linf_dist.recalibrate(avg_network, train_images, batch_size)
 
 
 def make_pgd40_validator(strategy, avg_network, objective, images, labels, batch_size, seed):
