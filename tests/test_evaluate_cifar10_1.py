@@ -101,7 +101,7 @@ def test_suite_from_the_npy_pair_equals_direct_computation(tmp_path):
   with np.load(io.BytesIO((model_dir / "eval" / "eval_cifar10_1.npz").read_bytes()),
                allow_pickle=False) as f:
     assert f["correct_cifar10_1"].shape == (30,) and f["correct_cifar10_1"].mean() == want
-  scalars = _scalars(str(model_dir / "eval"))
+  scalars = _scalars(str(model_dir / "eval" / "tensorboard"))
   assert scalars["eval/cifar10_1/cifar10_1_accuracy"] == pytest.approx(want, abs=1e-6)
   assert scalars["eval/cifar10_1/cifar10_accuracy"] == pytest.approx(clean, abs=1e-6)
 
