@@ -118,6 +118,16 @@ def test_tiny_imagenet_malformed_folder_names_the_file(tmp_path, break_it, match
     datasets.load_split(f"tiny_imagenet:{root}", "train_full")
 
 
+def test_tiny_imagenet_truncated_cache_names_itself(tmp_path):
+  root = write_tiny_imagenet(str(tmp_path / "tiny-imagenet-200"), per_class=1)
+  datasets.load_split(f"tiny_imagenet:{root}", "test")
+  cache = os.path.join(tiny_imagenet.cache_folder(root), "test.npz")
+  data = open(cache, "rb").read()
+  open(cache, "wb").write(data[:len(data) // 2])
+  with pytest.raises(DataError, match=r"test.npz: not a valid npz file.*delete it to decode"):
+    datasets.load_split(f"tiny_imagenet:{root}", "test")
+
+
 def test_tiny_imagenet_missing_folder_and_bad_val_line(tmp_path):
   with pytest.raises(DataError, match="nowhere: no such folder"):
     datasets.load_split(f"tiny_imagenet:{tmp_path / 'nowhere'}", "test")
