@@ -151,11 +151,15 @@ def test_certified_linf_recipes_follow_the_reference_commands(path):
     assert rec.augment and rec.batch_size == 512
 
 
-def test_gloro_recipes_keep_their_reference_crop():
-  """hu23's cifar.py: RandomCrop(32, padding=4) with zeros, as rgd's default."""
-  _parse("gin/gloro_liresnet_l_cifar100_edm.gin")
+@pytest.mark.parametrize("path", ["gin/gloro_liresnet_l_cifar100_edm.gin",
+                                  "gin/gloro_liresnet_xs.gin", "gin/gloro_liresnet_m_edm.gin"])
+def test_gloro_recipes_follow_hu23(path):
+  """hu23's cifar.py: RandomCrop(32, padding=4) with zeros, as rgd's default; its train.py
+  trains on all training images (its validation loader is the test split)."""
+  _parse(path)
   from rgd.data import augmentation  # pylint: disable=g-import-not-at-top
   assert augmentation.baseline_augmentation() == dict(pad=4, pad_mode="constant", flip=True)
+  assert _q("train_and_evaluate.num_validation") == 0
 
 
 def _run_bindings(path, recipe_data):
