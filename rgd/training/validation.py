@@ -9,8 +9,9 @@ naming the second number in TensorBoard:
     converged iterates), and the certificate itself uses the certified SVD/FFT bounds
     (rgd.certified.certificate), which do not depend on iterates at all. l_inf-dist Nets and
     SortNets first re-estimate their mean shifts with the inference function over the training
-    images (`train_images`; the references' `update_bn` before every test), so that the model
-    validated, exported and certified carries them.
+    images (`train_images`, which rgd.data.recalibration binds per recipe: SortNet's
+    `update_bn` before every test; none for L_inf-dist-net-v2), so that the model validated,
+    exported and certified carries them.
 """
 import math
 
