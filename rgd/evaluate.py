@@ -16,7 +16,10 @@ flags and the adversarial examples) and TensorBoard scalars; <name> is
 `eval_<suite>_<norm>_<eps>`. `--suite=autoattack` also writes `<name>.robustbench.json`, the
 fields of a RobustBench result file (clean_acc, autoattack_acc, eps, threat model,
 architecture, number of examples). `--suite=cifar10c --cifar10c_dir=DIR` reads Hendrycks'
-CIFAR-10-C folder instead of tfds. Deterministic for a given --seed.
+CIFAR-10-C folder instead of tfds. `--suite=cifar10_1` reports clean accuracy on CIFAR-10.1
+(tfds `cifar10_1`, or the release's .npy pair with `--cifar10_1_dir=DIR`) beside the run's own
+test split (seed 003 Table 2). Both take their clean split from the run (model.json's dataset)
+unless --dataset is given. Deterministic for a given --seed.
 """
 import os
 import sys
@@ -25,8 +28,9 @@ from absl import flags, logging
 import gin
 
 from rgd import cli, evaluation
-from rgd.data import datasets
+from rgd.data import cifar10_1 as cifar10_1_data, datasets
 from rgd.evaluation import adversarial, cifar10c
+from rgd.evaluation.cifar10_1 import evaluate_cifar10_1
 from rgd.errors import ConfigError
 from rgd.evaluation.target import load_model, resolve_target, run_defaults, versions
 from rgd.runtime import fileio, strategy as strategy_lib
@@ -39,6 +43,9 @@ cli.define_norm_flag()  # --norm
 flags.DEFINE_string("cifar10c_dir", None, "--suite=cifar10c from Hendrycks' CIFAR-10-C folder "
                     "(DIR/<corruption>.npy, DIR/labels.npy; a bucket works) instead of tfds' "
                     "cifar10_corrupted.")
+flags.DEFINE_string("cifar10_1_dir", None, "--suite=cifar10_1 from the CIFAR-10.1 release's "
+                    "folder (cifar10.1_v6_data.npy, cifar10.1_v6_labels.npy; a bucket works) "
+                    "instead of tfds' cifar10_1.")
 flags.DEFINE_integer("seed", 0, "Seed of all random starts and searches.")
 flags.DEFINE_bool("jit", False, "Compile the attacks with XLA.")
 
@@ -49,6 +56,8 @@ def main(argv):
   cli.parse_gin_or_exit(require_model_dir=False)
   if evaluation.SUITES[FLAGS.suite] == "corruptions":
     return _main_cifar10c()
+  if evaluation.SUITES[FLAGS.suite] == "distribution_shift":
+    return _main_cifar10_1()
   run = run_defaults(FLAGS.model_dir, FLAGS.model)
   dataset, norm, eps, data_dir, origin = resolve_target(run, FLAGS.dataset, FLAGS.norm,
                                                         FLAGS.eps)
@@ -86,23 +95,54 @@ def _main_cifar10c():
   model, path, step = load_model(FLAGS.model_dir, FLAGS.model)
   output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir or os.path.dirname(path),
                                                 "eval")
-  # CIFAR-10-C corrupts CIFAR-10's test set: its clean reference is CIFAR-10's.
-  dataset = FLAGS.dataset or "cifar10"
-  clean = datasets.load_split(dataset, FLAGS.split)
-  if FLAGS.num_examples:
-    clean = (clean[0][:FLAGS.num_examples], clean[1][:FLAGS.num_examples])
   settings = dict(model=path if fileio.is_remote(path) else os.path.abspath(path),
-                  checkpoint_step=step, dataset=dataset,
-                  command=" ".join(sys.argv), gin=gin.config_str())
+                  checkpoint_step=step, command=" ".join(sys.argv), gin=gin.config_str())
   loader = None
   if FLAGS.cifar10c_dir:
     settings["cifar10c_dir"] = FLAGS.cifar10c_dir
     loader = cifar10c.FolderLoader(FLAGS.cifar10c_dir)
+  clean, settings["dataset"], _ = _clean_split()
   report = cifar10c.evaluate_cifar10c(model, output_dir, FLAGS.batch_size, FLAGS.num_examples,
                                       clean=clean, settings=settings, versions=versions(),
                                       log=logging.info, loader=loader)
   print(f"{report['table']}\nclean {100 * report['clean_accuracy']:.2f}% | mCE "
         f"{100 * report['mce']:.2f}% ({report['num_examples']} examples per corruption, "
+        f"{report['seconds']:.0f} s) -> {output_dir}")
+
+
+def _clean_split():
+  """((images, labels), dataset, data_dir) of the clean reference: --split of --dataset, else
+  of the run's own data set (model.json, as the attack suites read it), else of CIFAR-10."""
+  run = run_defaults(FLAGS.model_dir, FLAGS.model)
+  dataset, _, _, data_dir, _ = resolve_target(run, FLAGS.dataset)
+  images, labels = datasets.load_split(dataset, FLAGS.split, data_dir=data_dir)
+  if FLAGS.num_examples:
+    images, labels = images[:FLAGS.num_examples], labels[:FLAGS.num_examples]
+  return (images, labels), dataset, data_dir
+
+
+def _main_cifar10_1():
+  """Clean accuracy on CIFAR-10.1 beside the run's test split (seed 003 Table 2)."""
+  model, path, step = load_model(FLAGS.model_dir, FLAGS.model)
+  output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir or os.path.dirname(path),
+                                                "eval")
+  settings = dict(model=path if fileio.is_remote(path) else os.path.abspath(path),
+                  checkpoint_step=step, split=FLAGS.split, command=" ".join(sys.argv),
+                  cifar10_1=FLAGS.cifar10_1_dir or f"tfds:cifar10_1/{cifar10_1_data.VERSION}")
+  try:
+    if model.output_shape[-1] != 10:
+      raise errors.DataError(f"{path}: {model.output_shape[-1]} outputs; CIFAR-10.1 has "
+                             "CIFAR-10's 10 classes")
+    clean, settings["dataset"], data_dir = _clean_split()
+    shifted = cifar10_1_data.load(FLAGS.cifar10_1_dir, data_dir)
+    if FLAGS.num_examples:
+      shifted = (shifted[0][:FLAGS.num_examples], shifted[1][:FLAGS.num_examples])
+    report = evaluate_cifar10_1(model, clean, shifted, output_dir, FLAGS.batch_size, settings,
+                                versions())
+  except errors.DataError as e:
+    cli.fail("rgd.evaluate", e, 2)
+  print(f"{report['table']}\n{settings['dataset']} {100 * report['cifar10_accuracy']:.2f}% | "
+        f"CIFAR-10.1 {100 * report['cifar10_1_accuracy']:.2f}% ({report['num_examples']}, "
         f"{report['seconds']:.0f} s) -> {output_dir}")
 
 

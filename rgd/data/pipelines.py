@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from rgd.data import tfrecord
-from rgd.data.augmentation import pad_crop_flip
+from rgd.data.augmentation import PAD, pad_crop_flip
 from rgd.runtime import seeds
 
 # Generated labels become 0.9 * onehot + 0.01 for 10 classes (docs/recipes.md "TRADES training").
@@ -47,7 +47,8 @@ def make_train_dataset(images, labels, num_classes, global_batch_size, num_repli
                        num_input_pipelines=1, input_pipeline_id=0, generated_pattern=None,
                        mixing_ratio=0.3, seed=0, augment=True, batch_augment_fn=None,
                        generated_shuffle_buffer=10_000,
-                       generated_label_smoothing=GENERATED_LABEL_SMOOTHING, flip=True):
+                       generated_label_smoothing=GENERATED_LABEL_SMOOTHING, flip=True,
+                       pad=PAD, pad_mode="constant"):
   """The training dataset of one input pipeline (one per worker host).
 
   Each element holds the batches of this pipeline's replicas stacked on a leading axis:
@@ -65,7 +66,7 @@ def make_train_dataset(images, labels, num_classes, global_batch_size, num_repli
   float32 images in [0, 1]. Without it images stay uint8 and the training step converts them
   on the device (`to_float`): a quarter of the bytes to move, and no host time spent on it.
   `flip=False` keeps the baseline's crop but never mirrors (DatasetSpec.flip of
-  rgd.data.registry).
+  rgd.data.registry); `pad` and `pad_mode` choose the crop's padding (rgd.data.augmentation).
   """
   if global_batch_size % num_replicas:
     raise ValueError(f"global batch {global_batch_size} is not divisible by {num_replicas} "
@@ -116,7 +117,8 @@ def make_train_dataset(images, labels, num_classes, global_batch_size, num_repli
     image, label, is_real = batch
     index = tf.cast(index, tf.int32)
     if augment:
-      image = pad_crop_flip(image, seeds.key(seed, "crop", index), flip=flip)
+      image = pad_crop_flip(image, seeds.key(seed, "crop", index), pad=pad, flip=flip,
+                            pad_mode=pad_mode)
     if batch_augment_fn is not None:
       image = to_float(image)
     replicas = _split_for_replicas((image, label, is_real), real_worker, local_replicas,

@@ -25,6 +25,7 @@ import posixpath
 import numpy as np
 import tensorflow as tf
 
+from rgd.data import sources
 from rgd.errors import DataError
 from rgd.runtime import fileio
 
@@ -127,8 +128,10 @@ def load(folder, split, cache_dir=None):
     raise DataError(f"{folder}: no such folder (expected Stanford's tiny-imagenet-200)")
   cache = posixpath.join(cache_folder(folder, cache_dir), f"{split}.npz")
   if tf.io.gfile.exists(cache):
-    arrays = fileio.load_npz(cache)
-    return arrays["image"], arrays["label"].astype(np.int64)
+    try:  # checked as any npz set; a truncated cache names itself
+      return sources.load_npz(cache, NUM_CLASSES)
+    except DataError as e:
+      raise DataError(f"{e} (a TinyImageNet cache: delete it to decode {folder} again)") from e
   wnids = read_wnids(folder)
   images, labels = (read_train if split == "train" else read_val)(folder, wnids)
   fileio.makedirs(posixpath.dirname(cache))

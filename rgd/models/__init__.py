@@ -30,9 +30,21 @@ CIFAR10_STD = (0.2471, 0.2435, 0.2616)
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 
+# SVHN: the per-channel mean / std of its 73,257 training images (`train_32x32.mat`), as
+# commonly used (e.g. PatrickZH/DeepCore `deepcore/datasets/svhn.py`). DM-Improves-AT's SVHN
+# models normalise with 0.5 / 0.5 instead (docs/recipes.md "SVHN").
+SVHN_MEAN = (0.4377, 0.4438, 0.4728)
+SVHN_STD = (0.1980, 0.2010, 0.1970)
+# TinyImageNet: the training set's statistics as Rade & Moosavi's and DM-Improves-AT's
+# `core/data/tiny_imagenet.py` (`DATA_DESC`) and SortNet's `dataset.py` (mean) give them.
+TINY_IMAGENET_MEAN = (0.4802, 0.4481, 0.3975)
+TINY_IMAGENET_STD = (0.2302, 0.2265, 0.2262)
+
 NORMALIZATION = {
     "cifar10": (CIFAR10_MEAN, CIFAR10_STD),
     "cifar100": (CIFAR100_MEAN, CIFAR100_STD),
+    "svhn": (SVHN_MEAN, SVHN_STD),
+    "tiny_imagenet": (TINY_IMAGENET_MEAN, TINY_IMAGENET_STD),
     "none": (None, None),
 }
 

@@ -15,6 +15,9 @@ number of replicas or workers does not change one. The counters:
   crop            the input batch's index    pad-crop-flip (rgd.data.datasets)
   augment         the input batch's index    batch augmentations, one sub-stream per replica
   validation      the validation batch       the PGD-40 start of validation, per replica
+  recalibration   the global step            the augmented images of a mean-shift
+                                             recalibration, one sub-stream per chunk
+                                             (rgd.data.recalibration)
 
 tf.data's shuffles take integer seeds, `shuffle_seed(seed, name)`: the real-image order and the
 generated shards (rgd.data.tfrecord.read_examples shuffles the shard list with it and its record
@@ -26,7 +29,7 @@ a point's result.
 import tensorflow as tf
 
 STREAMS = {"attack": 1, "image_summary": 2, "crop": 3, "augment": 4, "validation": 5,
-           "real_order": 6, "generated_shards": 7}
+           "real_order": 6, "generated_shards": 7, "recalibration": 8}
 
 
 def key(seed, stream, counter, sub=None):

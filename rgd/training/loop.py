@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from rgd import augment as augment_lib, models
 from rgd.augment import visualize
-from rgd.data import datasets, shard_check
+from rgd.data import datasets, recalibration as recalibration_lib, shard_check
 from rgd.errors import ConfigError
 from rgd.runtime import checkpointing, loop as skeleton, nan_policy as nan_policy_lib, seeds
 from rgd.runtime import strategy as strategy_lib
@@ -145,7 +145,7 @@ class ClassifierTask(skeleton.Task):
     self.model_dir, self.strategy, self.data, self.evaluation = (model_dir, strategy, data,
                                                                  evaluation)
     self.inputs = create_input(strategy, data)
-    self.state = create_train_state(strategy, self.inputs, state_config, policy)
+    self.state = create_train_state(strategy, self.inputs, state_config, policy, data.dataset)
     self.total_steps = self.inputs.total_steps
     self.iterator = self.inputs.iterator
     self.separate_input_state = self.inputs.num_pipelines > 1
@@ -153,17 +153,21 @@ class ClassifierTask(skeleton.Task):
     self._distributed_step = make_distributed_step(strategy, self.state.trainer, self.state.ema,
                                                    jit_compile)
     self.validator = None
+    # What an l_inf-dist Net / SortNet recalibrates its mean shifts on (gin; rgd.data.recalibration).
+    self.recalibration = recalibration_lib.mean_shift_recalibration(data.dataset,
+                                                                    self.inputs.images, data.seed)
     if data.num_validation and evaluation.eval_every:
       val_images, val_labels = datasets.load_split(data.dataset, "validation",
                                                    self.inputs.num_classes,
                                                    data.num_validation, data.data_dir)
       self.validator = validation.make_validator(
           strategy, self.state.avg_network, self.state.objective, val_images, val_labels,
-          evaluation.eval_batch_size, data.seed, train_images=self.inputs.images)
+          evaluation.eval_batch_size, data.seed, train_images=self.recalibration)
     state = self.state
     # What the exports were trained for: rgd.evaluate --model_dir defaults to it.
     self.run_info = dict(dataset=data.dataset, num_classes=self.inputs.num_classes,
                          data_dir=data.data_dir,
+                         class_names=datasets.class_names_of(data.dataset, data.data_dir),
                          **state.objective.run_info())  # objective, norm, eps, threat
 
   def checkpoint_objects(self):
@@ -193,6 +197,9 @@ class ClassifierTask(skeleton.Task):
     return logs
 
   def finish(self, step):
+    if not self.validator:  # the exported model carries recalibrated mean shifts (update_bn)
+      validation.recalibrate(self.state.avg_network, self.recalibration, step,
+                             self.evaluation.eval_batch_size)
     _export(self.model_dir, "last", self.state.avg_network, step, self.run_info)
     if not self.validator:
       _export(self.model_dir, "model", self.state.avg_network, step, self.run_info)
@@ -211,12 +218,14 @@ def create_input(strategy, data):
     shard_check.check_generated_shards(data.generated_pattern, images.shape[1:])
   batch_augment_fn = (augment_lib.make_batch_augment(data.batch_augmentation)
                       if data.batch_augmentation else None)
+  # The crop padding (gin) and the data set's flip (SVHN: none), rgd.data.augmentation.
+  crop = datasets.baseline_augmentation(dataset_flip=datasets.spec_of(data.dataset).flip)
   train_ds = datasets.make_train_dataset(
       images, labels, num_classes, data.batch_size, num_replicas=strategy.num_replicas_in_sync,
       num_input_pipelines=num_pipelines, input_pipeline_id=pipeline_id,
       generated_pattern=data.generated_pattern, mixing_ratio=data.mixing_ratio, seed=data.seed,
       augment=data.augment, batch_augment_fn=batch_augment_fn,
-      generated_label_smoothing=data.generated_label_smoothing)
+      generated_label_smoothing=data.generated_label_smoothing, **crop)
   epoch_size = data.epoch_size or len(images)
   total_steps = int(data.num_steps or math.ceil(data.num_epochs * epoch_size / data.batch_size))
   steps_per_epoch = epoch_size / data.batch_size
@@ -224,14 +233,16 @@ def create_input(strategy, data):
                num_pipelines, pipeline_id)
 
 
-def create_train_state(strategy, inputs, config, policy):
+def create_train_state(strategy, inputs, config, policy, dataset=None):
   """Models, optimizer, objective, trainer and weight average for a StateConfig, created in the
-  strategy's scope (Model Garden's pattern); the objective is gin's `Objective`."""
+  strategy's scope (Model Garden's pattern); the objective is gin's `Objective`. The models take
+  the images' size and `dataset`'s statistics unless gin binds `get_model.normalization`."""
   objective = objectives.Objective()
   shape = inputs.images.shape[1:]
+  norm = datasets.model_normalization(dataset) if dataset else {}
   with strategy.scope():
-    network = models.get_model(num_classes=inputs.num_classes, input_shape=shape)
-    avg_network = models.get_model(num_classes=inputs.num_classes, input_shape=shape)
+    network = models.get_model(num_classes=inputs.num_classes, input_shape=shape, **norm)
+    avg_network = models.get_model(num_classes=inputs.num_classes, input_shape=shape, **norm)
     avg_network.set_weights(network.get_weights())
     if config.init_checkpoint:  # checkpoints of this run, restored later, take precedence
       init_checkpoint_lib.load_into(config.init_checkpoint, network, avg_network)

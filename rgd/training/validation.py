@@ -11,8 +11,9 @@ rgd.training.objectives), one of:
     converged iterates), and the certificate itself uses the certified SVD/FFT bounds
     (rgd.certified.certificate), which do not depend on iterates at all. l_inf-dist Nets and
     SortNets first re-estimate their mean shifts with the inference function over the training
-    images (`train_images`; the references' `update_bn` before every test), so that the model
-    validated, exported and certified carries them.
+    images (`train_images`, which rgd.data.recalibration binds per recipe: SortNet's
+    `update_bn` before every test; none for L_inf-dist-net-v2), so that the model validated,
+    exported and certified carries them.
 """
 import math
 
@@ -26,7 +27,8 @@ from rgd.runtime import seeds, strategy as strategy_lib
 
 def make_validator(strategy, avg_network, objective, images, labels, batch_size, seed,
                    train_images=None):
-  """The validator `objective.validation()` asks for (module docstring)."""
+  """The validator `objective.validation()` asks for (module docstring). `train_images`: the
+  images of the mean-shift recalibration, or an rgd.data.recalibration.Recalibration, or None."""
   spec = objective.validation()
   run = spec.check(strategy, avg_network, spec.threat, images, labels, batch_size, seed,
                    train_images)
@@ -56,14 +58,24 @@ def make_certified_validator(avg_network, eps, images, labels, batch_size=256,
   """Clean and certified accuracy at `eps` (seed 004's validation)."""
 
   def run(step):
-    del step
-    if train_images is not None and linf_dist.is_linf_dist_model(avg_network):
-      linf_dist.recalibrate(avg_network, train_images, batch_size)
+    recalibrate(avg_network, train_images, step, batch_size)
     result = certificate.certify(avg_network, images, labels, batch_size, refresh=True,
                                  radii=[eps], bisection_steps=0)  # exact flags at eps
     return float(result["correct"].mean()), certificate.certified_accuracy(result, eps)
   run.robust_name = "certified"
   return run
+
+
+def recalibrate(avg_network, train_images, step, batch_size):
+  """Re-estimates the mean shifts of an l_inf-dist Net / SortNet on `train_images` (an array,
+  or a Recalibration giving this step's images and batch size); nothing for other models or
+  without images."""
+  if train_images is None or not linf_dist.is_linf_dist_model(avg_network):
+    return
+  if hasattr(train_images, "images"):
+    batch_size = train_images.batch_size or batch_size
+    train_images = train_images.images(step)
+  linf_dist.recalibrate(avg_network, train_images, batch_size)
 
 
 def make_pgd40_validator(strategy, avg_network, norm, eps, images, labels, batch_size, seed):
