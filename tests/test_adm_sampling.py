@@ -198,3 +198,18 @@ def test_gin_file_gives_edm_imagenet64_adm_settings():
       attn_resolutions=[32, 16, 8], dropout=0.1, channel_mult_emb=4)
   with pytest.raises(ConfigError, match="generator_architecture.name='unet'"):
     store.generator_architecture("unet")
+
+
+def test_adm_is_a_generator_of_the_labelling_job():
+  """tools/make_tfrecords.py --generator=adm:PATH --classes=... reaches the sampler through the
+  generator registry: the job's description names the subset and only the given overrides
+  replace the ImageNet-64 sampler (nothing is read before the job opens the source)."""
+  from rgd.datagen import generators  # pylint: disable=g-import-not-at-top
+  images = generators.make("adm:/models/64x64_diffusion.pt", classes="7,2,5", num_images=6,
+                           generator_seed=3, sampler_overrides={"num_steps": 2},
+                           dataset="ignored", num_per_class=9)
+  assert images.source["kind"] == "adm" and images.source["imagenet_classes"] == [7, 2, 5]
+  assert images.source["num_steps"] == 2 and images.source["s_churn"] == 40.0
+  assert (images.worker, images.num_workers) == (0, 1)
+  with pytest.raises(ValueError, match="adm:PATH"):
+    generators.make("adm")

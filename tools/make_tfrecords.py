@@ -43,8 +43,11 @@ flags.DEFINE_string("input", None, "Generated images: .npz, .npy file/glob/folde
 flags.DEFINE_string("generator", None, "Generate the images instead of --input, by name "
                     "(rgd/datagen/generators.py): 'gaussian' = class-conditional Gaussian fitted "
                     "on --dataset (seed 001 Sec. 3.2); 'edm:DIR' = the EDM trained by "
-                    "rgd.train_generator in DIR; 'files:PATH' = --input=PATH.")
-flags.DEFINE_integer("num_images", 1_000_000, "Images to sample for --generator=edm:DIR "
+                    "rgd.train_generator in DIR; 'adm:PATH' = guided-diffusion's ImageNet-64 ADM "
+                    "(64x64_diffusion.pt) on --classes; 'files:PATH' = --input=PATH.")
+flags.DEFINE_string("classes", "tinyimagenet", "For --generator=adm:PATH: 'tinyimagenet' (its "
+                    "200 classes), 'imagenet', or comma-separated ImageNet indices or wnids.")
+flags.DEFINE_integer("num_images", 1_000_000, "Images to sample for --generator=edm:DIR or adm:PATH "
                      "(image i is of class i % K).")
 flags.DEFINE_integer("num_steps", 18, "EDM sampler steps (18: 35 network evaluations).")
 flags.DEFINE_float("s_churn", 0.0, "EDM stochastic churn S_churn (0: deterministic Heun).")
@@ -101,7 +104,9 @@ def _run(f):
           num_per_class=f.num_per_class, generator_seed=f.generator_seed,
           num_classes=f.num_classes, num_images=f.num_images, chunk_size=f.chunk_size,
           batch_per_device=f.batch_per_device, num_steps=f.num_steps, s_churn=f.s_churn,
-          guidance=f.guidance, debug_delay_s=f.debug_shard_delay_s),
+          guidance=f.guidance, debug_delay_s=f.debug_shard_delay_s, classes=f.classes,
+          # adm: only the sampler flags given on the command line replace its ImageNet-64 ones
+          sampler_overrides={k: f[k].value for k in ("num_steps", "s_churn") if f[k].present}),
       labeler=labeling.Labeler.load(f.labeler, from_logits=f.labeler_outputs == "logits")
       if f.labeler else None,
       keep_per_class=f.keep_per_class or None, num_classes=f.num_classes,

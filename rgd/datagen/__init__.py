@@ -9,6 +9,7 @@ path from images to a training set, one module per step:
   gaussian       the class-conditional Gaussian generator of seed 001 Sec. 3.2
   labeling       pseudo-labels from a non-robust classifier; top-k per class filtering
   sample_job     sampling a trained EDM on the local devices, split over workers
+  adm_sampling   guided-diffusion's ImageNet-64 ADM sampled on a class subset (TinyImageNet)
   writer         sharded, atomic, restartable TFRecord writing (schema: rgd.data.tfrecord)
   metadata       metadata.json of a finished job, and matching a re-run against it
   pipeline       the labelling job (tools/make_tfrecords.py): label -> select -> write ->

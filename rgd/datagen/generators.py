@@ -11,6 +11,9 @@ it has). Today's entries:
                on the real training set `dataset` and sampled into the job's cache
   edm:DIR      an EDM trained by rgd.train_generator in DIR, sampled on the local devices and
                split over TF_CONFIG workers (rgd.datagen.sample_job)
+  adm:PATH     guided-diffusion's released ImageNet-64 ADM (`64x64_diffusion.pt`) restricted to
+               a class subset (`classes`: 'tinyimagenet', 'imagenet' or a list), labelled by
+               position in the subset (rgd.datagen.adm_sampling); seed 001 Sec. 4, TinyImageNet
 
 A new generator is one more `@register("name")` function returning Images. Nothing is read or
 generated when an entry is called: `Images.open(cache_dir)` does it, and only when the job
@@ -127,3 +130,21 @@ def edm(generator_dir, num_images=1_000_000, generator_seed=0, chunk_size=10_000
       generator_dir, num_images, generator_seed, chunk_size, batch_per_device, worker,
       num_workers, debug_delay_s, num_steps=num_steps, s_churn=s_churn, guidance=guidance)
   return Images(info, open_source, worker=worker, num_workers=num_workers)
+
+
+@register("adm")
+def adm(weights_path, classes="tinyimagenet", num_images=1_000_000, generator_seed=0,
+        chunk_size=10_000, batch_per_device=64, debug_delay_s=0.0, sampler_overrides=None):
+  """num_images samples of guided-diffusion's ImageNet-64 ADM (image i of ImageNet class
+  classes[i % K], labelled i % K), this worker's chunks under TF_CONFIG. The sampler is the
+  ImageNet-64 one of rgd.datagen.adm_sampling unless `sampler_overrides` (e.g. num_steps) say
+  otherwise."""
+  if not weights_path:
+    raise ConfigError("generator 'adm:PATH' needs the path of 64x64_diffusion.pt")
+  # pylint: disable=g-import-not-at-top
+  from rgd.datagen import adm_sampling, sample_job
+  worker, num_workers = sample_job.worker_split()
+  config, open_source = adm_sampling.make_opener(
+      weights_path, classes, num_images, generator_seed, chunk_size, batch_per_device, worker,
+      num_workers, debug_delay_s, **(sampler_overrides or {}))
+  return Images(config["source"], open_source, worker=worker, num_workers=num_workers)
