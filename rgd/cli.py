@@ -5,7 +5,8 @@ Entry points (`rgd.train`, `rgd.evaluate`, `rgd.certify`, `rgd.train_generator`,
 `rgd.train_corruption_net`, `rgd.convert`) hold their own flags and `main` and import this
 module, never one another. The common flags are defined here once (`define_flags`, idempotent)
 so that several entry points can be imported into one process (tests, notebooks) without absl's
-duplicate-flag error; library code takes plain arguments and never reads FLAGS (STYLE.md).
+duplicate-flag error; library code takes plain arguments and never reads FLAGS, so that tests and
+notebooks call it without absl parsing.
 
 Exit statuses (README "Exit statuses"): every entry point and every tool with a `main` starts
 through `run`, which ends the program with `rgd.errors.exit_status` of what went wrong and one

@@ -129,18 +129,15 @@ def _main_cifar10_1():
   settings = dict(model=path if fileio.is_remote(path) else os.path.abspath(path),
                   checkpoint_step=step, split=FLAGS.split, command=" ".join(sys.argv),
                   cifar10_1=FLAGS.cifar10_1_dir or f"tfds:cifar10_1/{cifar10_1_data.VERSION}")
-  try:
-    if model.output_shape[-1] != 10:
-      raise errors.DataError(f"{path}: {model.output_shape[-1]} outputs; CIFAR-10.1 has "
-                             "CIFAR-10's 10 classes")
-    clean, settings["dataset"], data_dir = _clean_split()
-    shifted = cifar10_1_data.load(FLAGS.cifar10_1_dir, data_dir)
-    if FLAGS.num_examples:
-      shifted = (shifted[0][:FLAGS.num_examples], shifted[1][:FLAGS.num_examples])
-    report = evaluate_cifar10_1(model, clean, shifted, output_dir, FLAGS.batch_size, settings,
-                                versions())
-  except errors.DataError as e:
-    cli.fail("rgd.evaluate", e, 2)
+  if model.output_shape[-1] != 10:
+    raise ConfigError(f"{path}: {model.output_shape[-1]} outputs; CIFAR-10.1 has CIFAR-10's "
+                      "10 classes")
+  clean, settings["dataset"], data_dir = _clean_split()
+  shifted = cifar10_1_data.load(FLAGS.cifar10_1_dir, data_dir)
+  if FLAGS.num_examples:
+    shifted = (shifted[0][:FLAGS.num_examples], shifted[1][:FLAGS.num_examples])
+  report = evaluate_cifar10_1(model, clean, shifted, output_dir, FLAGS.batch_size, settings,
+                              versions())
   print(f"{report['table']}\n{settings['dataset']} {100 * report['cifar10_accuracy']:.2f}% | "
         f"CIFAR-10.1 {100 * report['cifar10_1_accuracy']:.2f}% ({report['num_examples']}, "
         f"{report['seconds']:.0f} s) -> {output_dir}")

@@ -104,13 +104,22 @@ def flags_of(path):
     module = _parse(module_path)
     # Flags defined when the module is imported, and in the functions of it the program calls.
     top = [n for n in module.body if not isinstance(n, (ast.FunctionDef, ast.ClassDef))]
-    parts = top + [n for n in module.body
-                   if isinstance(n, ast.FunctionDef) and (alias, n.name) in called]
+    functions = {n.name: n for n in module.body if isinstance(n, ast.FunctionDef)}
+    wanted = [name for name in functions if (alias, name) in called]
+    for name in wanted:  # and the module's functions those call (define_flags), transitively
+      for n in ast.walk(functions[name]):
+        if (isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+            and n.func.id in functions and n.func.id not in wanted):
+          wanted.append(n.func.id)
+    parts = top + [functions[name] for name in wanted]
     for part in parts:
       a, _, b = _defined_in(part)
       absl |= a
       boolean |= b
-  uses_absl = bool(absl) or "absl" in ast.dump(tree)
+  uses_absl = bool(absl) or any(
+      (isinstance(n, ast.ImportFrom) and (n.module or "").startswith("absl")) or
+      (isinstance(n, ast.Import) and any(a.name.startswith("absl") for a in n.names))
+      for n in ast.walk(tree))
   names = set(absl) | set(argp)
   names |= ABSL_FLAGS if uses_absl else ARGPARSE_FLAGS
   return frozenset(names), frozenset(boolean), uses_absl
@@ -310,8 +319,8 @@ def test_relative_links_resolve(page):
 def test_flags_are_read_from_the_module_and_rgd_cli():
   names, boolean, uses_absl = flags_of("rgd/evaluate.py")
   assert uses_absl
-  # --model_dir and --gin_bindings come from rgd/cli.py's top level, --model from
-  # cli.define_model_flags(), which rgd.evaluate calls.
+  # --model from cli.define_model_flags(), which rgd.evaluate calls; --model_dir and
+  # --gin_bindings from cli.define_flags(), which define_model_flags calls.
   assert {"model_dir", "gin_bindings", "model", "dataset", "helpfull"} <= names
   names, _, uses_absl = flags_of("tools/show_augmentations.py")
   assert not uses_absl and "dataset" in names and "model_dir" not in names

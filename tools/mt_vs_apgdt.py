@@ -6,7 +6,7 @@
 Both attack every clean-correct point from scratch (no cascade) with the same number of
 gradient steps a point: APGD-T as AutoAttack-standard (1 restart x 9 targets x 100 steps) and
 MultiTargeted with 9 runs of 100 steps cycling through the same top-9 targets. Gowal et al. 2019
-claim MT needs no more steps than other PGD variants; issue 9 asks that rgd show it is at least
+claim MT needs no more steps than other PGD variants; rgd should show that it is at least
 as strong as APGD-T on trained models. Prints robust accuracy of each, the points each breaks
 that the other does not, and seconds. The test points default to crosscheck_autoattack.py's
 synthetic test set (the one its --train models were trained for).

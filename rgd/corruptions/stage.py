@@ -21,6 +21,7 @@ import tensorflow as tf
 from rgd.corruptions import ada as ada_lib
 from rgd.corruptions import networks
 from rgd.augment.augmix import AugMix
+from rgd.errors import ConfigError
 
 
 @gin.configurable
@@ -47,7 +48,7 @@ class CorruptionStage:
 
   def __init__(self, ada=None, augmix=None, jsd_weight=0.0):
     if jsd_weight and augmix is None:
-      raise ValueError("CorruptionStage: jsd_weight needs augmix (the JS term compares AugMix "
+      raise ConfigError("CorruptionStage: jsd_weight needs augmix (the JS term compares AugMix "
                        "views)")
     if augmix is True:
       augmix = AugMix()
@@ -78,5 +79,5 @@ def deepaugment_mixing_ratio(num_copies=1):
   random samples either from the clean training dataset, or from the DeepAugment-processed
   training set"): 1 / (1 + num_copies)."""
   if num_copies < 1:
-    raise ValueError(f"num_copies must be >= 1, got {num_copies}")
+    raise ConfigError(f"num_copies must be >= 1, got {num_copies}")
   return 1.0 / (1 + num_copies)

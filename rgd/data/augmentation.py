@@ -12,6 +12,8 @@ unless set: SVHN's digits are never mirrored).
 import gin
 import tensorflow as tf
 
+from rgd.errors import ConfigError
+
 PAD = 4  # Pad-4-crop (He et al. 2016; all seeds).
 PAD_MODES = ("constant", "edge", "reflect")
 
@@ -21,10 +23,10 @@ def baseline_augmentation(pad=PAD, pad_mode="constant", flip=None, dataset_flip=
   """The gin-bound settings of `pad_crop_flip`: dict(pad, pad_mode, flip). `flip=None` takes
   the data set's own (`dataset_flip`, the registry's DatasetSpec.flip)."""
   if pad_mode not in PAD_MODES:
-    raise ValueError(f"baseline_augmentation.pad_mode={pad_mode!r}: expected one of "
+    raise ConfigError(f"baseline_augmentation.pad_mode={pad_mode!r}: expected one of "
                      f"{PAD_MODES}")
   if int(pad) != pad or pad < 0:
-    raise ValueError(f"baseline_augmentation.pad={pad!r}: expected an integer >= 0")
+    raise ConfigError(f"baseline_augmentation.pad={pad!r}: expected an integer >= 0")
   return dict(pad=int(pad), pad_mode=pad_mode, flip=bool(dataset_flip if flip is None else flip))
 
 
@@ -49,9 +51,9 @@ def pad_crop_flip(images, seed, pad=PAD, flip=True, pad_mode="constant"):
   a data set that must not be mirrored (digits, SVHN) gets the same crops with flip=False.
   """
   if pad_mode not in PAD_MODES:
-    raise ValueError(f"pad_mode={pad_mode!r}: expected one of {PAD_MODES}")
+    raise ConfigError(f"pad_mode={pad_mode!r}: expected one of {PAD_MODES}")
   if pad_mode == "reflect" and pad >= min(images.shape[1], images.shape[2]):
-    raise ValueError(f"reflect padding {pad} needs images larger than {pad} pixels")
+    raise ConfigError(f"reflect padding {pad} needs images larger than {pad} pixels")
   b = tf.shape(images)[0]
   h, w = images.shape[1], images.shape[2]
   keys = tf.random.experimental.stateless_split(seed, 3)

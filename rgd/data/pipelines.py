@@ -12,6 +12,7 @@ import tensorflow as tf
 from rgd.data import tfrecord
 from rgd.data.augmentation import PAD, pad_crop_flip
 from rgd.runtime import seeds
+from rgd.errors import ConfigError
 
 # Generated labels become 0.9 * onehot + 0.01 for 10 classes (docs/recipes.md "TRADES training").
 GENERATED_LABEL_SMOOTHING = 0.1
@@ -69,14 +70,14 @@ def make_train_dataset(images, labels, num_classes, global_batch_size, num_repli
   rgd.data.registry); `pad` and `pad_mode` choose the crop's padding (rgd.data.augmentation).
   """
   if global_batch_size % num_replicas:
-    raise ValueError(f"global batch {global_batch_size} is not divisible by {num_replicas} "
+    raise ConfigError(f"global batch {global_batch_size} is not divisible by {num_replicas} "
                      "replicas")
   local_replicas = num_replicas // num_input_pipelines
   per_replica = global_batch_size // num_replicas
   worker_batch = per_replica * local_replicas
   if generated_pattern:
     if not 0.0 <= mixing_ratio <= 1.0:
-      raise ValueError(f"mixing_ratio must be in [0, 1], got {mixing_ratio}")
+      raise ConfigError(f"mixing_ratio must be in [0, 1], got {mixing_ratio}")
     real_worker = split_counts(num_real_per_batch(global_batch_size, mixing_ratio),
                                num_input_pipelines)[input_pipeline_id]
   else:

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from rgd.data import augmentation, registry
 from rgd.runtime import seeds
+from rgd.errors import ConfigError
 
 _CHUNK = 4096  # images augmented per call: bounds the host memory of the gather
 
@@ -49,7 +50,7 @@ def mean_shift_recalibration(dataset, images, seed, enabled=True, augment=False,
   if not enabled:
     return None
   if batch_size is not None and int(batch_size) <= 0:
-    raise ValueError(f"mean_shift_recalibration.batch_size={batch_size!r} must be positive")
+    raise ConfigError(f"mean_shift_recalibration.batch_size={batch_size!r} must be positive")
   crop = augmentation.baseline_augmentation(dataset_flip=registry.get(dataset).flip)
   return Recalibration(images, seed, crop, augment, None if batch_size is None
                        else int(batch_size))

@@ -24,7 +24,7 @@ from typing import Callable, Optional, Tuple
 import gin
 
 from rgd.data import cifar10_1, class_names, sources, tiny_imagenet
-from rgd.errors import DataError
+from rgd.errors import ConfigError, DataError
 
 NUM_VALIDATION = 1024  # docs/recipes.md "Validation": 1024 held-out training images.
 SPLITS = ("train", "validation", "train_full", "test")
@@ -169,7 +169,7 @@ def load_split(dataset, split, num_classes=None, num_validation=NUM_VALIDATION, 
   training images), `train_full` and `test`.
   """
   if split not in SPLITS:
-    raise ValueError(f"Unknown split {split!r}")
+    raise ConfigError(f"Unknown split {split!r}")
   source_split = "test" if split == "test" else "train"
   spec = get(dataset)
   if source_split not in spec.source_splits:

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from rgd.runtime import fileio
+from rgd.errors import DataError
 
 FEATURES = {
     "image": tf.io.FixedLenFeature([], tf.string),
@@ -28,7 +29,7 @@ def serialize(image, label, confidence=None):
   """One example as bytes. `image` uint8 [H, W, C]."""
   image = np.asarray(image)
   if image.dtype != np.uint8 or image.ndim != 3:
-    raise ValueError(f"image must be uint8 [H, W, C], got {image.dtype} {image.shape}")
+    raise DataError(f"image must be uint8 [H, W, C], got {image.dtype} {image.shape}")
   feature = {
       "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image.tobytes()])),
       "shape": tf.train.Feature(int64_list=tf.train.Int64List(value=list(image.shape))),
@@ -90,7 +91,7 @@ def read_examples(pattern, shuffle_buffer=10_000, seed=0, num_shards=1, shard_in
   ds = tf.data.Dataset.from_tensor_slices(files)
   if num_shards > 1:
     if len(files) < num_shards:
-      raise ValueError(f"{len(files)} shards in {pattern!r} cannot feed {num_shards} input "
+      raise DataError(f"{len(files)} shards in {pattern!r} cannot feed {num_shards} input "
                        "pipelines; write at least one shard per pipeline")
     ds = ds.shard(num_shards, shard_index)
   if repeat:

@@ -2,6 +2,7 @@
 and operative config written before keeps working)."""
 import gin
 import keras
+from rgd.errors import ConfigError
 
 NAMES = ("sgd", "adam", "adamw")
 
@@ -17,9 +18,9 @@ def make_optimizer(schedule, name="sgd", clipnorm=None, global_clipnorm=None, be
   `decay_only`: (variable) names of the only variables AdamW decays (SortNet decays its logit
   scale only, `main.py`: `'weight_decay': 0` for the distance layers' parameters)."""
   if name not in NAMES:
-    raise ValueError(f"_make_optimizer.name={name!r}: expected one of {NAMES}")
+    raise ConfigError(f"_make_optimizer.name={name!r}: expected one of {NAMES}")
   if clipnorm is not None and global_clipnorm is not None:
-    raise ValueError("_make_optimizer: set clipnorm or global_clipnorm, not both")
+    raise ConfigError("_make_optimizer: set clipnorm or global_clipnorm, not both")
   clip = dict(clipnorm=clipnorm, global_clipnorm=global_clipnorm)
   if name == "adam":
     return keras.optimizers.Adam(learning_rate=schedule, beta_2=beta_2, epsilon=epsilon, **clip)

@@ -8,6 +8,7 @@ without generated data, x0.1 at two-thirds). 'constant'.
 import gin
 import keras
 import tensorflow as tf
+from rgd.errors import ConfigError
 
 SCHEDULES = ("cosine", "piecewise", "constant")
 
@@ -38,7 +39,7 @@ def learning_rate_schedule(batch_size, total_steps, steps_per_epoch, schedule="c
                            base_learning_rate=0.1, warmup_epochs=10, boundaries=(2. / 3,)):
   """Builds the schedule. `boundaries` are fractions of training (piecewise only)."""
   if schedule not in SCHEDULES:
-    raise ValueError(f"Unknown schedule {schedule!r}; expected one of {SCHEDULES}")
+    raise ConfigError(f"Unknown schedule {schedule!r}; expected one of {SCHEDULES}")
   peak = base_learning_rate * batch_size / 256.
   warmup = min(int(round(warmup_epochs * steps_per_epoch)), max(total_steps - 1, 0))
   if schedule == "cosine":

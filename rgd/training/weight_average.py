@@ -16,6 +16,7 @@ variables (the input normalisation) are not touched.
 import tensorflow as tf
 
 from rgd.models.common import batchnorm_statistics
+from rgd.errors import ConfigError
 
 
 def decay_at(step, tau):
@@ -34,12 +35,12 @@ class WeightAverage:
 
   def __init__(self, model, avg_model, tau):
     if not 0.0 <= tau < 1.0:
-      raise ValueError(f"EMA decay tau must be in [0, 1), got {tau}")
+      raise ConfigError(f"EMA decay tau must be in [0, 1), got {tau}")
     self.tau = float(tau)
     self.pairs = list(zip(averaged_variables(avg_model), averaged_variables(model)))
     for a, w in self.pairs:
       if a.shape != w.shape:
-        raise ValueError(f"Averaged model does not match: {a.path} {a.shape} vs {w.shape}")
+        raise ConfigError(f"Averaged model does not match: {a.path} {a.shape} vs {w.shape}")
 
   def update(self, step):
     """One EMA step. Call in cross-replica context (after `strategy.run`): reading a

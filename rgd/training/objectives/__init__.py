@@ -44,7 +44,7 @@ def register(name, cls):
   if not (isinstance(cls, type) and issubclass(cls, TrainingObjective)):
     raise TypeError(f"register({name!r}, {cls!r}): not a TrainingObjective subclass")
   if name in OBJECTIVES and OBJECTIVES[name] is not cls:
-    raise ValueError(f"An objective is already registered as {name!r}: {OBJECTIVES[name]}")
+    raise ConfigError(f"An objective is already registered as {name!r}: {OBJECTIVES[name]}")
   cls.name = name
   OBJECTIVES[name] = cls
   return cls

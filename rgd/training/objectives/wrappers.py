@@ -9,6 +9,7 @@ AugMix views feed the JS term.
 import tensorflow as tf
 
 from rgd.training.objectives import base
+from rgd.errors import ConfigError
 
 
 def jensen_shannon(*logits):
@@ -79,7 +80,7 @@ class JensenShannon(Wrapper):
 
   def losses(self, passes, batch):
     if batch.views is None:
-      raise ValueError("JensenShannon: the batch has no AugMix views (the corruption stage "
+      raise ConfigError("JensenShannon: the batch has no AugMix views (the corruption stage "
                        "returns them when its jsd_weight > 0)")
     views = list(batch.views)
     all_logits = tf.split(passes.train(tf.concat([batch.images] + views, 0)), 1 + len(views))
