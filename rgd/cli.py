@@ -63,6 +63,17 @@ def define_model_flags():
                       "the model file's folder/eval).")
 
 
+def define_io_flags():
+  """--input and --output, shared by the converters (rgd.convert, tools/convert_corruption_net.py)
+  so that both can be imported into one process (idempotent, as define_model_flags)."""
+  if "input" not in FLAGS:
+    flags.DEFINE_string("input", None, "The file to convert: a checkpoint or state dict "
+                        "(.pt/.pth/.state, .safetensors or .npy).")
+  if "output" not in FLAGS:
+    flags.DEFINE_string("output", None, "What to write: a run directory or a .pt/.pth/"
+                        ".safetensors file (rgd.convert), an .npz (convert_corruption_net).")
+
+
 def define_norm_flag():
   """--norm, shared by rgd.evaluate and rgd.convert (idempotent, as define_model_flags)."""
   if "norm" not in FLAGS:

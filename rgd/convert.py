@@ -29,9 +29,7 @@ from rgd.interop import published
 FLAGS = flags.FLAGS
 cli.define_model_flags()  # --model, --dataset, --eps, ...
 cli.define_norm_flag()  # --norm
-flags.DEFINE_string("input", None, "A checkpoint to import: .pt/.pth, .safetensors or .npy.")
-flags.DEFINE_string("output", None, "Import: the run directory to write. Export: the .pt, .pth "
-                    "or .safetensors file to write.")
+cli.define_io_flags()  # --input (import: .pt/.pth, .safetensors, .npy), --output
 flags.DEFINE_enum("activation", "swish", torch_format.ACTIVATIONS, "The checkpoint's activation "
                   "(weights do not record it): DeepMind's robust models use Swish (= SiLU).")
 flags.DEFINE_enum("normalization", None, sorted(models.NORMALIZATION), "Per-channel statistics "

@@ -198,8 +198,8 @@ def test_generators_by_name(tmp_path, monkeypatch):
   assert gauss.source == {"kind": "gaussian", "dataset": "npz:/d", "split": "train_full",
                           "num_per_class": 5, "generator_seed": 0}
   assert not gauss.shared
-  with pytest.raises(ConfigError, match=r"generator 'nope:x': unknown; expected one of 'edm', "
-                     r"'files', 'gaussian'"):
+  with pytest.raises(ConfigError, match=r"generator 'nope:x': unknown; expected one of 'adm', "
+                     r"'edm', 'files', 'gaussian'"):
     generators.make("nope:x")
   with pytest.raises(ConfigError, match="'gaussian' takes no argument"):
     generators.make("gaussian:cifar10")

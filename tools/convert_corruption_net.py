@@ -28,8 +28,7 @@ from rgd.interop import weight_files  # noqa: E402
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("network", "edsr_baseline_x4", ["edsr_baseline_x4", "deepaugment_cae"],
                   "Which published network the file holds.")
-flags.DEFINE_string("input", None, "The PyTorch file (.pt / .state), a state dict.")
-flags.DEFINE_string("output", None, "The npz to write (local or gs://).")
+cli.define_io_flags()  # --input (.pt / .state, a state dict), --output (the .npz, any filesystem)
 
 
 def read_state_dict(path):
