@@ -277,7 +277,7 @@ def test_argparse_tools_with_optional_dependencies(name, argv, culprits, capsys)
   _check(capsys, 2, code, None, culprits)
 
 
-# --- The real exit status: one subprocess per entry point and per absl tool, run together. ------
+# --- The real exit status: one subprocess per entry point and absl tool, run together. ---------
 
 
 def _subprocess_cases(f):
@@ -308,10 +308,8 @@ def _subprocess_cases(f):
                                              f"--weights={nope}.npz", f"--output_dir={nope}"],
                          [f"{nope}.npz"]),
       "init_proxy.py": (t("init_proxy") + ["--steps=abc"], ["--steps=abc"]),
-      "convert_corruption_net.py": (t("convert_corruption_net") + [
-          f"--input={nope}.pt", f"--output={nope}.npz"], [f"{nope}.pt"]),
-      "make_tfrecords.py": (t("make_tfrecords") + [f"--input={nope}.npz",
-                                                   f"--output_dir={nope}"], [f"{nope}.npz"]),
+      # make_tfrecords.py: test_make_tfrecords.py::test_cli_error_names_the_file (a subprocess);
+      # convert_corruption_net.py's in process: tests/test_corruptions_convert.py.
   }
 
 
@@ -327,8 +325,7 @@ def subprocess_results(files):
 
 @pytest.mark.parametrize("prog", ["rgd.evaluate", "rgd.certify", "rgd.convert", "rgd.train",
                                   "rgd.train_generator", "rgd.train_corruption_net", "fid.py",
-                                  "complementarity.py", "deepaugment.py", "init_proxy.py",
-                                  "convert_corruption_net.py", "make_tfrecords.py"])
+                                  "complementarity.py", "deepaugment.py", "init_proxy.py"])
 def test_real_exit_status(prog, subprocess_results):
   result, culprits = subprocess_results[prog]
   assert result.returncode == 2, result.stderr[-3000:]
