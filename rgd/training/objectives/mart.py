@@ -19,8 +19,7 @@ train_wrn.py), 10 steps, eps 8/255, from x + 0.001 * N(0, 1). Labels are used as
 """
 import tensorflow as tf
 
-from rgd.attacks import initializers, losses as attack_losses
-from rgd.training import validation as validation_lib
+from rgd.attacks import initializers
 from rgd.training.objectives import adversarial, base
 
 
@@ -43,8 +42,10 @@ def mart_loss(clean_logits, adv_logits, labels, beta):
   return bce + beta * weighted_kl, bce, weighted_kl
 
 
-class Mart(adversarial.AdversarialObjective):
-  """MART (module docstring): `beta` 6 and the attack of the reference by default."""
+class Mart(adversarial.PgdAT):
+  """MART (module docstring): `beta` 6 and the attack of the reference by default. Its attack
+  is PGD-AT's (CE on the hard label, `PgdAT.adversarial_examples`) from the reference's start,
+  x + 0.001 * N(0, 1), not PGD-AT's uniform one."""
   name = "mart"
 
   def __init__(self, beta=6.0, norm="linf", eps=8. / 255, attack_steps=10,
@@ -55,12 +56,6 @@ class Mart(adversarial.AdversarialObjective):
     self.batch_stats_attack = bool(batch_stats_attack)
     self.attack = adversarial.make_pgd(norm, eps, attack_steps, attack_optimizer,
                                        attack_step_size, initializers.normal_init(init_stddev))
-
-  def adversarial_examples(self, inference_fn, images, soft_labels, seed, init_slice=None,
-                           clean_logits=None):
-    del clean_logits
-    return base.run_training_attack(self.attack, inference_fn, attack_losses.ce_loss, images,
-                                    base.hard_labels(soft_labels), seed, init_slice)
 
   def losses(self, passes, batch):
     with passes.unrecorded():
