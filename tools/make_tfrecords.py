@@ -53,8 +53,10 @@ flags.DEFINE_integer("chunk_size", 10_000, "EDM images per restartable chunk.")
 flags.DEFINE_string("dataset", "cifar10", "Real training set for --generator: a tfds name or "
                     "npz:DIR.")
 flags.DEFINE_enum("fit_split", "train_full", ["train_full", "train"], "Split the Gaussian is "
-                  "fitted on: the whole training set (seed 001), or without the 1024 images "
-                  "rgd.train holds out for validation.")
+                  "fitted on: the whole training set (seed 001), or without the "
+                  "--num_validation images rgd.train holds out for validation.")
+flags.DEFINE_integer("num_validation", 1024, "Images rgd.train holds out for validation "
+                     "(train_and_evaluate.num_validation), for --fit_split=train.")
 flags.DEFINE_integer("num_per_class", 100_000, "Images per class for --generator "
                      "(seed 001: 100k).")
 flags.DEFINE_integer("generator_seed", 0, "Seed of --generator.")
@@ -90,12 +92,12 @@ def _input_config(path):
   return info
 
 
-def _gaussian_opener(dataset, split, num_per_class, seed, num_classes):
+def _gaussian_opener(dataset, split, num_per_class, seed, num_classes, num_validation):
   def open_source(cache_dir):
     from rgd.data import datasets
     from rgd.runtime import progress
     from rgd.datagen import gaussian, sources
-    images, labels = datasets.load_split(dataset, split)
+    images, labels = datasets.load_split(dataset, split, num_validation=num_validation)
     k = datasets.num_classes_of(dataset, num_classes)
     logging.info("Fitting a class-conditional Gaussian to %d images of %s", len(images), dataset)
     model = gaussian.ClassConditionalGaussian.fit(images, labels, k)
@@ -135,8 +137,10 @@ def _run(f):
   elif f.generator == "gaussian":
     config = {"source": {"kind": "gaussian", "dataset": f.dataset, "split": f.fit_split,
                          "num_per_class": f.num_per_class, "generator_seed": f.generator_seed}}
+    if f.fit_split == "train":
+      config["source"]["num_validation"] = f.num_validation
     opener = _gaussian_opener(f.dataset, f.fit_split, f.num_per_class, f.generator_seed,
-                              f.num_classes)
+                              f.num_classes, f.num_validation)
   elif f.generator:
     raise app.UsageError(f"--generator={f.generator}: expected 'gaussian' or 'edm:DIR'")
   else:

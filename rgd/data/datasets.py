@@ -2,6 +2,7 @@
 
 A data set is named by one string (gin macro `DATASET`):
   * a tfds name: `cifar10`, `cifar100`, `svhn_cropped`;
+  * `digits`: scikit-learn's handwritten digits, built in, no download (rgd.data.digits);
   * `npz:DIR`: DIR holds `train.npz` and `test.npz`, each with `image` uint8 [N, H, W, 3] and
     `label` int [N] (the layout generated sets use, docs/recipes.md "Generated data").
 
@@ -23,13 +24,16 @@ import tensorflow as tf
 from rgd.runtime import seeds
 from rgd.errors import DataError
 from rgd.runtime import fileio
-from rgd.data import tfrecord
+from rgd.data import digits, tfrecord
 
 TFDS_NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "svhn_cropped": 10}
 NUM_VALIDATION = 1024  # docs/recipes.md "Validation": 1024 held-out training images.
 # Generated labels become 0.9 * onehot + 0.01 for 10 classes (docs/recipes.md "TRADES training").
 GENERATED_LABEL_SMOOTHING = 0.1
 PAD = 4  # Pad-4-crop (He et al. 2016; all seeds).
+# `generated_pattern` naming the class-conditional Gaussian sampled on the fly, fitted to the
+# training images (rgd.datagen.gaussian_stream) instead of a glob of records.
+GAUSSIAN = "gaussian"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -134,6 +138,8 @@ def num_classes_of(dataset, num_classes=None):
     return int(num_classes)
   if dataset in TFDS_NUM_CLASSES:
     return TFDS_NUM_CLASSES[dataset]
+  if dataset == digits.NAME:
+    return digits.NUM_CLASSES
   if dataset.startswith("npz:"):
     _, labels = load_npz(os.path.join(dataset[4:], "train.npz"))
     return int(labels.max()) + 1
@@ -154,9 +160,11 @@ def load_split(dataset, split, num_classes=None, num_validation=NUM_VALIDATION, 
   elif dataset in TFDS_NUM_CLASSES:
     images, labels = _load_tfds(dataset, source_split, data_dir)
     _validate(images, labels, f"tfds:{dataset}/{source_split}", num_classes)
+  elif dataset == digits.NAME:  # built in, no download (rgd.data.digits)
+    images, labels = digits.load(source_split)
   else:
-    raise DataError(f"Unknown dataset {dataset!r}: use one of {sorted(TFDS_NUM_CLASSES)} or "
-                    "'npz:DIR'")
+    raise DataError(f"Unknown dataset {dataset!r}: use one of {sorted(TFDS_NUM_CLASSES)}, "
+                    f"'{digits.NAME}' or 'npz:DIR'")
   if split in ("train", "validation"):
     if num_validation >= len(images):
       raise DataError(f"{dataset}: cannot hold out {num_validation} of {len(images)} images")
@@ -229,7 +237,8 @@ def make_train_dataset(images, labels, num_classes, global_batch_size, num_repli
   is checkpointed with the model, so a resumed run replays exactly the batches it would have
   seen.
 
-  Without `generated_pattern` every example is real. With it, every *global* batch holds exactly
+  Without `generated_pattern` every example is real. `generated_pattern='gaussian'` samples the
+  class-conditional Gaussian fitted to (images, labels) on the fly. With either, every *global* batch holds exactly
   round(mixing_ratio * B) real examples (seed 001's alpha): the count is split over input
   pipelines and then over local replicas, each filling up with generated examples.
 
@@ -268,10 +277,15 @@ def make_train_dataset(images, labels, num_classes, global_batch_size, num_repli
                    tf.ones_like(i, tf.bool)))
     parts.append(real)
   if gen_worker:
-    gen = tfrecord.read_examples(generated_pattern, generated_shuffle_buffer,
-                                 seeds.shuffle_seed(seed, "generated_shards"),
-                                 num_input_pipelines, input_pipeline_id)
-    gen = gen.batch(gen_worker, drop_remainder=True).map(tfrecord.parse_batch)
+    if generated_pattern == GAUSSIAN:  # sampled on the fly (rgd.datagen.gaussian_stream)
+      from rgd.datagen import gaussian_stream  # pylint: disable=g-import-not-at-top
+      gen = gaussian_stream.examples(images, labels, num_classes, gen_worker, seed,
+                                     num_input_pipelines, input_pipeline_id)
+    else:
+      gen = tfrecord.read_examples(generated_pattern, generated_shuffle_buffer,
+                                   seeds.shuffle_seed(seed, "generated_shards"),
+                                   num_input_pipelines, input_pipeline_id)
+      gen = gen.batch(gen_worker, drop_remainder=True).map(tfrecord.parse_batch)
     # Generated images must have the real images' shape (they share batches); ensure_shape
     # also gives the static shape the batch augmentations need.
     image_shape = [gen_worker] + list(images.shape[1:])

@@ -25,10 +25,16 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2471, 0.2435, 0.2616)
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+# DATASET='digits' (rgd.data.digits): grey, so one value for the three channels; the mean and
+# standard deviation of the 1,200 training images' pixels in [0, 1] (tests/test_digits.py
+# recomputes them).
+DIGITS_MEAN = (0.3051, 0.3051, 0.3051)
+DIGITS_STD = (0.3241, 0.3241, 0.3241)
 
 NORMALIZATION = {
     "cifar10": (CIFAR10_MEAN, CIFAR10_STD),
     "cifar100": (CIFAR100_MEAN, CIFAR100_STD),
+    "digits": (DIGITS_MEAN, DIGITS_STD),
     "none": (None, None),
 }
 

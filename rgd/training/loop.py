@@ -51,7 +51,9 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
 
   Lengths are in CIFAR-10-equivalent epochs of `epoch_size` examples (seed 001 counts 400 of
   50k images at batch 1024, about 19.5k steps) unless `num_steps` is given.
-  `generated_pattern` is a glob of TFRecord shards (rgd.data.tfrecord); with it each batch holds
+  `generated_pattern` is a glob of TFRecord shards (rgd.data.tfrecord), or 'gaussian' (the
+  class-conditional Gaussian fitted to the training images, sampled on the fly,
+  rgd.datagen.gaussian_stream); with it each batch holds
   round(mixing_ratio * batch_size) real examples (seed 001: 0.3), their labels smoothed by
   `generated_label_smoothing` (0 for DeepAugment copies, whose labels are the real ones).
   `data_dir` is tfds' data directory (default ~/tensorflow_datasets).
@@ -164,7 +166,7 @@ def create_input(strategy, dataset, num_classes, batch_size, num_epochs, epoch_s
   images, labels = datasets.load_split(dataset, train_split, num_classes, num_validation,
                                        data_dir)
   num_pipelines, pipeline_id = strategy_lib.input_pipeline(strategy)
-  if generated_pattern:
+  if generated_pattern and generated_pattern != datasets.GAUSSIAN:  # no shards to check
     shard_check.check_generated_shards(generated_pattern, images.shape[1:])
   batch_augment_fn = (augment_lib.make_batch_augment(batch_augmentation)
                       if batch_augmentation else None)
@@ -213,7 +215,7 @@ def _next_batch(strategy, inputs, generated_pattern):
   try:
     element = next(inputs.iterator)
   except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-    if generated_pattern:  # a corrupt or mis-shaped record: name its shard
+    if generated_pattern and generated_pattern != datasets.GAUSSIAN:  # name the bad shard
       shard_check.raise_for_read_error(e, generated_pattern, inputs.images.shape[1:],
                                        inputs.num_pipelines, inputs.pipeline_id)
     raise
