@@ -48,9 +48,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(1, ROOT)
 
 from absl import app, flags, logging  # noqa: E402
+import gin  # noqa: E402
+import keras  # noqa: E402
+import matplotlib  # noqa: E402
 import numpy as np  # noqa: E402
 
-from rgd import cli  # noqa: E402  (defines --gin_bindings, applied to every run)
+# Every gin configurable must be registered before the first run locks gin's configuration.
+from rgd import cli, models  # noqa: E402  (cli defines --gin_bindings, applied to every run)
+from rgd.data import datasets  # noqa: E402
+from rgd.datagen import complementarity as comp, gaussian, gaussian_stream  # noqa: E402
+from rgd.evaluation import adversarial  # noqa: E402
+from rgd.runtime import fileio, strategy as strategy_lib  # noqa: E402
+from rgd.training.loop import train_and_evaluate  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-top
 
 GENERATORS = ("none", "gaussian", "heldout", "edm")
 
@@ -100,13 +112,11 @@ def grid(generators, shares, seeds):
 
 
 def report_path(cell_dir, suite, norm, eps):
-  from rgd.evaluation import adversarial  # pylint: disable=g-import-not-at-top
   return os.path.join(cell_dir, "eval", adversarial.report_name(suite, norm, eps) + ".json")
 
 
 def finished_report(cell_dir, suite, num_test):
   """The cell's report if it is complete (the suite over `num_test` test images), else None."""
-  from rgd.runtime import fileio  # pylint: disable=g-import-not-at-top
   info = os.path.join(cell_dir, "model.json")
   if not os.path.exists(info):
     return None
@@ -129,7 +139,6 @@ def finished_report(cell_dir, suite, num_test):
 
 
 def _save_npz(path, **arrays):
-  from rgd.runtime import fileio  # pylint: disable=g-import-not-at-top
   buf = io.BytesIO()
   np.savez(buf, **arrays)
   fileio.atomic_write_bytes(path, buf.getvalue())
@@ -139,8 +148,6 @@ def prepare_data(out, dataset, num_validation, heldout_fraction):
   """Writes OUT/data/study (train.npz = labelled + validation, test.npz), OUT/data/pool.npz
   (images only) and OUT/data/labelled (train.npz = the labelled images alone, for the EDM);
   returns their description (also OUT/data/data.json, written last: the marker of completion)."""
-  from rgd.data import datasets  # pylint: disable=g-import-not-at-top
-  from rgd.runtime import fileio  # pylint: disable=g-import-not-at-top
   folder = os.path.join(out, "data")
   marker = os.path.join(folder, "data.json")
   if os.path.exists(marker):
@@ -173,10 +180,6 @@ def prepare_data(out, dataset, num_validation, heldout_fraction):
 
 def train_run(model_dir, base_gin, bindings):
   """rgd.train's job, in this process: gin from scratch, then train_and_evaluate."""
-  import gin  # pylint: disable=g-import-not-at-top
-  import keras  # pylint: disable=g-import-not-at-top
-  from rgd.runtime import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
-  from rgd.training.loop import train_and_evaluate  # pylint: disable=g-import-not-at-top
   gin.clear_config()
   keras.backend.clear_session()
   cli.parse_gin([base_gin], bindings)
@@ -186,10 +189,6 @@ def train_run(model_dir, base_gin, bindings):
 
 def evaluate_run(model_dir, dataset, suite, batch_size, num_test):
   """rgd.evaluate --model_dir=model_dir --suite=suite on the test split, in this process."""
-  from rgd import models  # pylint: disable=g-import-not-at-top
-  from rgd.data import datasets  # pylint: disable=g-import-not-at-top
-  from rgd.evaluation import adversarial  # pylint: disable=g-import-not-at-top
-  from rgd.runtime import fileio  # pylint: disable=g-import-not-at-top
   run = fileio.read_json(os.path.join(model_dir, "model.json"))
   x, y = datasets.load_split(dataset, "test")
   x, y = x[:num_test], y[:num_test]
@@ -217,7 +216,6 @@ def _subprocess(args, log_path):
 
 
 def _records_pattern(folder):
-  from rgd.runtime import fileio  # pylint: disable=g-import-not-at-top
   return fileio.read_json(os.path.join(folder, "metadata.json"))["pattern"]
 
 
@@ -267,10 +265,6 @@ def prepare_generator(name, out, data, base_gin, bindings):
 
 def complementarity(name, pattern, out, data, base_gin, bindings, max_samples):
   """Seed 001 Table 1's columns for one generator (cached in its folder)."""
-  import keras  # pylint: disable=g-import-not-at-top
-  from rgd.data import datasets  # pylint: disable=g-import-not-at-top
-  from rgd.datagen import complementarity as comp, gaussian_stream  # pylint: disable=g-import-not-at-top
-  from rgd.runtime import fileio  # pylint: disable=g-import-not-at-top
   path = os.path.join(out, "generators", name, "complementarity.json")
   if os.path.exists(path):
     return fileio.read_json(path)
@@ -282,7 +276,7 @@ def complementarity(name, pattern, out, data, base_gin, bindings, max_samples):
     n = min(max_samples, len(x), len(xt))
     model = gaussian_stream.fit(x, y, k)
     seed = gaussian_stream.generator_seed(0)
-    batches = -(-n // gaussian_stream.gaussian.SAMPLE_BATCH)
+    batches = -(-n // gaussian.SAMPLE_BATCH)
     gen = np.concatenate([model.batch(j, seed=seed)[0] for j in range(batches)])[:n]
   else:
     n = min(max_samples, len(x), len(xt), data["num_pool"] if name == "heldout" else
@@ -376,9 +370,6 @@ def markdown(result):
 
 
 def figure(result, path):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, ax = plt.subplots(figsize=(6, 4))
   rows = result["summary"]
   base = [r for r in rows if r["generator"] == "none"]
@@ -411,7 +402,6 @@ def figure(result, path):
 
 
 def write_results(out, cells, reports, settings, comp):
-  from rgd.runtime import fileio  # pylint: disable=g-import-not-at-top
   finished = sum(r is not None for r in reports)
   result = dict(
       partial=finished < len(cells), num_cells=len(cells), num_finished=finished,
