@@ -238,9 +238,10 @@ def make_train_dataset(images, labels, num_classes, global_batch_size, num_repli
   seen.
 
   Without `generated_pattern` every example is real. `generated_pattern='gaussian'` samples the
-  class-conditional Gaussian fitted to (images, labels) on the fly. With either, every *global* batch holds exactly
-  round(mixing_ratio * B) real examples (seed 001's alpha): the count is split over input
-  pipelines and then over local replicas, each filling up with generated examples.
+  class-conditional Gaussian fitted to (images, labels) on the fly. With either, every *global*
+  batch holds exactly round(mixing_ratio * B) real examples (seed 001's alpha): the count is
+  split over input pipelines and then over local replicas, each filling up with generated
+  examples.
 
   `batch_augment_fn(batch, seed) -> batch` runs last, on each replica batch (CutMix etc.), on
   float32 images in [0, 1]. Without it images stay uint8 and the training step converts them

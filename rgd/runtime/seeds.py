@@ -21,9 +21,9 @@ generated shards (rgd.data.tfrecord.read_examples shuffles the shard list with i
 buffer with it + 1), and the class-conditional Gaussian generated on the fly
 (rgd.datagen.gaussian_stream: `shuffle_seed(seed, "gaussian")` is its generator seed, the
 `--generator_seed` of tools/make_tfrecords.py that writes the same samples). The initial
-weights come from `keras.utils.set_random_seed(seed)`. Evaluation keys each example by its index in the evaluation
-set instead (rgd.attacks.common.example_seeds), so that which subset is attacked does not change
-a point's result.
+weights come from `keras.utils.set_random_seed(seed)`. Evaluation keys each example by its
+index in the evaluation set instead (rgd.attacks.common.example_seeds), so that which subset is
+attacked does not change a point's result.
 """
 import tensorflow as tf
 
