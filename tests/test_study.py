@@ -21,7 +21,8 @@ TINY = ["train_and_evaluate.num_steps=3", "get_model.width=4", "train_and_evalua
 def _command(out):
   return [sys.executable, TOOL, f"--output_dir={out}", "--generators=none,gaussian",
           "--real_shares=0.3", "--seeds=0,1", "--suite=pgd40", "--num_test=40",
-          "--heldout_fraction=0"] + [f"--gin_bindings={b}" for b in TINY]
+          "--heldout_fraction=0", "--num_validation=50"] + [
+              f"--gin_bindings={b}" for b in TINY]
 
 
 def _results(out):

@@ -54,7 +54,8 @@ import matplotlib  # noqa: E402
 import numpy as np  # noqa: E402
 
 # Every gin configurable must be registered before the first run locks gin's configuration.
-from rgd import cli, models  # noqa: E402  (cli defines --gin_bindings, applied to every run)
+# rgd.cli defines --gin_bindings (applied to every run) and --tpu (where the runs train).
+from rgd import cli, models  # noqa: E402
 from rgd.data import datasets  # noqa: E402
 from rgd.datagen import complementarity as comp, gaussian, gaussian_stream  # noqa: E402
 from rgd.evaluation import adversarial  # noqa: E402
@@ -71,7 +72,9 @@ flags.DEFINE_string("base_gin", "gin/quickstart.gin", "The gin file of every run
 flags.DEFINE_string("dataset", "digits", "The real data set (a tfds name, 'digits' or npz:DIR).")
 flags.DEFINE_integer("num_validation", 200, "Validation images held out of the training split "
                      "(train_and_evaluate.num_validation of every run).")
-flags.DEFINE_list("generators", ["none", "gaussian", "heldout"], f"Of {GENERATORS}.")
+flags.DEFINE_list("generators", ["none", "gaussian", "heldout"], f"Of {GENERATORS}; "
+                  "NAME:S1/S2 gives NAME its own shares of real images instead of "
+                  "--real_shares (e.g. heldout:0.3).")
 flags.DEFINE_list("real_shares", ["0.1", "0.2", "0.3", "0.5", "0.7"], "Shares of real images "
                   "per batch (mixing_ratio) of the runs with generated data.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Run seeds (train_and_evaluate.seed).")
@@ -79,6 +82,8 @@ flags.DEFINE_float("heldout_fraction", 0.5, "Share of the training split held ou
                    "labelled set, as the unlabelled pool of `heldout` (the same split for all "
                    "generators).")
 flags.DEFINE_string("suite", "autoattack", "rgd.evaluate's suite on the test split.")
+flags.DEFINE_multi_string("eval_bindings", [], "Gin bindings of the suite, e.g. "
+                          "\"aa_mt_suite.mt_restarts=3\" (as rgd.evaluate --gin_bindings).")
 flags.DEFINE_integer("eval_batch_size", 500, "Examples per attack batch.")
 flags.DEFINE_integer("num_test", None, "Evaluate the first N test images (default: all).")
 flags.DEFINE_integer("complementarity_samples", 10_000, "At most N images of each set for "
@@ -100,23 +105,34 @@ def cell_name(generator, share, seed):
   return f"{generator}_real{int(round(100 * share)):03d}_seed{seed}"
 
 
-def grid(generators, shares, seeds):
-  """[(generator, share, seed)], seed by seed, so that a partial grid covers every setting of
-  the first seeds. `none` has one cell per seed (share 1)."""
-  cells = []
-  for seed in seeds:
-    for g in generators:
-      for share in ([1.0] if g == "none" else shares):
-        cells.append((g, float(share), int(seed)))
-  return cells
+def parse_generators(specs, shares):
+  """{name: [shares]} from NAME or NAME:S1/S2 specs (module docstring); `none`: [1.0]."""
+  out = {}
+  for spec in specs:
+    name, _, own = spec.partition(":")
+    if name not in GENERATORS:
+      raise app.UsageError(f"--generators: unknown {name!r}; expected some of {GENERATORS}")
+    values = [float(v) for v in own.split("/")] if own else list(shares)
+    if any(not 0.0 <= v < 1.0 for v in values):
+      raise app.UsageError(f"--generators={spec}: each share of real images must be in [0, 1)")
+    out[name] = [1.0] if name == "none" else values
+  return out
+
+
+def grid(generators, seeds):
+  """[(generator, share, seed)] for {generator: shares}, seed by seed, so that a partial grid
+  covers every setting of the first seeds. `none` has one cell per seed (share 1)."""
+  return [(g, float(share), int(seed)) for seed in seeds for g, shares in generators.items()
+          for share in shares]
 
 
 def report_path(cell_dir, suite, norm, eps):
   return os.path.join(cell_dir, "eval", adversarial.report_name(suite, norm, eps) + ".json")
 
 
-def finished_report(cell_dir, suite, num_test):
-  """The cell's report if it is complete (the suite over `num_test` test images), else None."""
+def finished_report(cell_dir, suite, num_test, eval_bindings=()):
+  """The cell's report if it is complete (the suite, with `eval_bindings`, over `num_test` test
+  images), else None."""
   info = os.path.join(cell_dir, "model.json")
   if not os.path.exists(info):
     return None
@@ -129,7 +145,8 @@ def finished_report(cell_dir, suite, num_test):
   except ValueError:
     return None
   if (report.get("suite") != suite or report.get("num_examples") != num_test or
-      "robust_accuracy" not in report):
+      "robust_accuracy" not in report or
+      report.get("settings", {}).get("eval_bindings", []) != list(eval_bindings)):
     return None
   return dict(report, path=path)
 
@@ -184,17 +201,25 @@ def train_run(model_dir, base_gin, bindings):
   keras.backend.clear_session()
   cli.parse_gin([base_gin], bindings)
   logging.info("Training %s with %s", model_dir, bindings)
-  return train_and_evaluate(model_dir, strategy_lib.get_strategy(None))
+  if "strategy" not in _STRATEGY:  # one TPU/GPU initialisation for the whole grid
+    _STRATEGY["strategy"] = strategy_lib.get_strategy(FLAGS.tpu)
+  return train_and_evaluate(model_dir, _STRATEGY["strategy"])
 
 
-def evaluate_run(model_dir, dataset, suite, batch_size, num_test):
-  """rgd.evaluate --model_dir=model_dir --suite=suite on the test split, in this process."""
+_STRATEGY = {}
+
+
+def evaluate_run(model_dir, dataset, suite, batch_size, num_test, eval_bindings=()):
+  """rgd.evaluate --model_dir=model_dir --suite=suite --gin_bindings=... on the test split, in
+  this process."""
+  gin.clear_config()
+  cli.parse_gin([], list(eval_bindings))
   run = fileio.read_json(os.path.join(model_dir, "model.json"))
   x, y = datasets.load_split(dataset, "test")
   x, y = x[:num_test], y[:num_test]
   path = os.path.abspath(os.path.join(model_dir, "model.keras"))
   settings = dict(model=path, checkpoint_step=run.get("step"), dataset=dataset, split="test",
-                  command=" ".join(sys.argv))
+                  command=" ".join(sys.argv), eval_bindings=list(eval_bindings))
   return adversarial.evaluate_model(models.load(path), x, y, suite, run["norm"], run["eps"],
                                     batch_size, 0, os.path.join(model_dir, "eval"), settings,
                                     source=path)
@@ -337,6 +362,11 @@ def _pct(mean, std):
   return f"{100 * mean:.2f}" + ("" if np.isnan(std) else f" ± {100 * std:.2f}")
 
 
+def _suite_name(settings):
+  bindings = settings.get("eval_bindings") or []
+  return settings["suite"] + (f" with {', '.join(bindings)}" if bindings else "")
+
+
 def markdown(result):
   lines = []
   if result["partial"]:
@@ -354,7 +384,8 @@ def markdown(result):
                  f"{_pct(r['clean_mean'], r['clean_std'])} | "
                  f"{_pct(r['robust_mean'], r['robust_std'])} | {delta} | {r['n']} |")
   lines.append("\nMeans ± standard deviations over seeds; the difference's ± is its standard "
-               "error. Robust: " + result["settings"]["suite"] + " on the test split.")
+               f"error. Robust: {_suite_name(result['settings'])} on the test split "
+               f"({result['settings']['num_test']} images), {result['settings']['threat']}.")
   if result["complementarity"]:
     lines += ["", "| generator | c_train | c_test | c_self | v_train | v_test | N |",
               "|---|---|---|---|---|---|---|"]
@@ -388,7 +419,8 @@ def figure(result, path):
     e = [0.0 if np.isnan(r["robust_std"]) else 100 * r["robust_std"] for r in pts]
     ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=g)
   ax.set_xlabel("share of real images per batch (%)")
-  ax.set_ylabel(f"robust test accuracy (%), {result['settings']['suite']}")
+  ax.set_ylabel(f"robust test accuracy (%), {result['settings']['suite']}"
+                + (" (reduced)" if result["settings"]["eval_bindings"] else ""))
   title = f"{result['settings']['dataset']}, {result['settings']['threat']}"
   if result["partial"]:
     title += f" (partial: {result['num_finished']}/{result['num_cells']} cells)"
@@ -427,30 +459,29 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not FLAGS.output_dir:
     raise app.UsageError("--output_dir is required")
-  unknown = [g for g in FLAGS.generators if g not in GENERATORS]
-  if unknown:
-    raise app.UsageError(f"--generators: unknown {unknown}; expected some of {GENERATORS}")
-  out = os.path.abspath(FLAGS.output_dir)
-  os.makedirs(out, exist_ok=True)
   shares = [float(s) for s in FLAGS.real_shares]
   if any(not 0.0 <= s < 1.0 for s in shares):
     raise app.UsageError(f"--real_shares={FLAGS.real_shares}: each must be in [0, 1)")
+  generators = parse_generators(FLAGS.generators, shares)
+  out = os.path.abspath(FLAGS.output_dir)
+  os.makedirs(out, exist_ok=True)
   base_gin = os.path.join(ROOT, FLAGS.base_gin) if not os.path.isabs(FLAGS.base_gin) else \
       FLAGS.base_gin
   bindings = list(FLAGS.gin_bindings)
   data = prepare_data(out, FLAGS.dataset, FLAGS.num_validation, FLAGS.heldout_fraction)
   num_test = min(FLAGS.num_test or data["num_test"], data["num_test"])
-  cells = grid(FLAGS.generators, shares, FLAGS.seeds)
+  cells = grid(generators, FLAGS.seeds)
   cell_dirs = [os.path.join(out, "runs", cell_name(*c)) for c in cells]
-  reports = [finished_report(d, FLAGS.suite, num_test) for d in cell_dirs]
+  evb = list(FLAGS.eval_bindings)
+  reports = [finished_report(d, FLAGS.suite, num_test, evb) for d in cell_dirs]
   settings = dict(base_gin=FLAGS.base_gin, gin_bindings=bindings, dataset=FLAGS.dataset,
-                  data=data, suite=FLAGS.suite, num_test=num_test, command=" ".join(sys.argv),
-                  generators=FLAGS.generators, real_shares=shares,
+                  data=data, suite=FLAGS.suite, eval_bindings=evb, num_test=num_test,
+                  command=" ".join(sys.argv),
+                  generators=generators,
                   seeds=[int(s) for s in FLAGS.seeds], threat="")
   comp = {}
   if not FLAGS.report_only:
-    patterns = {g: prepare_generator(g, out, data, base_gin, bindings)
-                for g in FLAGS.generators}
+    patterns = {g: prepare_generator(g, out, data, base_gin, bindings) for g in generators}
     for i, ((g, share, seed), cell_dir) in enumerate(zip(cells, cell_dirs)):
       if reports[i] is not None:
         logging.info("Cell %s is finished (%s); skipping it.", cell_name(g, share, seed),
@@ -463,19 +494,20 @@ def main(argv):
           f"train_and_evaluate.num_validation={data['num_validation']}",
           f"train_and_evaluate.generated_pattern={patterns[g]!r}",
           f"train_and_evaluate.mixing_ratio={share}", f"train_and_evaluate.seed={seed}"])
-      evaluate_run(cell_dir, data["dataset"], FLAGS.suite, FLAGS.eval_batch_size, num_test)
-      reports[i] = finished_report(cell_dir, FLAGS.suite, num_test)
+      evaluate_run(cell_dir, data["dataset"], FLAGS.suite, FLAGS.eval_batch_size, num_test,
+                   evb)
+      reports[i] = finished_report(cell_dir, FLAGS.suite, num_test, evb)
       print(f"done {cell_name(g, share, seed)}: clean {reports[i]['clean_accuracy']:.4f} "
             f"robust {reports[i]['robust_accuracy']:.4f} ({time.time() - start:.0f} s)",
             flush=True)
       settings["threat"] = _threat(cell_dir)
       write_results(out, cells, reports, settings, comp)
-    for g in FLAGS.generators:
+    for g in generators:
       if g != "none":
         comp[g] = complementarity(g, patterns[g], out, data, base_gin, bindings,
                                   FLAGS.complementarity_samples)
   else:
-    for g in FLAGS.generators:
+    for g in generators:
       path = os.path.join(out, "generators", g, "complementarity.json")
       if os.path.exists(path):
         with open(path) as f:
