@@ -275,11 +275,11 @@ def prepare_generator(name, out, data, base_gin, bindings):
                  f"--output_dir={records}"], os.path.join(folder, "records.log"))
   elif name == "edm":
     edm = os.path.join(folder, "model")
-    if not os.path.exists(os.path.join(edm, "model.keras")):
-      _subprocess(["-m", "rgd.train_generator", f"--gin_file={FLAGS.edm_gin}",
-                   f"--model_dir={edm}", f"--gin_bindings=DATASET={data['edm_dataset']!r}"] +
-                  [f"--gin_bindings={b}" for b in FLAGS.edm_bindings],
-                  os.path.join(folder, "train_generator.log"))
+    # Run again, rgd.train_generator resumes from its checkpoint (and returns when done).
+    _subprocess(["-m", "rgd.train_generator", f"--gin_file={FLAGS.edm_gin}",
+                 f"--model_dir={edm}", f"--gin_bindings=DATASET={data['edm_dataset']!r}"] +
+                [f"--gin_bindings={b}" for b in FLAGS.edm_bindings],
+                os.path.join(folder, "train_generator.log"))
     _subprocess([tool, f"--generator=edm:{edm}", f"--num_images={FLAGS.edm_images}",
                  f"--num_steps={FLAGS.edm_sample_steps}", f"--labeler={labeler}",
                  f"--output_dir={records}"], os.path.join(folder, "records.log"))
@@ -410,6 +410,8 @@ def figure(result, path):
     ax.axhspan(100 * (b["robust_mean"] - s), 100 * (b["robust_mean"] + s), color="0.85",
                label=f"real only (n={b['n']})")
     ax.axhline(100 * b["robust_mean"], color="0.5", lw=1)
+    ax.errorbar([100], [100 * b["robust_mean"]], yerr=[100 * s], marker="s", color="0.3",
+                capsize=3)
   for g in [g for g in GENERATORS if g != "none"]:
     pts = sorted((r for r in rows if r["generator"] == g), key=lambda r: r["real_share"])
     if not pts:

@@ -5,6 +5,7 @@ path from images to a training set, one module per step:
   sources        read generated images (.npz, .npy, PNG/JPEG folders) in batches or by index,
                  without loading 1M+ images into memory
   gaussian       the class-conditional Gaussian generator of seed 001 Sec. 3.2
+  gaussian_stream  the same Gaussian sampled inside the training input (GENERATED='gaussian')
   labeling       pseudo-labels from a non-robust classifier; top-k per class filtering
   writer         sharded, atomic, restartable TFRecord writing (schema: rgd.data.tfrecord)
   pipeline       the job of tools/make_tfrecords.py: label -> select -> write -> metadata.json
