@@ -95,3 +95,33 @@ def test_grid_results_reports_and_resume_after_a_kill(tmp_path):
   assert "Partial" not in table
   with open(os.path.join(out, "figure.png"), "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_edm_generator_end_to_end(tmp_path):
+  """`edm`: rgd.train_generator on the labelled images, sampled and pseudo-labelled by
+  tools/make_tfrecords.py, mixed into a run (a 3-step EDM: the path, not a useful generator)."""
+  out = str(tmp_path / "study")
+  command = [sys.executable, TOOL, f"--output_dir={out}", "--generators=edm:0.5",
+             "--seeds=0", "--suite=pgd40", "--num_test=20", "--heldout_fraction=0.9",
+             "--num_validation=50", "--edm_images=30", "--edm_sample_steps=2",
+             "--complementarity_samples=30"] + [f"--gin_bindings={b}" for b in TINY] + [
+                 f"--edm_bindings=train_generator.{b}" for b in (
+                     "num_steps=2", "sample_every=0", "checkpoint_every=2", "augment_p=0")]
+  done = subprocess.run(command, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+                        capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  edm = os.path.join(out, "generators", "edm")
+  with open(os.path.join(edm, "model", "generator.json")) as f:
+    assert json.load(f)["step"] == 2
+  with open(os.path.join(edm, "records", "metadata.json")) as f:
+    meta = json.load(f)
+  assert meta["num_examples"] == 30
+  # The generator saw the labelled images only: 10% of the 1,150 training images.
+  with open(os.path.join(out, "data", "data.json")) as f:
+    assert json.load(f)["num_labelled"] == 115
+  config = open(os.path.join(out, "runs", "edm_real050_seed0", "operative_config.gin")).read()
+  assert meta["pattern"] in config and "train_and_evaluate.mixing_ratio = 0.5" in config
+  result = _results(out)
+  assert not result["partial"] and result["cells"][0]["name"] == "edm_real050_seed0"
+  assert result["complementarity"]["edm"]["num_generated"] == 30
