@@ -109,7 +109,7 @@ def test_edm_generator_end_to_end(tmp_path):
                  f"--edm_bindings=train_generator.{b}" for b in (
                      "num_steps=2", "sample_every=0", "checkpoint_every=2", "augment_p=0")]
   done = subprocess.run(command, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
-                        capture_output=True, text=True, timeout=600)
+                        capture_output=True, text=True, timeout=1500)
   assert done.returncode == 0, done.stderr[-3000:]
   edm = os.path.join(out, "generators", "edm")
   with open(os.path.join(edm, "model", "generator.json")) as f:
