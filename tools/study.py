@@ -252,6 +252,9 @@ def labeler_dir(out, data, base_gin, bindings):
         f"DATASET={data['dataset']!r}",
         f"train_and_evaluate.num_validation={data['num_validation']}",
         "train_and_evaluate.generated_pattern=None", "Objective.kind='standard'"])
+  if not os.path.exists(os.path.join(folder, "last.keras")):
+    sys.exit("the pseudo-labeller stopped before the end of its training (SIGTERM); run the "
+             "same command again to resume it")
   return folder
 
 
@@ -427,7 +430,7 @@ def figure(result, path):
   if result["partial"]:
     title += f" (partial: {result['num_finished']}/{result['num_cells']} cells)"
   ax.set_title(title, fontsize=10)
-  ax.set_xlim(0, 100)
+  ax.set_xlim(0, 103)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
   fig.tight_layout()
@@ -478,7 +481,7 @@ def main(argv):
   reports = [finished_report(d, FLAGS.suite, num_test, evb) for d in cell_dirs]
   settings = dict(base_gin=FLAGS.base_gin, gin_bindings=bindings, dataset=FLAGS.dataset,
                   data=data, suite=FLAGS.suite, eval_bindings=evb, num_test=num_test,
-                  command=" ".join(sys.argv),
+                  command=" ".join(a for a in sys.argv if a != "--report_only"),
                   generators=generators,
                   seeds=[int(s) for s in FLAGS.seeds], threat="")
   comp = {}
@@ -496,6 +499,11 @@ def main(argv):
           f"train_and_evaluate.num_validation={data['num_validation']}",
           f"train_and_evaluate.generated_pattern={patterns[g]!r}",
           f"train_and_evaluate.mixing_ratio={share}", f"train_and_evaluate.seed={seed}"])
+      if not os.path.exists(os.path.join(cell_dir, "last.keras")):
+        # rgd.train's SIGTERM handling checkpointed and returned before the end: stop here too
+        # (a half-trained model must not be evaluated as the cell's result).
+        sys.exit(f"{cell_name(g, share, seed)} stopped before the end of its training "
+                 "(SIGTERM); run the same command again to resume it")
       evaluate_run(cell_dir, data["dataset"], FLAGS.suite, FLAGS.eval_batch_size, num_test,
                    evb)
       reports[i] = finished_report(cell_dir, FLAGS.suite, num_test, evb)
