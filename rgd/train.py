@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from rgd import cli
 from rgd.runtime import strategy as strategy_lib
+from rgd.training import run_summary
 from rgd.training.loop import train_and_evaluate
 
 FLAGS = flags.FLAGS
@@ -29,6 +30,10 @@ def main(argv):
   strategy = strategy_lib.get_strategy(FLAGS.tpu)
   logs = train_and_evaluate(FLAGS.model_dir, strategy)
   logging.info("Done: %s", {k: round(v, 4) for k, v in logs.items()})
+  if strategy_lib.is_chief(strategy):
+    done = run_summary.summary(FLAGS.model_dir)
+    if done:
+      print(done, flush=True)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Developer tool (needs scikit-learn, which ships the digits: no download). Each 8
 (values 0..16) is scaled to 0..255, resized bilinearly to --size x --size and repeated over 3
 channels; the first --num_test images (of a seeded shuffle) are the test split. A real, if
 easy, task for quick certified runs on a CPU (docs/certified.md); no published number uses it.
+`--size=32 --num_test=597` writes the built-in DATASET='digits' (rgd.data.digits) as files.
 """
 import argparse
 import io
@@ -16,22 +17,16 @@ import sys
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from sklearn import datasets as sk_datasets  # noqa: E402
 
 from rgd import cli  # noqa: E402
+from rgd.data import digits as rgd_digits  # noqa: E402
 from rgd.runtime import fileio  # noqa: E402
 
 
 def digits(size=16, num_test=297, seed=0):
-  data = sk_datasets.load_digits()
-  x = data.images.astype(np.float32)[..., None] * (255.0 / 16.0)
-  x = tf.image.resize(x, (size, size), method="bilinear").numpy()
-  x = np.repeat(np.clip(np.round(x), 0, 255).astype(np.uint8), 3, axis=-1)
-  y = data.target.astype(np.int64)
-  order = np.random.RandomState(seed).permutation(len(y))
-  x, y = x[order], y[order]
-  return (x[num_test:], y[num_test:]), (x[:num_test], y[:num_test])
+  # The conversion and split of the built-in DATASET='digits' (rgd.data.digits), which is
+  # `--size=32 --num_test=597`.
+  return rgd_digits.load_all(size, num_test, seed)
 
 
 def _write(path, images, labels):

@@ -58,8 +58,10 @@ flags.DEFINE_integer("chunk_size", 10_000, "EDM images per restartable chunk.")
 flags.DEFINE_string("dataset", "cifar10", "Real training set for --generator: a tfds name or "
                     "npz:DIR.")
 flags.DEFINE_enum("fit_split", "train_full", ["train_full", "train"], "Split the Gaussian is "
-                  "fitted on: the whole training set (seed 001), or without the 1024 images "
-                  "rgd.train holds out for validation.")
+                  "fitted on: the whole training set (seed 001), or without the "
+                  "--num_validation images rgd.train holds out for validation.")
+flags.DEFINE_integer("num_validation", 1024, "Images rgd.train holds out for validation "
+                     "(train_and_evaluate.num_validation), for --fit_split=train.")
 flags.DEFINE_integer("num_per_class", 100_000, "Images per class for --generator "
                      "(seed 001: 100k).")
 flags.DEFINE_integer("generator_seed", 0, "Seed of --generator.")
@@ -101,6 +103,7 @@ def _run(f):
       f.output_dir,
       generators.make(
           f.generator or f"files:{f.input}", dataset=f.dataset, fit_split=f.fit_split,
+          num_validation=f.num_validation,
           num_per_class=f.num_per_class, generator_seed=f.generator_seed,
           num_classes=f.num_classes, num_images=f.num_images, chunk_size=f.chunk_size,
           batch_per_device=f.batch_per_device, num_steps=f.num_steps, s_churn=f.s_churn,

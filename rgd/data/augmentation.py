@@ -24,7 +24,7 @@ def baseline_augmentation(pad=PAD, pad_mode="constant", flip=None, dataset_flip=
   the data set's own (`dataset_flip`, the registry's DatasetSpec.flip)."""
   if pad_mode not in PAD_MODES:
     raise ConfigError(f"baseline_augmentation.pad_mode={pad_mode!r}: expected one of "
-                     f"{PAD_MODES}")
+                      f"{PAD_MODES}")
   if int(pad) != pad or pad < 0:
     raise ConfigError(f"baseline_augmentation.pad={pad!r}: expected an integer >= 0")
   return dict(pad=int(pad), pad_mode=pad_mode, flip=bool(dataset_flip if flip is None else flip))

@@ -4,6 +4,7 @@
                  statistics, flip), `load_split` with the held-out validation images
   sources        reading npz files and tfds sets (with the offline network probe)
   augmentation   the baseline pad-crop-flip (padding and its mode bound by gin)
+  digits         scikit-learn's handwritten digits, built in (no download)
   tiny_imagenet  Stanford's tiny-imagenet-200 folder, decoded once into a cache
   cifar10_1      CIFAR-10.1 from tfds or the release's .npy pair
   class_names    the tfds sets' class names
@@ -17,6 +18,7 @@ This module gathers their public names so that callers can keep one import
 from rgd.data.augmentation import PAD
 from rgd.data.augmentation import baseline_augmentation
 from rgd.data.augmentation import pad_crop_flip
+from rgd.data.pipelines import GAUSSIAN
 from rgd.data.pipelines import GENERATED_LABEL_SMOOTHING
 from rgd.data.pipelines import make_eval_dataset
 from rgd.data.pipelines import make_train_dataset

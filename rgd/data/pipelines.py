@@ -16,6 +16,9 @@ from rgd.errors import ConfigError
 
 # Generated labels become 0.9 * onehot + 0.01 for 10 classes (docs/recipes.md "TRADES training").
 GENERATED_LABEL_SMOOTHING = 0.1
+# `generated_pattern` naming the class-conditional Gaussian sampled on the fly, fitted to the
+# training images (rgd.datagen.gaussian_stream) instead of a glob of records.
+GAUSSIAN = "gaussian"
 
 
 def to_float(images):
@@ -48,8 +51,8 @@ def make_train_dataset(images, labels, num_classes, global_batch_size, num_repli
                        num_input_pipelines=1, input_pipeline_id=0, generated_pattern=None,
                        mixing_ratio=0.3, seed=0, augment=True, batch_augment_fn=None,
                        generated_shuffle_buffer=10_000,
-                       generated_label_smoothing=GENERATED_LABEL_SMOOTHING, flip=True,
-                       pad=PAD, pad_mode="constant"):
+                       generated_label_smoothing=GENERATED_LABEL_SMOOTHING, generated_fn=None,
+                       flip=True, pad=PAD, pad_mode="constant"):
   """The training dataset of one input pipeline (one per worker host).
 
   Each element holds the batches of this pipeline's replicas stacked on a leading axis:
@@ -61,7 +64,12 @@ def make_train_dataset(images, labels, num_classes, global_batch_size, num_repli
 
   Without `generated_pattern` every example is real. With it, every *global* batch holds exactly
   round(mixing_ratio * B) real examples (seed 001's alpha): the count is split over input
-  pipelines and then over local replicas, each filling up with generated examples.
+  pipelines and then over local replicas, each filling up with generated examples. The
+  generated examples come from the TFRecord shards the pattern globs, or from
+  `generated_fn(batch_size, num_input_pipelines, input_pipeline_id)`, a dataset of batches
+  dict(image uint8, label int) that the caller builds (the training loop passes the Gaussian
+  sampled on the fly, rgd.datagen.gaussian_stream, for `generated_pattern=GAUSSIAN`; rgd.data
+  does not import generators).
 
   `batch_augment_fn(batch, seed) -> batch` runs last, on each replica batch (CutMix etc.), on
   float32 images in [0, 1]. Without it images stay uint8 and the training step converts them
@@ -100,10 +108,13 @@ def make_train_dataset(images, labels, num_classes, global_batch_size, num_repli
                    tf.ones_like(i, tf.bool)))
     parts.append(real)
   if gen_worker:
-    gen = tfrecord.read_examples(generated_pattern, generated_shuffle_buffer,
-                                 seeds.shuffle_seed(seed, "generated_shards"),
-                                 num_input_pipelines, input_pipeline_id)
-    gen = gen.batch(gen_worker, drop_remainder=True).map(tfrecord.parse_batch)
+    if generated_fn is not None:  # e.g. the Gaussian sampled on the fly (GAUSSIAN)
+      gen = generated_fn(gen_worker, num_input_pipelines, input_pipeline_id)
+    else:
+      gen = tfrecord.read_examples(generated_pattern, generated_shuffle_buffer,
+                                   seeds.shuffle_seed(seed, "generated_shards"),
+                                   num_input_pipelines, input_pipeline_id)
+      gen = gen.batch(gen_worker, drop_remainder=True).map(tfrecord.parse_batch)
     # Generated images must have the real images' shape (they share batches); ensure_shape
     # also gives the static shape the batch augmentations need.
     image_shape = [gen_worker] + list(images.shape[1:])

@@ -23,7 +23,7 @@ from typing import Callable, Optional, Tuple
 
 import gin
 
-from rgd.data import cifar10_1, class_names, sources, tiny_imagenet
+from rgd.data import cifar10_1, class_names, digits, sources, tiny_imagenet
 from rgd.errors import ConfigError, DataError
 
 NUM_VALIDATION = 1024  # docs/recipes.md "Validation": 1024 held-out training images.
@@ -97,6 +97,11 @@ DATASETS = {spec.name: spec for spec in (
     # trains SVHN without any flip; seed 000 App. B: CutMix "has not been designed for SVHN").
     DatasetSpec("svhn_cropped", _tfds_loader("svhn_cropped"), 10, (32, 32), "svhn", flip=False,
                 class_names=_names(class_names.SVHN)),
+    # scikit-learn's digits, built in (rgd.data.digits): the offline quick start and study.
+    # Flipped like CIFAR (as the committed digits study ran), although a mirrored digit is
+    # rarely a digit; bind baseline_augmentation.flip=False to change it.
+    DatasetSpec("digits", lambda split, data_dir, num_classes: digits.load(split), 10, (32, 32),
+                "digits", class_names=_names([str(d) for d in range(10)])),
     # CIFAR-10.1 v6 (rgd.data.cifar10_1): new test images for CIFAR-10 models.
     DatasetSpec("cifar10_1", _tfds_loader(f"cifar10_1/{cifar10_1.VERSION}"), 10, (32, 32),
                 "cifar10", class_names=_names(class_names.CIFAR10), source_splits=("test",)),

@@ -7,6 +7,7 @@ path from images to a training set, one module per step:
                  os.pread): in batches, by index or in chunks, without loading 1M+ images
   generators     generated images chosen by name: files:PATH, gaussian, edm:DIR
   gaussian       the class-conditional Gaussian generator of seed 001 Sec. 3.2
+  gaussian_stream  the same Gaussian sampled inside the training input (GENERATED='gaussian')
   labeling       pseudo-labels from a non-robust classifier; top-k per class filtering
   sample_job     sampling a trained EDM on the local devices, split over workers
   adm_sampling   guided-diffusion's ImageNet-64 ADM sampled on a class subset (TinyImageNet)

@@ -92,19 +92,22 @@ def files(path):
 
 @register("gaussian")
 def gaussian(arg, dataset="cifar10", fit_split="train_full", num_per_class=100_000,
-             generator_seed=0, num_classes=None):
+             generator_seed=0, num_classes=None, num_validation=1024):
   """Seed 001 Sec. 3.2: num_per_class samples per class of a Gaussian fitted on `dataset`'s
-  split `fit_split`, written to cache_dir/gaussian (image i is of class i % K)."""
+  split `fit_split` ('train' leaves out the `num_validation` images rgd.train holds out),
+  written to cache_dir/gaussian (image i is of class i % K)."""
   _no_argument("gaussian", arg)
   info = {"kind": "gaussian", "dataset": dataset, "split": fit_split,
           "num_per_class": num_per_class, "generator_seed": generator_seed}
+  if fit_split == "train":
+    info["num_validation"] = num_validation
 
   def open_source(cache_dir):
     # pylint: disable=g-import-not-at-top
     from rgd.data import datasets
     from rgd.datagen import gaussian as gaussian_lib
     from rgd.runtime import progress
-    images, labels = datasets.load_split(dataset, fit_split)
+    images, labels = datasets.load_split(dataset, fit_split, num_validation=num_validation)
     k = datasets.num_classes_of(dataset, num_classes)
     logging.info("Fitting a class-conditional Gaussian to %d images of %s", len(images), dataset)
     model = gaussian_lib.ClassConditionalGaussian.fit(images, labels, k)

@@ -29,6 +29,11 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2471, 0.2435, 0.2616)
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+# DATASET='digits' (rgd.data.digits): grey, so one value for the three channels; the mean and
+# standard deviation of the 1,200 training images' pixels in [0, 1] (tests/test_digits.py
+# recomputes them).
+DIGITS_MEAN = (0.3051, 0.3051, 0.3051)
+DIGITS_STD = (0.3241, 0.3241, 0.3241)
 
 # SVHN: the per-channel mean / std of its 73,257 training images (`train_32x32.mat`), as
 # commonly used (e.g. PatrickZH/DeepCore `deepcore/datasets/svhn.py`). DM-Improves-AT's SVHN
@@ -45,6 +50,7 @@ NORMALIZATION = {
     "cifar100": (CIFAR100_MEAN, CIFAR100_STD),
     "svhn": (SVHN_MEAN, SVHN_STD),
     "tiny_imagenet": (TINY_IMAGENET_MEAN, TINY_IMAGENET_STD),
+    "digits": (DIGITS_MEAN, DIGITS_STD),
     "none": (None, None),
 }
 

@@ -21,15 +21,17 @@ number of replicas or workers does not change one. The counters:
 
 tf.data's shuffles take integer seeds, `shuffle_seed(seed, name)`: the real-image order and the
 generated shards (rgd.data.tfrecord.read_examples shuffles the shard list with it and its record
-buffer with it + 1). The initial weights come from
-`keras.utils.set_random_seed(seed)`. Evaluation keys each example by its index in the evaluation
-set instead (rgd.attacks.common.example_seeds), so that which subset is attacked does not change
-a point's result.
+buffer with it + 1), and the class-conditional Gaussian generated on the fly
+(rgd.datagen.gaussian_stream: `shuffle_seed(seed, "gaussian")` is its generator seed, the
+`--generator_seed` of tools/make_tfrecords.py that writes the same samples). The initial
+weights come from `keras.utils.set_random_seed(seed)`. Evaluation keys each example by its
+index in the evaluation set instead (rgd.attacks.common.example_seeds), so that which subset is
+attacked does not change a point's result.
 """
 import tensorflow as tf
 
 STREAMS = {"attack": 1, "image_summary": 2, "crop": 3, "augment": 4, "validation": 5,
-           "real_order": 6, "generated_shards": 7, "recalibration": 8}
+           "real_order": 6, "generated_shards": 7, "gaussian": 8, "recalibration": 9}
 
 
 def key(seed, stream, counter, sub=None):

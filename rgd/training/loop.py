@@ -21,6 +21,7 @@ import tensorflow as tf
 from rgd import augment as augment_lib, models
 from rgd.augment import visualize
 from rgd.data import datasets, recalibration as recalibration_lib, shard_check
+from rgd.datagen import gaussian_stream
 from rgd.errors import ConfigError
 from rgd.runtime import checkpointing, loop as skeleton, nan_policy as nan_policy_lib, seeds
 from rgd.runtime import strategy as strategy_lib
@@ -97,7 +98,9 @@ def train_and_evaluate(model_dir, strategy, dataset=gin.REQUIRED, num_classes=No
 
   Lengths are in CIFAR-10-equivalent epochs of `epoch_size` examples (seed 001 counts 400 of
   50k images at batch 1024, about 19.5k steps) unless `num_steps` is given.
-  `generated_pattern` is a glob of TFRecord shards (rgd.data.tfrecord); with it each batch holds
+  `generated_pattern` is a glob of TFRecord shards (rgd.data.tfrecord), or 'gaussian' (the
+  class-conditional Gaussian fitted to the training images, sampled on the fly,
+  rgd.datagen.gaussian_stream); with it each batch holds
   round(mixing_ratio * batch_size) real examples (seed 001: 0.3), their labels smoothed by
   `generated_label_smoothing` (0 for DeepAugment copies, whose labels are the real ones).
   `data_dir` is tfds' data directory (default ~/tensorflow_datasets).
@@ -214,7 +217,7 @@ def create_input(strategy, data):
   images, labels = datasets.load_split(data.dataset, train_split, num_classes,
                                        data.num_validation, data.data_dir)
   num_pipelines, pipeline_id = strategy_lib.input_pipeline(strategy)
-  if data.generated_pattern:
+  if data.generated_pattern and data.generated_pattern != datasets.GAUSSIAN:  # no shards
     shard_check.check_generated_shards(data.generated_pattern, images.shape[1:])
   batch_augment_fn = (augment_lib.make_batch_augment(data.batch_augmentation)
                       if data.batch_augmentation else None)
@@ -223,7 +226,9 @@ def create_input(strategy, data):
   train_ds = datasets.make_train_dataset(
       images, labels, num_classes, data.batch_size, num_replicas=strategy.num_replicas_in_sync,
       num_input_pipelines=num_pipelines, input_pipeline_id=pipeline_id,
-      generated_pattern=data.generated_pattern, mixing_ratio=data.mixing_ratio, seed=data.seed,
+      generated_pattern=data.generated_pattern, generated_fn=_generated_fn(data, images, labels,
+                                                                          num_classes),
+      mixing_ratio=data.mixing_ratio, seed=data.seed,
       augment=data.augment, batch_augment_fn=batch_augment_fn,
       generated_label_smoothing=data.generated_label_smoothing, **crop)
   epoch_size = data.epoch_size or len(images)
@@ -231,6 +236,16 @@ def create_input(strategy, data):
   steps_per_epoch = epoch_size / data.batch_size
   return Input(iter(train_ds), images, labels, num_classes, total_steps, steps_per_epoch,
                num_pipelines, pipeline_id)
+
+
+def _generated_fn(data, images, labels, num_classes):
+  """For GENERATED='gaussian': the class-conditional Gaussian fitted to this run's training
+  images, sampled on the fly (rgd.datagen.gaussian_stream; seed 001 Sec. 3.2). None for
+  records."""
+  if data.generated_pattern != datasets.GAUSSIAN:
+    return None
+  return lambda batch, pipelines, pipeline_id: gaussian_stream.examples(
+      images, labels, num_classes, batch, data.seed, pipelines, pipeline_id)
 
 
 def create_train_state(strategy, inputs, config, policy, dataset=None):
@@ -266,7 +281,7 @@ def _next_batch(strategy, inputs, generated_pattern):
   try:
     element = next(inputs.iterator)
   except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-    if generated_pattern:  # a corrupt or mis-shaped record: name its shard
+    if generated_pattern and generated_pattern != datasets.GAUSSIAN:  # name the bad shard
       shard_check.raise_for_read_error(e, generated_pattern, inputs.images.shape[1:],
                                        inputs.num_pipelines, inputs.pipeline_id)
     raise
