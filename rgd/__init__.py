@@ -7,7 +7,7 @@ Rooms by purpose; imports run one way, from the entry points down to the pure pa
                  `cli` holds what they share (common flags, gin start, exits)
   training/      the classifier's part of the loop, the trainer's step, objectives (a protocol
                  and a registry: TRADES, PGD-AT, MART, standard, GloRo, l_inf-dist; corruption
-                 and JS wrappers), validation, weight average, schedules
+                 and JS wrappers), validation, optimizers, schedules
   evaluation/    attack suites run as cascades, model checks, per-stage resume, reports of
                  robust accuracy, CIFAR-10-C and certified accuracy
   datagen/       generated data: sources, labelling, shard writers, Beam, sampling a generator
@@ -18,8 +18,8 @@ Rooms by purpose; imports run one way, from the entry points down to the pure pa
                  the 64x64 ADM with iDDPM preconditioning and the ImageNet class map
   data/          real data as tf.data (tfds, npz), the TFRecord schema, shard checks
   runtime/       the one training-loop skeleton, strategy, checkpoints, preemption (SIGTERM,
-                 agreed across workers), the NaN policy, file I/O through gfile, seeds,
-                 progress, fault injection
+                 agreed across workers), the NaN policy, the weight average, file I/O through
+                 gfile, seeds, progress, fault injection
   corruptions/   AdA, DeepAugment and their corruption networks (seed 003)
   certified/     certifiable layers, models and certificates (seed 004)
   augment/       batch augmentations (CutMix, MixUp, AutoAugment, AugMix, ...)

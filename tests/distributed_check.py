@@ -12,7 +12,8 @@ tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConf
 import keras  # pylint: disable=g-import-not-at-top
 
 from rgd.runtime import strategy as strategy_lib  # noqa: E402
-from rgd.training import objectives, weight_average
+from rgd.runtime import weight_average
+from rgd.training import objectives
 from rgd.training.trainer import RobustTrainer, make_distributed_step  # noqa: E402
 
 

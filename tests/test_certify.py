@@ -13,7 +13,7 @@ import tensorflow as tf
 from conftest import make_images, write_npz_dataset
 from rgd import models
 from rgd.evaluation import certified
-from rgd.training import weight_average
+from rgd.runtime import weight_average
 from rgd.certified import certificate, layers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

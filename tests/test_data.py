@@ -232,7 +232,7 @@ def test_train_dataset_flip_false_only_crops(tmp_path):
 def test_registry_entries_agree_with_models_and_tfds_names():
   """Each entry's statistics name is one rgd.models knows; classes and size as published."""
   from rgd import models  # pylint: disable=g-import-not-at-top
-  assert sorted(registry.DATASETS) == ["cifar10", "cifar100", "cifar10_1", "svhn_cropped"]
+  assert sorted(registry.DATASETS) == ["cifar10", "cifar100", "cifar10_1", "digits", "svhn_cropped"]
   for name, spec in registry.DATASETS.items():
     assert spec.name == name and spec.image_size == (32, 32)
     assert spec.normalization is None or spec.normalization in models.NORMALIZATION

@@ -6,7 +6,8 @@ import tensorflow as tf
 
 from rgd import models
 from rgd.runtime import strategy as strategy_lib
-from rgd.training import objectives, weight_average
+from rgd.runtime import weight_average
+from rgd.training import objectives
 from rgd.training.trainer import RobustTrainer, make_distributed_step
 
 

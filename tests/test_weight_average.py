@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 
 from rgd import models
-from rgd.training import objectives, weight_average
+from rgd.runtime import weight_average
+from rgd.training import objectives
 from rgd.training.trainer import RobustTrainer, decayed_variables
 
 

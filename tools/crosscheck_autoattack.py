@@ -36,7 +36,8 @@ from rgd import cli, models  # noqa: E402
 from rgd.errors import ConfigError  # noqa: E402
 from rgd.evaluation import target  # noqa: E402
 from rgd.runtime import strategy as strategy_lib
-from rgd.training import objectives, weight_average
+from rgd.runtime import weight_average
+from rgd.training import objectives
 from rgd.evaluation import cascade  # noqa: E402
 from rgd.attacks import suites  # noqa: E402
 from rgd.training.trainer import RobustTrainer, make_distributed_step  # noqa: E402

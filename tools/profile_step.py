@@ -34,7 +34,8 @@ def capture(args):
   # pylint: disable=g-import-not-at-top
   from rgd import models
   from rgd.runtime import strategy as strategy_lib
-  from rgd.training import objectives, weight_average
+  from rgd.runtime import weight_average
+  from rgd.training import objectives
   from rgd.training.trainer import RobustTrainer, make_distributed_step
   strategy = strategy_lib.get_strategy()
   with strategy.scope():

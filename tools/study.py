@@ -56,6 +56,7 @@ import numpy as np  # noqa: E402
 # Every gin configurable must be registered before the first run locks gin's configuration.
 # rgd.cli defines --gin_bindings (applied to every run) and --tpu (where the runs train).
 from rgd import cli, models  # noqa: E402
+cli.define_flags()  # --gin_bindings (the grid's base bindings), --tpu
 from rgd.data import datasets  # noqa: E402
 from rgd.datagen import complementarity as comp, gaussian, gaussian_stream  # noqa: E402
 from rgd.evaluation import adversarial  # noqa: E402

@@ -21,7 +21,8 @@ import tensorflow as tf
 
 from rgd import models
 from rgd.runtime import strategy as strategy_lib
-from rgd.training import objectives, weight_average
+from rgd.runtime import weight_average
+from rgd.training import objectives
 from rgd.bench import train as bench_train
 from rgd.bench.train import device_peak
 from rgd.certified import certificate, layers as L, lipschitz, precision

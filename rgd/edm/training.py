@@ -32,7 +32,7 @@ import tensorflow as tf
 
 from rgd.runtime import loop as skeleton, strategy as strategy_lib
 from rgd.data import datasets
-from rgd.training import weight_average
+from rgd.runtime import weight_average
 from rgd.augment import visualize
 from rgd.edm import augment_pipe, denoiser, sampler, store, unet
 

@@ -21,7 +21,7 @@ replicas so that every replica takes the same branch:
     seeds and the input pipeline stay those of an uninterrupted run;
   * the BatchNorm moving statistics, which the training forward pass has already moved, are put
     back to their values before the step (a select, on a few small vectors);
-  * the weight average (rgd.training.weight_average) is not updated (`make_distributed_step`).
+  * the weight average (rgd.runtime.weight_average) is not updated (`make_distributed_step`).
 Distribution strategies do not allow a `merge_call` (which `optimizer.apply` makes) inside a
 `tf.cond` in replica context, so where the strategy needs merge calls (MirroredStrategy), the
 cond runs in cross-replica context, as keras' LossScaleOptimizer._tf_apply does

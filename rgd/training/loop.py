@@ -27,7 +27,8 @@ from rgd.runtime import checkpointing, loop as skeleton, nan_policy as nan_polic
 from rgd.runtime import strategy as strategy_lib
 from rgd.runtime import metric_names as names
 from rgd.training import init_checkpoint as init_checkpoint_lib
-from rgd.training import objectives, optimizers, schedules, validation, weight_average
+from rgd.runtime import weight_average
+from rgd.training import objectives, optimizers, schedules, validation
 from rgd.training.trainer import RobustTrainer, make_distributed_step
 
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
