@@ -87,7 +87,6 @@ flags.DEFINE_float("debug_shard_delay_s", 0.0, "Testing only: sleep after each s
                    "each EDM chunk) so that a run can be interrupted.")
 
 
-
 def main(argv):
   del argv
   f = flags.FLAGS

@@ -38,7 +38,6 @@ evaluated in this process (one TensorFlow start for the grid); the generator job
 points (rgd.train_generator, tools/make_tfrecords.py) as subprocesses.
 """
 import io
-import json
 import os
 import subprocess
 import sys
@@ -135,11 +134,11 @@ def finished_report(cell_dir, suite, num_test, eval_bindings=()):
   """The cell's report if it is complete (the suite, with `eval_bindings`, over `num_test` test
   images), else None."""
   info = os.path.join(cell_dir, "model.json")
-  if not os.path.exists(info):
+  if not fileio.gfile.exists(info):
     return None
   run = fileio.read_json(info)
   path = report_path(cell_dir, suite, run["norm"], run["eps"])
-  if not os.path.exists(path):
+  if not fileio.gfile.exists(path):
     return None
   try:
     report = fileio.read_json(path)
@@ -168,7 +167,7 @@ def prepare_data(out, dataset, num_validation, heldout_fraction):
   returns their description (also OUT/data/data.json, written last: the marker of completion)."""
   folder = os.path.join(out, "data")
   marker = os.path.join(folder, "data.json")
-  if os.path.exists(marker):
+  if fileio.gfile.exists(marker):
     return fileio.read_json(marker)
   x, y = datasets.load_split(dataset, "train", num_validation=num_validation)
   xv, yv = datasets.load_split(dataset, "validation", num_validation=num_validation)
@@ -234,7 +233,7 @@ def _subprocess(args, log_path):
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(
       [ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
   logging.info("Running %s (log %s)", " ".join(args), log_path)
-  with open(log_path, "a") as log:
+  with open(log_path, "a") as log:  # local only: a subprocess's log next to the cell
     status = subprocess.run([sys.executable] + args, cwd=ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT, check=False).returncode
   if status:
@@ -248,12 +247,12 @@ def _records_pattern(folder):
 def labeler_dir(out, data, base_gin, bindings):
   """The pseudo-labeller: the base run, standard training, real labelled images only."""
   folder = os.path.join(out, "labeler")
-  if not os.path.exists(os.path.join(folder, "last.keras")):
+  if not fileio.gfile.exists(os.path.join(folder, "last.keras")):
     train_run(folder, base_gin, list(bindings) + [
         f"DATASET={data['dataset']!r}",
         f"train_and_evaluate.num_validation={data['num_validation']}",
         "train_and_evaluate.generated_pattern=None", "Objective.kind='standard'"])
-  if not os.path.exists(os.path.join(folder, "last.keras")):
+  if not fileio.gfile.exists(os.path.join(folder, "last.keras")):
     sys.exit("the pseudo-labeller stopped before the end of its training (SIGTERM); run the "
              "same command again to resume it")
   return folder
@@ -266,9 +265,9 @@ def prepare_generator(name, out, data, base_gin, bindings):
   if name == "gaussian":
     return "gaussian"
   folder = os.path.join(out, "generators", name)
-  os.makedirs(folder, exist_ok=True)
+  fileio.makedirs(folder)
   records = os.path.join(folder, "records")
-  if os.path.exists(os.path.join(records, "metadata.json")):
+  if fileio.gfile.exists(os.path.join(records, "metadata.json")):
     return _records_pattern(records)
   labeler = os.path.join(labeler_dir(out, data, base_gin, bindings), "model.keras")
   tool = os.path.join("tools", "make_tfrecords.py")
@@ -295,7 +294,7 @@ def prepare_generator(name, out, data, base_gin, bindings):
 def complementarity(name, pattern, out, data, base_gin, bindings, max_samples):
   """Seed 001 Table 1's columns for one generator (cached in its folder)."""
   path = os.path.join(out, "generators", name, "complementarity.json")
-  if os.path.exists(path):
+  if fileio.gfile.exists(path):
     return fileio.read_json(path)
   x, y = datasets.load_split(data["dataset"], "train", num_validation=data["num_validation"])
   xt, _ = datasets.load_split(data["dataset"], "test")
@@ -470,7 +469,7 @@ def main(argv):
     raise app.UsageError(f"--real_shares={FLAGS.real_shares}: each must be in [0, 1)")
   generators = parse_generators(FLAGS.generators, shares)
   out = os.path.abspath(FLAGS.output_dir)
-  os.makedirs(out, exist_ok=True)
+  fileio.makedirs(out)
   base_gin = os.path.join(ROOT, FLAGS.base_gin) if not os.path.isabs(FLAGS.base_gin) else \
       FLAGS.base_gin
   bindings = list(FLAGS.gin_bindings)
@@ -500,7 +499,7 @@ def main(argv):
           f"train_and_evaluate.num_validation={data['num_validation']}",
           f"train_and_evaluate.generated_pattern={patterns[g]!r}",
           f"train_and_evaluate.mixing_ratio={share}", f"train_and_evaluate.seed={seed}"])
-      if not os.path.exists(os.path.join(cell_dir, "last.keras")):
+      if not fileio.gfile.exists(os.path.join(cell_dir, "last.keras")):
         # rgd.train's SIGTERM handling checkpointed and returned before the end: stop here too
         # (a half-trained model must not be evaluated as the cell's result).
         sys.exit(f"{cell_name(g, share, seed)} stopped before the end of its training "
@@ -520,9 +519,8 @@ def main(argv):
   else:
     for g in generators:
       path = os.path.join(out, "generators", g, "complementarity.json")
-      if os.path.exists(path):
-        with open(path) as f:
-          comp[g] = json.load(f)
+      if fileio.gfile.exists(path):
+        comp[g] = fileio.read_json(path)
   done = [d for d, r in zip(cell_dirs, reports) if r is not None]
   if done:
     settings["threat"] = _threat(done[0])
@@ -532,8 +530,7 @@ def main(argv):
 
 
 def _threat(cell_dir):
-  with open(os.path.join(cell_dir, "model.json")) as f:
-    run = json.load(f)
+  run = fileio.read_json(os.path.join(cell_dir, "model.json"))
   eps = run["eps"]
   return f"{run['norm']} eps {eps:.4g} ({eps * 255:.3g}/255)"
 
