@@ -35,6 +35,18 @@ def write_npz_dataset(folder, num_train=96, num_test=32, num_classes=10, size=32
   return folder
 
 
+def write_cifar10_1_pair(folder, n=12, seed=0):
+  """A CIFAR-10.1 release folder (cifar10.1_v6_data.npy / _labels.npy) of n random images;
+  returns (images, labels)."""
+  rng = np.random.RandomState(seed)
+  os.makedirs(folder, exist_ok=True)
+  images = rng.randint(0, 256, (n, 32, 32, 3)).astype(np.uint8)
+  labels = rng.randint(0, 10, n).astype(np.int64)
+  np.save(os.path.join(folder, "cifar10.1_v6_data.npy"), images)
+  np.save(os.path.join(folder, "cifar10.1_v6_labels.npy"), labels)
+  return images, labels
+
+
 @pytest.fixture
 def npz_dataset(tmp_path):
   """A tiny CIFAR-shaped data set in the `npz:DIR` layout; returns DIR."""

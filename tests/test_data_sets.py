@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from conftest import make_images
+from conftest import make_images, write_cifar10_1_pair
 from test_data_tiny_imagenet import WNIDS, write_tiny_imagenet
 from rgd import cli, models
 from rgd.data import class_names, datasets, recalibration, registry, tiny_imagenet
@@ -58,18 +58,8 @@ def test_cifar10_1_is_test_only():
       datasets.load_split("cifar10_1", "train")
 
 
-def _write_cifar10_1(folder, n=12, seed=0):
-  rng = np.random.RandomState(seed)
-  os.makedirs(folder, exist_ok=True)
-  images = rng.randint(0, 256, (n, 32, 32, 3)).astype(np.uint8)
-  labels = rng.randint(0, 10, n).astype(np.int64)
-  np.save(os.path.join(folder, "cifar10.1_v6_data.npy"), images)
-  np.save(os.path.join(folder, "cifar10.1_v6_labels.npy"), labels)
-  return images, labels
-
-
 def test_cifar10_1_npy_pair_through_the_registry(tmp_path):
-  images, labels = _write_cifar10_1(str(tmp_path / "c101"))
+  images, labels = write_cifar10_1_pair(str(tmp_path / "c101"))
   x, y = datasets.load_split(f"cifar10_1:{tmp_path / 'c101'}", "test")
   np.testing.assert_array_equal(x, images)
   np.testing.assert_array_equal(y, labels)

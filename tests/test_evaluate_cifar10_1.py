@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from conftest import write_npz_dataset
+from conftest import write_cifar10_1_pair, write_npz_dataset
 from test_cifar10c_folder import _write_folder
 from rgd.data import cifar10_1
 from rgd.evaluation import cifar10c
@@ -55,13 +55,7 @@ def _evaluate(args, mock=False, env=None):
 
 
 def _write_npy_pair(folder, n=30, seed=1):
-  rng = np.random.RandomState(seed)
-  os.makedirs(folder, exist_ok=True)
-  images = rng.randint(0, 256, (n, 32, 32, 3)).astype(np.uint8)
-  labels = rng.randint(0, 10, n).astype(np.int64)
-  np.save(os.path.join(folder, "cifar10.1_v6_data.npy"), images)
-  np.save(os.path.join(folder, "cifar10.1_v6_labels.npy"), labels)
-  return images, labels
+  return write_cifar10_1_pair(folder, n, seed)
 
 
 def _scalars(folder):

@@ -218,7 +218,7 @@ def create_input(strategy, data):
   images, labels = datasets.load_split(data.dataset, train_split, num_classes,
                                        data.num_validation, data.data_dir)
   num_pipelines, pipeline_id = strategy_lib.input_pipeline(strategy)
-  if data.generated_pattern and data.generated_pattern != datasets.GAUSSIAN:  # no shards
+  if _has_shards(data.generated_pattern):
     shard_check.check_generated_shards(data.generated_pattern, images.shape[1:])
   batch_augment_fn = (augment_lib.make_batch_augment(data.batch_augmentation)
                       if data.batch_augmentation else None)
@@ -237,6 +237,12 @@ def create_input(strategy, data):
   steps_per_epoch = epoch_size / data.batch_size
   return Input(iter(train_ds), images, labels, num_classes, total_steps, steps_per_epoch,
                num_pipelines, pipeline_id)
+
+
+def _has_shards(generated_pattern):
+  """Whether the generated data are TFRecord shards (to check and to name in errors), not
+  none and not the Gaussian sampled on the fly."""
+  return bool(generated_pattern) and generated_pattern != datasets.GAUSSIAN
 
 
 def _generated_fn(data, images, labels, num_classes):
@@ -282,7 +288,7 @@ def _next_batch(strategy, inputs, generated_pattern):
   try:
     element = next(inputs.iterator)
   except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-    if generated_pattern and generated_pattern != datasets.GAUSSIAN:  # name the bad shard
+    if _has_shards(generated_pattern):  # name the bad shard
       shard_check.raise_for_read_error(e, generated_pattern, inputs.images.shape[1:],
                                        inputs.num_pipelines, inputs.pipeline_id)
     raise
