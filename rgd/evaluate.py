@@ -133,7 +133,9 @@ def _main_cifar10_1():
     raise ConfigError(f"{path}: {model.output_shape[-1]} outputs; CIFAR-10.1 has CIFAR-10's "
                       "10 classes")
   clean, settings["dataset"], data_dir = _clean_split()
-  shifted = cifar10_1_data.load(FLAGS.cifar10_1_dir, data_dir)
+  shifted = datasets.load_split(
+      f"cifar10_1:{FLAGS.cifar10_1_dir}" if FLAGS.cifar10_1_dir else "cifar10_1", "test",
+      data_dir=data_dir)
   if FLAGS.num_examples:
     shifted = (shifted[0][:FLAGS.num_examples], shifted[1][:FLAGS.num_examples])
   report = evaluate_cifar10_1(model, clean, shifted, output_dir, FLAGS.batch_size, settings,

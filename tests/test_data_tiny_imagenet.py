@@ -110,14 +110,14 @@ def test_cifar10_1_npy_pair(tmp_path):
   labels = rng.randint(0, 10, 20).astype(np.int64)
   np.save(tmp_path / "cifar10.1_v6_data.npy", images)
   np.save(tmp_path / "cifar10.1_v6_labels.npy", labels)
-  got, got_labels = cifar10_1.load(str(tmp_path))
+  got, got_labels = cifar10_1.load_npy_pair(str(tmp_path))
   np.testing.assert_array_equal(got, images)
   np.testing.assert_array_equal(got_labels, labels)
   np.save(tmp_path / "cifar10.1_v6_labels.npy", np.array([object()] * 20))
   with pytest.raises(DataError, match="labels.npy: not a plain .npy array"):
-    cifar10_1.load(str(tmp_path))
+    cifar10_1.load_npy_pair(str(tmp_path))
   np.save(tmp_path / "cifar10.1_v6_labels.npy", labels[:5])
   with pytest.raises(DataError, match="expected 20 integer labels"):
-    cifar10_1.load(str(tmp_path))
+    cifar10_1.load_npy_pair(str(tmp_path))
   with pytest.raises(DataError, match="file not found"):
-    cifar10_1.load(str(tmp_path / "nowhere"))
+    cifar10_1.load_npy_pair(str(tmp_path / "nowhere"))

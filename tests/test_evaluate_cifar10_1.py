@@ -17,7 +17,6 @@ import tensorflow_datasets as tfds
 
 from conftest import write_cifar10_1_pair, write_npz_dataset
 from test_cifar10c_folder import _write_folder
-from rgd.data import cifar10_1
 from rgd.evaluation import cifar10c
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -107,8 +106,8 @@ def test_suite_from_tfds_equals_direct_computation(tmp_path):
                    mock=True)
   assert proc.returncode == 0, proc.stderr[-3000:]
   with tfds.testing.mock_data(num_examples=20):  # the same (deterministic) mock arrays
-    want = _accuracy(model, *cifar10_1.load())
     from rgd.data import datasets  # pylint: disable=g-import-not-at-top
+    want = _accuracy(model, *datasets.load_split("cifar10_1", "test"))
     clean = _accuracy(model, *datasets.load_split("cifar10", "test"))
   report = json.loads((model_dir / "eval" / "eval_cifar10_1.json").read_text())
   assert report["cifar10_1_accuracy"] == pytest.approx(want, abs=1e-12)

@@ -1,12 +1,13 @@
 """CIFAR-10.1 (Recht et al. 2018): 2,000 new test images drawn like CIFAR-10's, the
 distribution-shift column of seed 003 Table 2.
 
-Two sources, one result (uint8 [2000, 32, 32, 3], int64 labels in CIFAR-10's class order):
-  * tfds `cifar10_1` (config `v6`, the version seed 003 and RobustBench report; its only split
-    is `test`);
-  * the released `.npy` pair from the authors' repository, `cifar10.1_v6_data.npy` and
-    `cifar10.1_v6_labels.npy`, in a folder (a bucket works: read through tf.io.gfile, parsed with
-    allow_pickle=False).
+Two sources, one result (uint8 [2000, 32, 32, 3], int64 labels in CIFAR-10's class order), both
+registry names of rgd.data (`datasets.load_split(name, "test")`):
+  * `cifar10_1`: tfds `cifar10_1` (config `v6`, the version seed 003 and RobustBench report;
+    its only split is `test`);
+  * `cifar10_1:DIR`: the released `.npy` pair from the authors' repository,
+    `cifar10.1_v6_data.npy` and `cifar10.1_v6_labels.npy`, in a folder (a bucket works: read
+    through tf.io.gfile, parsed with allow_pickle=False; `load_npy_pair`).
 """
 import io
 import posixpath
@@ -45,12 +46,3 @@ def load_npy_pair(folder, version=VERSION):
   if labels.min() < 0 or labels.max() > 9:
     raise DataError(f"{labels_path}: labels must be CIFAR-10 classes 0..9")
   return images, labels.astype(np.int64)
-
-
-def load(source=None, data_dir=None):
-  """CIFAR-10.1 v6 from a folder holding the .npy pair (`source`), else from tfds `cifar10_1`
-  (in `data_dir`)."""
-  if source:
-    return load_npy_pair(source)
-  from rgd.data import datasets  # tfds loading with its offline check
-  return datasets.load_split("cifar10_1", "test", num_classes=10, data_dir=data_dir)
