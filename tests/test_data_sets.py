@@ -224,6 +224,26 @@ def test_dataset_statistics_reach_the_model_unless_gin_sets_them(dataset, key):
   assert registry.model_normalization(dataset) == {}
 
 
+@pytest.mark.parametrize("dataset,mean,std", [
+    # zbh2047/SortNet `dataset.py` (= L_inf-dist-net-v2's): per-channel mean, one scalar std.
+    ("cifar10", (0.4914, 0.4822, 0.4465), 0.2009),
+    ("cifar100", (0.5071, 0.4867, 0.4408), 0.2667),
+    # Not in the references: rgd's mean, the mean of rgd's per-channel stds.
+    ("svhn_cropped", models.SVHN_MEAN, (0.1980 + 0.2010 + 0.1970) / 3)])
+@pytest.mark.parametrize("name", ["linf_dist_net-3-8", "sortnet-3-8"])
+def test_certified_linf_models_take_the_data_sets_reference_statistics(dataset, mean, std, name):
+  """The l_inf models normalise with their references' statistics of the run's data set (not
+  CIFAR-10's everywhere), and eps / std follows."""
+  cli.parse_gin(["gin/debug.gin"], [f"DATASET='{dataset}'"])
+  model = models.get_model(name, num_classes=10, **registry.model_normalization(dataset))
+  layer = model.get_layer("normalize")
+  np.testing.assert_allclose(layer.mean, mean, rtol=0, atol=5e-5)
+  assert layer.std == pytest.approx(std, abs=5e-5)
+  x = np.full((1, 32, 32, 3), 0.5, np.float32)
+  np.testing.assert_allclose(layer(x).numpy()[0, 0, 0], (0.5 - np.asarray(mean)) / std,
+                             rtol=1e-4)
+
+
 @pytest.mark.slow
 def test_tiny_imagenet_run_exports_its_statistics_and_size(tmp_path):
   """Two steps on the miniature folder: model.keras reloaded takes 64x64 images, has 200

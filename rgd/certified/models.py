@@ -36,11 +36,31 @@ def liresnet(depth, width, num_classes=10, input_shape=(32, 32, 3), neck_units=5
   return keras.Model(inputs, logits, name=name or f"liresnet-L{depth}W{width}")
 
 
-# Both l_inf references normalise by the dataset mean and one scalar std (`dataset.py`; CIFAR-10
-# mean (0.4914, 0.4822, 0.4465), std 0.2009) and divide eps by that std (`main.py`:
-# `args.eps_train /= std`): InputNormalize does both for rgd (attacks and certificates stay in
-# [0, 1] pixels; rgd.certified.linf_dist.input_std scales the training eps).
-CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), 0.2009
+# Both l_inf references normalise by the dataset mean and one scalar std (`dataset.py`) and
+# divide eps by that std (`main.py`: `args.eps_train /= std`): InputNormalize does both for rgd
+# (attacks and certificates stay in [0, 1] pixels; rgd.certified.linf_dist.input_std scales the
+# training eps). Their table (zbh2047/SortNet and L_inf-dist-net-v2 `dataset.py`, `mean` and
+# `std`; the scalar std is the mean of the per-channel ones they leave in comments), by the key
+# of rgd.models.NORMALIZATION:
+REFERENCE_STATISTICS = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), 0.2009),
+    "cifar100": ((0.5071, 0.4867, 0.4408), 0.2667),
+    "tiny_imagenet": ((0.4802, 0.4481, 0.3975), 0.2276),
+}
+CIFAR10_MEAN, CIFAR10_STD = REFERENCE_STATISTICS["cifar10"]
+
+
+def scalar_statistics(normalization, mean, std):
+  """(mean, scalar std) for the l_inf models of a data set whose rgd statistics are
+  `normalization` (a key of rgd.models.NORMALIZATION) with per-channel `mean` and `std`: the
+  references' own numbers where they have the data set, else rgd's mean and the mean of its
+  per-channel stds (how the references' scalar relates to their per-channel values: CIFAR-10
+  mean(0.2023, 0.1994, 0.2010) = 0.2009); no statistics ('none') is mean 0, std 1."""
+  if normalization in REFERENCE_STATISTICS:
+    return REFERENCE_STATISTICS[normalization]
+  if mean is None or std is None:
+    return (0.0, 0.0, 0.0), 1.0
+  return tuple(mean), sum(std) / len(std)
 
 
 def linf_dist_net(depth, width, num_classes=10, input_shape=(32, 32, 3), sort_q=None,

@@ -4,10 +4,11 @@ Names: `wrn-D-W` (pre-activation Wide-ResNet with Swish, e.g. `wrn-28-10`, `wrn-
 `resnet18`, `preact_resnet18`, `preact_resnet50`, `dm_preact_resnet18`, `dm_preact_resnet34`
 (DeepMind's PreAct-ResNet, RobustBench's `DMPreActResNet`), `tiny_cnn` (debug). Every model
 takes images in [0, 1], normalises them inside, and returns float32 logits. Certifiable
-(rgd/certified/models.py; seed 004 Table 5; their own input handling, `normalization` does not
-apply): `liresnet-LdWw`
-(GloroNet, e.g. `liresnet-L6W128`), `linf_dist_net-D-W`, `sortnet-D-W` (`sortnet_dropout-D-W`
-trains with SortNet's dropout), e.g. `linf_dist_net-6-5120`.
+(rgd/certified/models.py; seed 004 Table 5): `liresnet-LdWw` (GloroNet, e.g. `liresnet-L6W128`;
+centres its input itself, `normalization` does not apply), `linf_dist_net-D-W`, `sortnet-D-W`
+(`sortnet_dropout-D-W` trains with SortNet's dropout), e.g. `linf_dist_net-6-5120`: these take
+`normalization`'s data set as a per-channel mean and one scalar std, as their references do
+(rgd.certified.models.scalar_statistics).
 """
 import re
 import zipfile
@@ -85,10 +86,12 @@ def get_model(name=gin.REQUIRED, num_classes=10, input_shape=(32, 32, 3), normal
   m = re.fullmatch(r"(linf_dist_net|sortnet|sortnet_dropout)-(\d+)-(\d+)", name)
   if m:
     depth, width = int(m.group(2)), int(m.group(3))
+    lmean, lstd = certified_models.scalar_statistics(normalization, mean, std)
     if m.group(1) == "linf_dist_net":
-      return certified_models.linf_dist_net(depth, width, num_classes, tuple(input_shape))
+      return certified_models.linf_dist_net(depth, width, num_classes, tuple(input_shape),
+                                            mean=lmean, std=lstd)
     return certified_models.sortnet(depth, width, num_classes, tuple(input_shape),
-                                    dropout=m.group(1) == "sortnet_dropout")
+                                    dropout=m.group(1) == "sortnet_dropout", mean=lmean, std=lstd)
   m = re.fullmatch(r"wrn-(\d+)-(\d+)", name)
   if m:
     return wide_resnet(int(m.group(1)), int(m.group(2)), activation=activation or "swish", **kw)
