@@ -21,7 +21,7 @@ from rgd import cli
 from rgd.certified import certificate
 from rgd.errors import ConfigError
 from rgd.data import datasets
-from rgd.evaluation import certified, target
+from rgd.evaluation import certified, per_class, target
 
 FLAGS = flags.FLAGS
 cli.define_model_flags()  # --model, --dataset, --split, --eps, --num_examples, --batch_size, ...
@@ -62,16 +62,18 @@ def main(argv):
   output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir or os.path.dirname(path), "eval")
   settings = dict(model=path, checkpoint_step=step, dataset=dataset, split=FLAGS.split,
                   command=" ".join(sys.argv))
+  names = per_class.class_names(run, dataset, model.output_shape[-1], run.get("data_dir"))
   report = certified.certify_model(model, images, labels, float(eps), radii, train_images,
                                    train_labels, FLAGS.batch_size, output_dir, settings,
-                                   FLAGS.linf_bound)
+                                   FLAGS.linf_bound, class_names=names)
   at = ", ".join(f"{r['radius']:.4g}: {100 * r['certified_accuracy']:.2f}%"
                  for r in report["certified_at"])
   gap = report.get("generalization_gap")
   print(f"clean {100 * report['clean_accuracy']:.2f}% | certified ({report['norm']}, eps "
         f"{report['eps']:.4g}) {100 * report['certified_accuracy']:.2f}% | at radii {at}"
         + (f" | generalization gap {100 * gap:.2f}" if gap is not None else "")
-        + f" -> {output_dir}")
+        + f" -> {output_dir}\nweakest classes (certified): "
+        + per_class.weakest(report["per_class"], "certified_accuracy"))
 
 
 if __name__ == "__main__":

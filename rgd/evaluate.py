@@ -29,7 +29,7 @@ import gin
 
 from rgd import cli, evaluation
 from rgd.data import cifar10_1 as cifar10_1_data, datasets
-from rgd.evaluation import adversarial, cifar10c
+from rgd.evaluation import adversarial, cifar10c, per_class
 from rgd.evaluation.cifar10_1 import evaluate_cifar10_1
 from rgd.errors import ConfigError
 from rgd.evaluation.target import load_model, resolve_target, run_defaults, versions
@@ -78,16 +78,18 @@ def main(argv):
   settings = dict(model=path if fileio.is_remote(path) else os.path.abspath(path),
                   checkpoint_step=step, dataset=dataset,
                   split=FLAGS.split, command=" ".join(sys.argv))
+  names = per_class.class_names(run, dataset, model.output_shape[-1], data_dir)
   report = adversarial.evaluate_model(model, images, labels, FLAGS.suite, norm, eps, batch_size,
                                       FLAGS.seed, output_dir, settings, FLAGS.jit, strategy,
-                                      source=path)
+                                      source=path, class_names=names)
   if FLAGS.suite == "autoattack":  # RobustBench's numbers are AutoAttack's
     architecture = adversarial.architecture_name(run.get("architecture") or model.name)
     adversarial.write_robustbench_entry(output_dir, report, architecture, dataset)
   stages = ", ".join(f"{s['name']} {100 * s['robust_accuracy']:.2f}%" for s in report["stages"])
   print(f"clean {100 * report['clean_accuracy']:.2f}% | {stages} | robust "
         f"{100 * report['robust_accuracy']:.2f}% ({report['num_examples']} examples, "
-        f"{report['seconds']:.0f} s) -> {output_dir}")
+        f"{report['seconds']:.0f} s) -> {output_dir}\n"
+        f"weakest classes (robust): {per_class.weakest(report['per_class'], 'robust_accuracy')}")
 
 
 def _main_cifar10c():
@@ -138,11 +140,14 @@ def _main_cifar10_1():
       data_dir=data_dir)
   if FLAGS.num_examples:
     shifted = (shifted[0][:FLAGS.num_examples], shifted[1][:FLAGS.num_examples])
+  run = run_defaults(FLAGS.model_dir, FLAGS.model)
   report = evaluate_cifar10_1(model, clean, shifted, output_dir, FLAGS.batch_size, settings,
-                              versions())
+                              versions(), per_class.class_names(run, settings["dataset"], 10,
+                                                                data_dir))
   print(f"{report['table']}\n{settings['dataset']} {100 * report['cifar10_accuracy']:.2f}% | "
         f"CIFAR-10.1 {100 * report['cifar10_1_accuracy']:.2f}% ({report['num_examples']}, "
-        f"{report['seconds']:.0f} s) -> {output_dir}")
+        f"{report['seconds']:.0f} s) -> {output_dir}\nweakest classes (CIFAR-10.1): "
+        f"{per_class.weakest(report['per_class'], 'cifar10_1_accuracy')}")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,8 @@ def test_certify_entry_point_end_to_end(tmp_path):
   model_dir = tmp_path / "run"
   model_dir.mkdir()
   net.save(str(model_dir / "model.keras"))
-  (model_dir / "model.json").write_text(json.dumps({"step": 7, "eps": 8 / 255, "norm": "linf"}))
+  (model_dir / "model.json").write_text(json.dumps({"step": 7, "eps": 8 / 255, "norm": "linf",
+                                                   "class_names": list("ABCDEFGHIJ")}))
   result = subprocess.run(
       [sys.executable, "-m", "rgd.certify", f"--model_dir={model_dir}", f"--dataset=npz:{data_dir}",
        "--radii=0,2/255,16/255", "--num_train_examples=64"],
@@ -67,8 +68,18 @@ def test_certify_entry_point_end_to_end(tmp_path):
   # The certificate in the report is the one certify() computes in-process.
   reloaded = keras.saving.load_model(str(model_dir / "model.keras"))
   xt = np.load(os.path.join(data_dir, "test.npz"))
-  res = certificate.certify(reloaded, xt["image"], xt["label"])
+  res = certificate.certify(reloaded, xt["image"], xt["label"], radii=(8 / 255,))
   assert report["certified_accuracy"] == pytest.approx(certificate.certified_accuracy(res, 8 / 255))
+  # Per class, named by model.json, from the same per-example flags.
+  certified = res["correct"] & res["certified_at"][8 / 255]
+  for row in report["per_class"]:
+    mask = xt["label"] == row["label"]
+    assert row["name"] == "ABCDEFGHIJ"[row["label"]]
+    assert row["clean_accuracy"] == pytest.approx(res["correct"][mask].mean())
+    assert row["certified_accuracy"] == pytest.approx(certified[mask].mean())
+  assert "| class | name | examples | clean accuracy | certified accuracy |" in open(
+      f"{name}.md").read()
+  assert "weakest classes (certified): " in result.stdout
 
 
 def test_custom_layers_survive_save_and_load(tmp_path):

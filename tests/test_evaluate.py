@@ -33,7 +33,8 @@ def trained(tmp_path_factory):
   model_dir = root / "run"
   os.makedirs(model_dir)
   model.save(model_dir / "model.keras")
-  (model_dir / "model.json").write_text(json.dumps({"step": 8}))
+  (model_dir / "model.json").write_text(json.dumps(
+      {"step": 8, "class_names": [f"kind {i}" for i in range(10)]}))
   return str(model_dir), f"npz:{folder}"
 
 
@@ -79,6 +80,14 @@ def test_entry_point_writes_the_report(trained):
   np.testing.assert_array_equal(pred == labels[:12], arrays["robust"])
   assert os.listdir(os.path.join(out, "tensorboard"))
   assert "ETA" in proc.stderr and "robust" in proc.stdout
+  # Per class, named by model.json: each class's fractions of the per-example flags.
+  for row in report["per_class"]:
+    mask = arrays["label"] == row["label"]
+    assert row["name"] == f"kind {row['label']}" and row["examples"] == mask.sum()
+    assert row["clean_accuracy"] == pytest.approx(arrays["clean_correct"][mask].mean())
+    assert row["robust_accuracy"] == pytest.approx(arrays["robust"][mask].mean())
+  assert sorted(r["label"] for r in report["per_class"]) == sorted(set(labels[:12]))
+  assert "weakest classes (robust): kind " in proc.stdout
 
 
 def test_parse_eps():

@@ -113,6 +113,17 @@ def test_suite_from_tfds_equals_direct_computation(tmp_path):
   assert report["cifar10_1_accuracy"] == pytest.approx(want, abs=1e-12)
   assert report["cifar10_accuracy"] == pytest.approx(clean, abs=1e-12)
   assert report["settings"]["cifar10_1"] == "tfds:cifar10_1/v6"
+  # Per class on both sets, named by the run's data set (CIFAR-10's classes).
+  with tfds.testing.mock_data(num_examples=20):
+    shifted, clean_set = datasets.load_split("cifar10_1", "test"), datasets.load_split(
+        "cifar10", "test")
+  names = {r["label"]: r["name"] for r in report["per_class"]}
+  assert names.get(0, "airplane") == "airplane" and names.get(9, "truck") == "truck"
+  for row in report["per_class"]:
+    for key, (images, labels) in (("cifar10", clean_set), ("cifar10_1", shifted)):
+      mask = labels == row["label"]
+      assert row[f"{key}_accuracy"] == pytest.approx(
+          _accuracy(model, images[mask], labels[mask]), abs=1e-12)
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@
   target       which model and threat model an evaluation reads (model.json defaults)
   adversarial  robust accuracy under a suite, and its report (rgd.evaluate)
   reports      the TensorBoard events every report writes
+  per_class    accuracy per class, named, in every report
   cifar10c     CIFAR-10-C errors and mCE (seed 003), and its report (rgd.evaluate)
   cifar10_1    clean accuracy on CIFAR-10.1 beside CIFAR-10 (seed 003 Table 2), its report
   certified    certified accuracy and radii, and its report (rgd.certify)

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from rgd.attacks import suites
 from rgd.errors import ConfigError, DataError
-from rgd.evaluation import cascade, checks, reports, stage_state
+from rgd.evaluation import cascade, checks, per_class, reports, stage_state
 from rgd.evaluation.target import NORMS, parse_eps, versions
 from rgd.runtime import fileio
 from rgd.runtime.progress import Progress
@@ -25,9 +25,10 @@ def report_name(suite, norm, eps):
 
 def evaluate_model(model, images, labels, suite="aa+mt", norm="linf", eps=8 / 255,
                    batch_size=500, seed=0, output_dir=None, settings=None, jit_compile=False,
-                   strategy=None, source="model", stream=None):
+                   strategy=None, source="model", stream=None, class_names=None):
   """Runs `suite` on uint8 or float [0, 1] `images` and writes the report files to
-  `output_dir` (if given). Returns the report dict."""
+  `output_dir` (if given). Returns the report dict; its `per_class` rows name the classes by
+  `class_names` (label order) where given (rgd.evaluation.per_class)."""
   if norm not in NORMS:
     raise ConfigError(f"--norm={norm!r}: expected one of {NORMS}")
   eps = parse_eps(eps)
@@ -96,7 +97,9 @@ def evaluate_model(model, images, labels, suite="aa+mt", norm="linf", eps=8 / 25
       settings=dict(settings or {}, seed=seed, batch_size=batch_size, jit_compile=jit_compile,
                     bucket_sizes=result["bucket_sizes"], gin=gin.config_str()),
       versions=versions(), warnings=warnings,
-      restored_stages=names[:result["restored_stages"]])
+      restored_stages=names[:result["restored_stages"]],
+      per_class=per_class.rows(labels, dict(clean_accuracy=result["clean_correct"],
+                                            robust_accuracy=result["robust"]), class_names))
   if output_dir:
     write_report(output_dir, report, result, labels)
     state.remove()
@@ -118,8 +121,10 @@ def write_report(output_dir, report, result, labels):
              f"{prefix}/robust_accuracy": report["robust_accuracy"]}
   scalars.update({f"{prefix}/after_{stage['name']}": stage["robust_accuracy"]
                   for stage in report["stages"]})
+  table = per_class.markdown(report["per_class"], ("clean_accuracy", "robust_accuracy"))
   reports.write_tensorboard(output_dir, report["settings"].get("checkpoint_step"), scalars,
-                            {f"{prefix}/report": "```\n" + text + "```"})
+                            {f"{prefix}/report": "```\n" + text + "```",
+                             f"{prefix}/per_class": table})
 
 
 def architecture_name(model_name):

@@ -10,7 +10,7 @@ import gin
 import numpy as np
 
 from rgd.certified import certificate
-from rgd.evaluation import reports
+from rgd.evaluation import per_class, reports
 from rgd.evaluation.target import versions
 from rgd.runtime import fileio
 
@@ -70,13 +70,17 @@ def markdown_tables(report):
     lines += ["", f"train clean accuracy {100 * report['train_clean_accuracy']:.2f}% "
               f"({report['num_train_examples']} images), generalization gap "
               f"{100 * gap:.2f} points (seed 004 Sec. 4.3)"]
+  lines += ["", f"Per class (certified at eps {report['eps']:.6g}):", "",
+            per_class.markdown(report["per_class"], ("clean_accuracy", "certified_accuracy"))]
   return "\n".join(lines) + "\n"
 
 
 def certify_model(model, images, labels, eps, radii=None, train_images=None, train_labels=None,
-                  batch_size=256, output_dir=None, settings=None, linf_bound="interval"):
+                  batch_size=256, output_dir=None, settings=None, linf_bound="interval",
+                  class_names=None):
   """Certifies `model` on (images, labels); returns the report dict and writes its files. The
-  report records the precision settings the certificate was computed under."""
+  report records the precision settings the certificate was computed under; its `per_class`
+  rows name the classes by `class_names` (label order) where given."""
   start = time.monotonic()
   norm = certificate.lipschitz_info(certificate.float32_model(model), refresh=False)["norm"]
   radii = sorted(set([float(r) for r in (radii if radii is not None else DEFAULT_RADII[norm])]
@@ -97,7 +101,11 @@ def certify_model(model, images, labels, eps, radii=None, train_images=None, tra
       rounding_relative=certificate.ROUNDING_RELATIVE["float32"],
       precision=result["precision"],
       settings=dict(settings or {}, batch_size=batch_size, gin=gin.config_str()),
-      versions=versions())
+      versions=versions(),
+      per_class=per_class.rows(labels, dict(
+          clean_accuracy=result["correct"],
+          certified_accuracy=result["correct"] & result["certified_at"][float(eps)]),
+          class_names))
   if train_images is not None:
     train = certificate.certify(model, train_images, train_labels, batch_size, refresh=False,
                                 linf_bound="margin")   # clean accuracy only

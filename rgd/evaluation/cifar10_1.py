@@ -16,7 +16,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from rgd.evaluation import cifar10c, reports
+from rgd.evaluation import cifar10c, per_class, reports
 from rgd.runtime import fileio
 
 REPORT_NAME = "eval_cifar10_1"
@@ -47,9 +47,10 @@ def format_table(report):
 
 
 def evaluate_cifar10_1(model, cifar10, cifar10_1, output_dir=None, batch_size=500,
-                       settings=None, versions=None):
+                       settings=None, versions=None, class_names=None):
   """Top-1 accuracy of `model` (taking [0, 1] images) on CIFAR-10's test set and on CIFAR-10.1,
-  each given as (uint8 images, int labels); writes the report when `output_dir` is set."""
+  each given as (uint8 images, int labels); writes the report when `output_dir` is set. Its
+  `per_class` has each class's accuracy on both (named by `class_names`)."""
   start = time.monotonic()
   predict = cifar10c.make_predict(model)
   correct = {name: cifar10c.accuracy_flags(predict, images, labels, batch_size)
@@ -60,12 +61,24 @@ def evaluate_cifar10_1(model, cifar10, cifar10_1, output_dir=None, batch_size=50
       cifar10_1_accuracy=float(correct["cifar10_1"].mean()),
       num_examples={k: int(len(v)) for k, v in correct.items()},
       seconds=time.monotonic() - start, settings=dict(settings or {}, batch_size=batch_size),
-      versions=versions or {})
+      versions=versions or {},
+      per_class=[dict(r, cifar10_1_accuracy=s["cifar10_1_accuracy"],
+                      cifar10_1_examples=s["examples"])
+                 for r, s in _matched(per_class.rows(cifar10[1], dict(
+                     cifar10_accuracy=correct["cifar10"]), class_names), per_class.rows(
+                         cifar10_1[1], dict(cifar10_1_accuracy=correct["cifar10_1"]),
+                         class_names))])
   report["gap"] = report["cifar10_accuracy"] - report["cifar10_1_accuracy"]
   report["table"] = format_table(report)
   if output_dir:
     write_report(output_dir, report, correct)
   return report
+
+
+def _matched(rows, shifted_rows):
+  """Pairs of rows of the same class (classes present in both sets)."""
+  by_label = {r["label"]: r for r in shifted_rows}
+  return [(r, by_label[r["label"]]) for r in rows if r["label"] in by_label]
 
 
 def write_report(output_dir, report, correct):
@@ -80,4 +93,6 @@ def write_report(output_dir, report, correct):
       {"eval/cifar10_1/cifar10_accuracy": report["cifar10_accuracy"],
        "eval/cifar10_1/cifar10_1_accuracy": report["cifar10_1_accuracy"],
        "eval/cifar10_1/gap": report["gap"]},
-      {"eval/cifar10_1/table": "```\n" + report["table"] + "\n```"})
+      {"eval/cifar10_1/table": "```\n" + report["table"] + "\n```",
+       "eval/cifar10_1/per_class": per_class.markdown(
+           report["per_class"], ("cifar10_accuracy", "cifar10_1_accuracy"))})
