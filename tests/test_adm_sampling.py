@@ -143,7 +143,7 @@ def test_opener_samples_a_pt_file_into_a_source(tmp_path):
                                             chunk_size=2, batch_per_device=2,
                                             gd_config=gd_config, num_steps=2)
   assert config["source"]["kind"] == "adm" and config["source"]["imagenet_classes"] == [7, 2, 5]
-  assert config["source"]["s_churn"] == 40.0   # NVlabs' ImageNet-64 sampler unless overridden
+  assert config["source"]["s_churn"] == 80.0   # EDM's sampler for this checkpoint unless overridden
   json.dumps(config)
   source = opener(str(tmp_path / "cache"))
   assert sorted(os.listdir(tmp_path / "cache" / "adm")) == [
@@ -209,7 +209,7 @@ def test_adm_is_a_generator_of_the_labelling_job():
                            generator_seed=3, sampler_overrides={"num_steps": 2},
                            dataset="ignored", num_per_class=9)
   assert images.source["kind"] == "adm" and images.source["imagenet_classes"] == [7, 2, 5]
-  assert images.source["num_steps"] == 2 and images.source["s_churn"] == 40.0
+  assert images.source["num_steps"] == 2 and images.source["s_churn"] == 80.0
   assert (images.worker, images.num_workers) == (0, 1)
   with pytest.raises(ValueError, match="adm:PATH"):
     generators.make("adm")
