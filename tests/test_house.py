@@ -10,6 +10,7 @@
 * `rgd/__init__.py`'s module index names every package and module of the tree.
 """
 import ast
+import glob
 import os
 import re
 import subprocess
@@ -189,3 +190,35 @@ def test_links_in_readme_and_docs_lead_to_files():
       if not os.path.exists(os.path.join(ROOT, os.path.dirname(page), target)):
         offenders.append(f"{page} -> {target}")
   assert not offenders, offenders
+
+
+def _unbound_names(path):
+  """Names a module's top level (and its `if __name__ == "__main__":` block) reads that nothing
+  binds: no import, def, class, assignment or builtin. Catches a tool whose entry line calls a
+  name it never imported, which no in-process test of its main() would run."""
+  import builtins  # pylint: disable=g-import-not-at-top
+  tree = ast.parse(open(path).read(), path)
+  bound = set(dir(builtins)) | {"__file__", "__name__", "__doc__"}
+  for node in ast.walk(tree):
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+      bound |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+      bound.add(node.name)
+    elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+      bound.add(node.id)
+  top = [n for n in tree.body if not isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+  return sorted({n.id for stmt in top for n in ast.walk(stmt)
+                 if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)} - bound)
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "tools", "*.py")) +
+                                        glob.glob(os.path.join(ROOT, "rgd", "*.py"))))
+def test_entry_lines_only_read_bound_names(path):
+  assert _unbound_names(path) == [], path
+
+
+def test_the_unbound_name_check_catches_a_missing_import(tmp_path):
+  path = tmp_path / "tool.py"
+  path.write_text("import sys\n\ndef main(argv):\n  return 0\n\n"
+                  "if __name__ == '__main__':\n  cli.run(main, 'tool', argv=sys.argv)\n")
+  assert _unbound_names(str(path)) == ["cli"]

@@ -159,3 +159,46 @@ def test_evaluation_reads_the_recorded_threat_and_old_model_json():
   assert target.resolve_target(dict(objective="standard", norm="l2", eps=0.5))[1:3] == (
       "linf", 8 / 255)
   assert target.resolve_target(dict(objective="gloro", norm="l2", eps=0.5))[1:3] == ("l2", 0.5)
+
+
+def _count_passes(objective, k=4):
+  """Runs `objective.losses` eagerly on a tiny net, counting calls: each attack call inside the
+  attack is a forward and an input gradient (2), one outside (the clean target) a forward (1),
+  each recorded clean or training pass a forward and a backward (3)."""
+  net = _dense_net(k)
+  calls = {"attack": 0, "recorded": 0}
+  x = tf.random.stateless_uniform([3, 2, 2, 3], [1, 2])
+  labels = tf.one_hot([0, 1, 2], k)
+
+  def attack_fn(images):
+    calls["attack"] += 1
+    return net(images, training=False)
+
+  def recorded(images):
+    calls["recorded"] += 1
+    return net(images, training=True)
+
+  with tf.GradientTape() as tape:
+    passes = objectives.Passes(attack_fn, recorded, recorded, tape)
+    objective.losses(passes, objectives.StepBatch(x, labels, tf.constant([0, 1]), None))
+  return calls
+
+
+@pytest.mark.parametrize("kind,params,attack_calls,recorded,passes", [
+    ("trades", {}, 5, 2, 2 * 5 + 6),                            # DeepMind's BN mode: shared
+    ("trades", {"kl_attack_target": "label"}, 5, 2, 2 * 5 + 6),  # a given target: no pass
+    ("trades", {"batch_stats_attack": False}, 6, 2, 2 * 5 + 6 + 1),  # Zhang's: target pass
+    ("pgd_at", {}, 5, 1, 2 * 5 + 3),
+    ("mart", {}, 5, 2, 2 * 5 + 6),
+    ("standard", {}, 0, 1, 3)])
+def test_each_objective_counts_its_own_forward_passes(kind, params, attack_calls, recorded,
+                                                      passes):
+  """forward_passes() (rgd.bench's FLOPs and MFU) agrees with the passes the step makes."""
+  kw = {} if kind == "standard" else dict(attack_steps=5)
+  objective = objectives.Objective(kind=kind, **kw, **params)
+  assert _count_passes(objective) == {"attack": attack_calls, "recorded": recorded}
+  assert objective.forward_passes() == passes
+
+
+def test_an_objective_that_does_not_count_says_so(scaled_ce):
+  assert scaled_ce().forward_passes() is None

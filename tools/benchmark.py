@@ -20,6 +20,7 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from rgd import cli  # pylint: disable=wrong-import-position  (after the log level)
 SUBJECTS = ("train", "input", "eval", "records", "certify", "ada", "train_vs_torch",
             "eval_vs_reference", "beam", "sample")
 

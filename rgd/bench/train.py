@@ -10,8 +10,9 @@ convs and dense layers, rgd.bench.flops):
                                            (the default) it is the clean pass of the loss
                                            (objectives.Objective.shares_clean_pass)
 so 26 F for TRADES-10 (27 F in Zhang's mode, and in the PyTorch step of
-tools/bench_torch_trades.py, which runs the target separately), (2K + 4) F for PGD-AT, 3 F for
-standard training. MFU divides the achieved model FLOPs/s by the device peak (--peak_tflops, or
+tools/bench_torch_trades.py, which runs the target separately), (2K + 3) F for PGD-AT, (2K + 6) F
+for MART, 3 F for standard and certified training: each objective counts its own
+(`forward_passes()`, rgd/training/objectives). MFU divides the achieved model FLOPs/s by the device peak (--peak_tflops, or
 a known value for the device).
 """
 import argparse
@@ -52,14 +53,6 @@ def seconds_per_step(strategy, step, batch_size, warmup, steps):
     out = step(dist)
   float(out["count"])  # wait for the device
   return (time.perf_counter() - start) / steps
-
-
-def step_flops_per_example(forward, kind, attack_steps, shared_target=True):
-  if kind == "standard":
-    return 3 * forward
-  if kind == "pgd_at":
-    return (2 * attack_steps + 3 + 1) * forward  # attack + a forward/backward on x_adv
-  return (2 * attack_steps + 6 + (0 if shared_target else 1)) * forward
 
 
 def device_peak(precision):
@@ -114,8 +107,11 @@ def main(argv):
   step_s = seconds_per_step(strategy, step, args.batch_size, args.warmup, args.steps)
   img_s = args.batch_size / step_s
   forward = flops.forward_flops(net, (32, 32, 3))
-  per_example = step_flops_per_example(forward, args.objective, args.attack_steps,
-                                       objective.shares_clean_pass())
+  passes = objective.forward_passes()  # the objective counts its own passes
+  if passes is None:
+    print(f"objective {args.objective} does not count its passes: no FLOPs or MFU")
+    passes = float("nan")
+  per_example = passes * forward
   achieved = per_example * img_s
   peak, device = device_peak(args.precision)
   peak = args.peak_tflops * 1e12 if args.peak_tflops else (peak * 1e12 if peak else None)

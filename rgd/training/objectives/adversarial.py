@@ -89,6 +89,13 @@ class Trades(AdversarialObjective):
     one forward pass of the step (1 of the 27 forward-equivalents of TRADES-10) is saved."""
     return self.batch_stats_attack and self.kl_attack_target == "prediction"
 
+  def forward_passes(self):
+    """K attack steps (forward + input gradient, 2 K), forward and backward of the clean and
+    the adversarial pass (2 x 3), the attack's clean target where it is a pass of its own (1;
+    not for a label target): 26 for TRADES-10 in DeepMind's BN mode, 27 in Zhang et al.'s."""
+    own_target = self.kl_attack_target == "prediction" and not self.shares_clean_pass()
+    return 2 * self.attack.num_steps + 6 + (1 if own_target else 0)
+
   def adversarial_examples(self, inference_fn, images, soft_labels, seed, init_slice=None,
                            clean_logits=None):
     """x_adv maximising KL(target || f(x')); `clean_logits` are f(x) when already computed."""
@@ -134,6 +141,10 @@ class PgdAT(AdversarialObjective):
     del clean_logits
     return base.run_training_attack(self.attack, inference_fn, attack_losses.ce_loss, images,
                                     base.hard_labels(soft_labels), seed, init_slice)
+
+  def forward_passes(self):
+    """K attack steps (2 K) and forward + backward on x_adv (3); no clean pass."""
+    return 2 * self.attack.num_steps + 3
 
   def losses(self, passes, batch):
     with passes.unrecorded():

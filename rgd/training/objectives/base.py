@@ -133,9 +133,14 @@ class TrainingObjective(abc.ABC):
     return None
 
   def shares_clean_pass(self):
-    """Whether `losses` reuses the clean pass as the attack's target (saves a forward pass;
-    rgd.bench counts passes with it)."""
+    """Whether `losses` reuses the clean pass as the attack's target (saves a forward pass)."""
     return False
+
+  def forward_passes(self):
+    """Forward-pass equivalents of one step per example (a backward counts 2, an input
+    gradient 2: the cost of the step in units of the network's forward FLOPs, which
+    rgd.bench turns into model FLOPs and MFU); None where it is not known."""
+    return None
 
   def run_info(self):
     """What model.json records about the objective: its name, the threat (None without one)

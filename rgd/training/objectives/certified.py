@@ -49,6 +49,11 @@ class _Certified(base.TrainingObjective):
   def validation(self):
     return base.Validation(validation_lib.certified_check, self.threat, selects_robust=True)
 
+  def forward_passes(self):
+    """One forward and backward (3): the certified loss reads the logits and the Lipschitz
+    bounds, whose power iterations run once per step, not per example (not counted)."""
+    return 3
+
 
 class GloRo(_Certified):
   """GloRo (Leino et al. 2021): L2; loss, power_iterations, eps_min_ratio/eps_max_ratio, lam

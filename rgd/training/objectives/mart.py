@@ -57,6 +57,10 @@ class Mart(adversarial.PgdAT):
     self.attack = adversarial.make_pgd(norm, eps, attack_steps, attack_optimizer,
                                        attack_step_size, initializers.normal_init(init_stddev))
 
+  def forward_passes(self):
+    """PGD-AT's attack (2 K) and forward + backward on both x and x_adv (2 x 3)."""
+    return 2 * self.attack.num_steps + 6
+
   def losses(self, passes, batch):
     with passes.unrecorded():
       adv_images = self.adversarial_examples(passes.attack, batch.images, batch.labels,

@@ -21,6 +21,9 @@ class Standard(base.TrainingObjective):
     ce = base.soft_cross_entropy(logits, batch.labels)
     return base.Losses({"total": ce, "ce": ce}, logits, None)
 
+  def forward_passes(self):
+    return 3  # forward and backward
+
   def validation(self):
     return base.Validation(validation_lib.pgd40_check, self._validation_threat,
                            selects_robust=False)
