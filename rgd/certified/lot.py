@@ -310,3 +310,24 @@ def nominal_body_lipschitz(model):
   body, _ = split_lot_model(model)
   stds = [l.std for l in body if isinstance(l, L.InputNormalize)]
   return 1.0 / stds[0] if stds else 1.0
+
+
+def certificate_regularizer_radius(logits, labels, head_kernel, body_lipschitz, lln):
+  """The reference's training-time certificate of the *label* (`utils.py` :188-218): with
+  `lln`, min_{j != y} (y_y - y_j) / (||w_y - w_j|| L) (`lln_certificates`); else
+  (y_y - max_{j != y} y_j) / (sqrt(2) L) (`ortho_certificates`, orthonormal rows assumed).
+  Float32, differentiable; it steers training and certifies nothing."""
+  logits = tf.cast(logits, tf.float32)
+  k = tf.shape(logits)[1]
+  onehot = tf.one_hot(labels, k, dtype=tf.float32)
+  top = tf.reduce_sum(logits * onehot, axis=1)
+  if lln:
+    w = tf.transpose(tf.cast(head_kernel, tf.float32))                     # [K, d]
+    diff = tf.gather(w, labels)[:, None, :] - w[None]                      # [B, K, d]
+    sq = tf.reduce_sum(tf.square(diff), axis=-1)
+    # + onehot as the reference (`lln_weight_diff_norm + onehot`): no 0 / 0 for j = y.
+    dist = tf.sqrt(tf.where(sq > 0, sq, 1.0)) * tf.cast(sq > 0, tf.float32) + onehot
+    radius = (top[:, None] - (logits - onehot * 1e6)) / (dist * body_lipschitz)
+    return tf.reduce_min(radius, axis=1)
+  runner_up = tf.reduce_max(logits - onehot * 1e6, axis=1)
+  return (top - runner_up) / (math.sqrt(2.0) * body_lipschitz)
