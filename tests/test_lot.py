@@ -273,3 +273,18 @@ def test_attacks_never_break_a_certified_point():
   big = 5 * float(result["radius"].max())
   print(f"eps {eps:.4g}, {certified.sum()} certified; 5x the largest radius {big:.4g}")
   assert not robust_at(big, 5, targeted=False)[result["correct"]].all()
+
+
+def test_validation_and_report_certify_lot_models(tiny, tmp_path):
+  """The trainer's certified validation and rgd.certify's report take LOT models as L2."""
+  from rgd.evaluation import certified as certified_eval  # pylint: disable=g-import-not-at-top
+  from rgd.training import validation  # pylint: disable=g-import-not-at-top
+  x, y = make_images(8, seed=12)
+  clean, cert = validation.make_certified_validator(tiny, 36 / 255, x, y)(0)
+  result = certificate.certify(tiny, x, y)
+  assert clean == float(result["correct"].mean())
+  assert cert == float(np.mean(result["correct"] & (result["radius"] > 36 / 255)))
+  report = certified_eval.certify_model(tiny, x, y, 36 / 255, output_dir=str(tmp_path))
+  assert report["norm"] == "l2" and report["lipschitz"]["kind"] == "lot"
+  assert report["lipschitz"]["body_lipschitz"] == result["info"]["body_lipschitz"]
+  assert os.path.exists(os.path.join(tmp_path, "certify_l2_0.141176.json"))
