@@ -288,3 +288,11 @@ def test_validation_and_report_certify_lot_models(tiny, tmp_path):
   assert report["norm"] == "l2" and report["lipschitz"]["kind"] == "lot"
   assert report["lipschitz"]["body_lipschitz"] == result["info"]["body_lipschitz"]
   assert os.path.exists(os.path.join(tmp_path, "certify_l2_0.141176.json"))
+
+
+def test_spectral_bound_is_the_largest_singular_value():
+  rng = np.random.RandomState(13)
+  for shape in ((5, 3, 7), (4, 6, 2)):
+    w = rng.randn(*shape) + 1j * rng.randn(*shape)
+    want = np.linalg.svd(w, compute_uv=False).max()
+    assert want <= lot.spectral_bound(w) <= want * (1 + 2e-6)

@@ -126,9 +126,16 @@ def lot_conv(x, kernel, iterations=NEWTON_ITERATIONS):
 
 
 def spectral_bound(w):
-  """max_f sigma_max(W(f)) in float64 (numpy SVD) times (1 + BOUND_SAFETY)."""
+  """max_f sigma_max(W(f)) of w [F, cout, cin], times (1 + BOUND_SAFETY): the square root of
+  the largest eigenvalue of the smaller Gram matrix W W^H or W^H W, formed and diagonalised in
+  float64 (complex128). Its rounding, about 1e-16 relative times the dimension, is far inside
+  the safety factor; eigvalsh is several times faster than an SVD on the 512 x 1024 frequency
+  matrices of LOT-S."""
   w = np.asarray(w).astype(np.complex128)
-  return float(np.linalg.svd(w, compute_uv=False).max()) * (1 + lipschitz.BOUND_SAFETY)
+  wh = np.conj(np.swapaxes(w, 1, 2))
+  gram = w @ wh if w.shape[1] <= w.shape[2] else wh @ w
+  top = float(np.linalg.eigvalsh(gram)[:, -1].max())
+  return math.sqrt(max(top, 0.0)) * (1 + lipschitz.BOUND_SAFETY)
 
 
 def _torch_default(fan_in):
