@@ -11,6 +11,9 @@
 * `sortnet(depth, width, dropout)`: zbh2047/SortNet `ell_inf_models.py`, `SortMLPModel`: the
   same with sort neurons (q = 0.85 in the CIFAR-10 8/255 command) after the first layer,
   trained by dropout; without dropout the reference's `dropout=1.0` (see `sortnet`).
+* `lipconvnet(depth, ...)`: LipConvnet-depth with LOT convolutions (AI-secure/Layerwise-
+  Orthogonal-Training `lip_convnets.py`, rgd/certified/lot.py). Table 5: LOT S/M/L =
+  LipConvnet-10/20/40.
 """
 import keras
 
