@@ -268,11 +268,12 @@ def test_attacks_never_break_a_certified_point():
       assert np.all(np.linalg.norm((x_adv - x).reshape(len(x), -1), axis=1) <= eps * 1.00001)
       robust &= np.argmax(net(x_adv).numpy(), axis=1) == y
     return robust
-  assert np.all(robust_at(eps, 10)[certified]), "an attack broke a certified point"
-  # Not vacuous: at 5x the largest certified radius the attacks break correct points.
-  big = 5 * float(result["radius"].max())
-  print(f"eps {eps:.4g}, {certified.sum()} certified; 5x the largest radius {big:.4g}")
-  assert not robust_at(big, 5, targeted=False)[result["correct"]].all()
+  # The attacks see the network the certificate certified (W frozen, as inside certify).
+  with lot.frozen_weights(net):
+    assert np.all(robust_at(eps, 10)[certified]), "an attack broke a certified point"
+    # Not vacuous: at 5x the largest certified radius the attacks break correct points.
+    big = 5 * float(result["radius"].max())
+    assert not robust_at(big, 5, targeted=False)[result["correct"]].all()
 
 
 def test_validation_and_report_certify_lot_models(tiny, tmp_path):
@@ -296,3 +297,22 @@ def test_spectral_bound_is_the_largest_singular_value():
     w = rng.randn(*shape) + 1j * rng.randn(*shape)
     want = np.linalg.svd(w, compute_uv=False).max()
     assert want <= lot.spectral_bound(w) <= want * (1 + 2e-6)
+
+
+def test_frozen_weights_are_the_ones_computed_and_certified(tiny):
+  """Inside lot.frozen_weights (what certificate.certify runs in) every layer multiplies with
+  the W its bound is computed from; outside, W is computed afresh from the kernel."""
+  x = np.random.RandomState(14).rand(4, 32, 32, 3).astype(np.float32)
+  free = tiny(x).numpy()
+  conv = tiny.get_layer("stage2_block1")
+  with lot.frozen_weights(tiny):
+    frozen = conv.frozen
+    assert frozen is not None and conv.realised_spectrum() is frozen
+    np.testing.assert_allclose(tiny(x).numpy(), free, atol=1e-6)
+    with tf.GradientTape() as tape:   # the frozen W is a constant: no gradient to the kernel
+      y = tf.reduce_sum(conv(tf.random.normal([2, 16, 16, 8])))
+    assert tape.gradient(y, conv.kernel) is None
+    assert conv.certified_lipschitz() == lot.spectral_bound(frozen)
+    np.testing.assert_array_equal(certificate.lipschitz_info(tiny)["head_kernel"],
+                                  tiny.get_layer("logits").frozen)
+  assert conv.frozen is None and tiny.get_layer("logits").frozen is None

@@ -138,12 +138,13 @@ def certify(model, images, labels, batch_size=256, refresh=True, radii=(), linf_
     raise ConfigError(f"linf_bound={linf_bound!r}: expected one of {LINF_BOUNDS}")
   with precision.exact_float32() as settings:
     model = float32_model(model)
-    info = lipschitz_info(model, refresh)
-    images = np.asarray(images)
-    if images.dtype == np.uint8:
-      images = images.astype(np.float32) / 255.0
-    images = images.astype(np.float32)
-    logits = _logits(model, images, batch_size)
+    with lot.frozen_weights(model):   # LOT: the bound and the logits from the same W
+      info = lipschitz_info(model, refresh)
+      images = np.asarray(images)
+      if images.dtype == np.uint8:
+        images = images.astype(np.float32) / 255.0
+      images = images.astype(np.float32)
+      logits = _logits(model, images, batch_size)
     radius, pred = radii_from_logits(info, logits)
     flags = {float(r): radius > r for r in radii}
     if info["kind"] == "linf_dist" and linf_bound == "interval" and len(images):

@@ -29,15 +29,17 @@ with unit-norm class rows (`NormalizedLinear`, :13-18). Inputs are normalised by
 mean and one std 0.2507 for every channel (`utils.py` :9-10, also for CIFAR-100).
 
 Soundness. Newton iterations in float32 leave W only approximately orthogonal, so no layer is
-assumed 1-Lipschitz: `certified_lipschitz` computes W exactly as the forward pass does (the
-same function, float32) and bounds the layer by max over frequencies of sigma_max(W(f)) in
-float64 (zero padding is an isometric embedding, the unitary-normalised FFT an isometry,
-taking the real part and cropping contractions). The body bound is the product over layers
-(1 / std for the normalisation; MaxMin and the pixel unshuffle are 1-Lipschitz; a residual
-mix 0.5 + 0.5 L), and the margin of classes i, j is compared with eps * L_body * ||w_j - w_i||
-on the rows of the head actually used (rgd.certified.certificate.gloro_radius), not the
-reference's sqrt(2).
+assumed 1-Lipschitz: `certified_lipschitz` takes W as the forward pass computes it (the same
+function, float32) and bounds the layer by max over frequencies of sigma_max(W(f)) in float64
+(zero padding is an isometric embedding, the unitary-normalised FFT an isometry, taking the
+real part and cropping contractions). `certificate.certify` freezes W for its duration
+(`frozen_weights`): the logits and the bound use the very same float32 matrices. The body
+bound is the product over layers (1 / std for the normalisation; MaxMin and the pixel
+unshuffle are 1-Lipschitz; a residual mix 0.5 + 0.5 L), and the margin of classes i, j is
+compared with eps * L_body * ||w_j - w_i|| on the rows of the head actually used
+(rgd.certified.certificate.gloro_radius), not the reference's sqrt(2).
 """
+import contextlib
 import math
 
 import keras
@@ -102,8 +104,9 @@ def ortho_spectrum(kernel, n, iterations=NEWTON_ITERATIONS):
   return orthogonalize(kernel_spectrum(kernel, n), iterations)
 
 
-def lot_conv(x, kernel, iterations=NEWTON_ITERATIONS):
-  """The stride-1 LOT conv of x [B, H, W, cin] (H == W), no bias, in float32."""
+def lot_conv(x, kernel, iterations=NEWTON_ITERATIONS, spectrum=None):
+  """The stride-1 LOT conv of x [B, H, W, cin] (H == W), no bias, in float32; `spectrum`: W(f)
+  already computed (`frozen_weights`), else from `kernel`."""
   k = int(kernel.shape[0])
   p = k // 2
   x = tf.cast(x, tf.float32)
@@ -112,7 +115,8 @@ def lot_conv(x, kernel, iterations=NEWTON_ITERATIONS):
   n = int(x.shape[1])
   cout = int(kernel.shape[3])
   b = tf.shape(x)[0]
-  w = ortho_spectrum(kernel, n, iterations)                                  # [F, cout, cin]
+  w = (ortho_spectrum(kernel, n, iterations) if spectrum is None
+       else tf.constant(spectrum))                                           # [F, cout, cin]
   xc = tf.transpose(x, [0, 3, 1, 2])                                         # [B, cin, n, n]
   xhat = tf.signal.fft2d(tf.complex(xc, tf.zeros_like(xc)))
   xhat = tf.transpose(tf.reshape(xhat, [b, -1, n * n]), [2, 1, 0])           # [F, cin, B]
@@ -161,6 +165,7 @@ class LOTConv2D(keras.layers.Layer):
       raise ConfigError(f"LOTConv2D {self.name}: strides must be 1 or 2, got {strides}")
     if self.kernel_size % 2 != 1:
       raise ConfigError(f"LOTConv2D {self.name}: odd kernel sizes only, got {kernel_size}")
+    self.frozen = None   # W(f) fixed by `frozen_weights` (numpy complex64), else None
 
   def build(self, input_shape):
     h, w, c = int(input_shape[1]), int(input_shape[2]), int(input_shape[3])
@@ -197,7 +202,7 @@ class LOTConv2D(keras.layers.Layer):
     x = tf.cast(x, tf.float32)
     if self.strides > 1:
       x = pixel_unshuffle(x, self.strides)
-    y = lot_conv(x, self.kernel, self.iterations)
+    y = lot_conv(x, self.kernel, self.iterations, self.frozen)
     if self.bias is not None:
       y = y + self.bias
     return y
@@ -217,7 +222,10 @@ class LOTConv2D(keras.layers.Layer):
     return (input_shape[0], h, w, self.filters)
 
   def realised_spectrum(self):
-    """W(f) as the forward pass computes it (float32, complex64 numpy)."""
+    """W(f) as the forward pass uses it (float32, complex64 numpy): the frozen one inside
+    `frozen_weights`, else computed from the kernel by the forward pass's own function."""
+    if self.frozen is not None:
+      return self.frozen
     return ortho_spectrum(self.kernel, self.padded_size(), self.iterations).numpy()
 
   def certified_lipschitz(self):
@@ -245,6 +253,7 @@ class LOTHead(keras.layers.Layer):
     kwargs["dtype"] = "float32"
     super().__init__(**kwargs)
     self.num_classes, self.lln, self.iterations = int(num_classes), bool(lln), int(iterations)
+    self.frozen = None   # the [d, K] kernel fixed by `frozen_weights`, else None
 
   def build(self, input_shape):
     d = int(input_shape[-1])
@@ -255,6 +264,8 @@ class LOTHead(keras.layers.Layer):
                                     -1 / math.sqrt(d), 1 / math.sqrt(d)))
 
   def head_kernel(self):
+    if self.frozen is not None:
+      return tf.constant(self.frozen)
     k = tf.cast(self.kernel, tf.float32)
     if self.lln:
       return k / tf.norm(k, axis=0, keepdims=True)
@@ -276,6 +287,26 @@ class LOTHead(keras.layers.Layer):
 # Model-level: what certifies a LOT model.
 
 ONE_LIPSCHITZ = (L.MinMax, keras.layers.Flatten, keras.layers.InputLayer)
+
+
+@contextlib.contextmanager
+def frozen_weights(model):
+  """Within the block every LOT layer of `model` multiplies with W computed once, here (as the
+  reference's `frozen_w_ortho` / `use_cached_w` for evaluation, but in float32), so that the
+  certified bounds (`certified_lipschitz`, `head_kernel`) are computed from exactly the numbers
+  the logits were computed with, and W is not recomputed for every batch. A no-op for models
+  without LOT layers."""
+  layers = [l for l in model.layers if isinstance(l, (LOTConv2D, LOTHead))]
+  try:
+    for layer in layers:
+      if isinstance(layer, LOTConv2D):
+        layer.frozen = layer.realised_spectrum()
+      else:
+        layer.frozen = layer.head_kernel().numpy()
+    yield model
+  finally:
+    for layer in layers:
+      layer.frozen = None
 
 
 def is_lot_model(model):
