@@ -291,8 +291,8 @@ ONE_LIPSCHITZ = (L.MinMax, keras.layers.Flatten, keras.layers.InputLayer)
 
 @contextlib.contextmanager
 def frozen_weights(model):
-  """Within the block every LOT layer of `model` multiplies with W computed once, here (as the
-  reference's `frozen_w_ortho` / `use_cached_w` for evaluation, but in float32), so that the
+  """Within the block every LOT layer of `model` multiplies with W computed once, here (like
+  the reference's `use_cached_w`, lot_ortho_conv.py :49-50, but in float32), so that the
   certified bounds (`certified_lipschitz`, `head_kernel`) are computed from exactly the numbers
   the logits were computed with, and W is not recomputed for every batch. A no-op for models
   without LOT layers."""
