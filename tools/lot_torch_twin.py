@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as tnf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from rgd import cli  # noqa: E402
 from rgd.certified import models as certified_models  # noqa: E402
 
 BUGS = {
@@ -198,4 +199,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
+  cli.run(main, "lot_torch_twin.py", absl_flags=False)
