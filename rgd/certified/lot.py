@@ -295,7 +295,8 @@ def frozen_weights(model):
   the reference's `use_cached_w`, lot_ortho_conv.py :49-50, but in float32), so that the
   certified bounds (`certified_lipschitz`, `head_kernel`) are computed from exactly the numbers
   the logits were computed with, and W is not recomputed for every batch. A no-op for models
-  without LOT layers."""
+  without LOT layers. A tf.function traced inside the block keeps the frozen W as a constant
+  (no gradient reaches the kernels): for evaluation only."""
   layers = [l for l in model.layers if isinstance(l, (LOTConv2D, LOTHead))]
   try:
     for layer in layers:
