@@ -264,6 +264,9 @@ def test_argparse_tools_in_process(files, capsys):
     ("crosscheck_torch", ["--seed_bug=bogus"], ["--seed_bug", "bogus"]),
     ("bench_torch_trades", ["--steps=x"], ["--steps", "'x'"]),
     ("edm_torch_twin", ["--seed_bug=bogus"], ["--seed_bug", "bogus"]),
+    ("lot_torch_twin", ["--seed_bug=bogus"], ["--seed_bug", "bogus"]),
+    ("lot_reference_check", ["--reference_dir=/nonexistent"], ["--reference_dir",
+                                                                "/nonexistent"]),
     ("crosscheck_autoattack", [], ["--model=FILE.keras or --train=KIND"]),
     ("digits_npz", [], ["--output_dir"]),
 ])

@@ -33,6 +33,10 @@ RECIPES = {
     "gin/sortnet_cifar100_edm.gin": ("cifar100", 100, 32, "sortnet-3-16"),
     "gin/gloro_liresnet_l_cifar100_edm.gin": ("cifar100", 100, 32, "liresnet-L2W8"),
     "gin/sortnet_dropout_edm.gin": ("cifar10", 10, 32, "sortnet_dropout-3-16"),
+    "gin/lot_l_cifar100_edm.gin": ("cifar100", 100, 32, "lot-5-2-lln"),
+    "gin/lot_s_edm.gin": ("cifar10", 10, 32, "lot-5-2"),
+    "gin/lot_m_edm.gin": ("cifar10", 10, 32, "lot-5-2"),
+    "gin/lot_l_edm.gin": ("cifar10", 10, 32, "lot-5-2"),
 }
 # Published models of each row (the file's own choice, replaced by a small one in the runs).
 MODELS = {
@@ -45,6 +49,8 @@ MODELS = {
     "gin/sortnet_cifar100_edm.gin": "sortnet-6-5120",
     "gin/gloro_liresnet_l_cifar100_edm.gin": "liresnet-L18W256",
     "gin/sortnet_dropout_edm.gin": "sortnet_dropout-6-5120",
+    "gin/lot_l_cifar100_edm.gin": "lot-L-lln", "gin/lot_s_edm.gin": "lot-S",
+    "gin/lot_m_edm.gin": "lot-M", "gin/lot_l_edm.gin": "lot-L",
 }
 MOCK_EXAMPLES = 24
 
@@ -160,6 +166,29 @@ def test_gloro_recipes_follow_hu23(path):
   from rgd.data import augmentation  # pylint: disable=g-import-not-at-top
   assert augmentation.baseline_augmentation() == dict(pad=4, pad_mode="constant", flip=True)
   assert _q("train_and_evaluate.num_validation") == 0
+
+
+@pytest.mark.parametrize("path,epochs", [("gin/lot_s_edm.gin", 600), ("gin/lot_m_edm.gin", 600),
+                                         ("gin/lot_l_edm.gin", 600),
+                                         ("gin/lot_l_cifar100_edm.gin", 200)])
+def test_lot_recipes_follow_the_reference_command(path, epochs):
+  """train_robust.py: SGD momentum 0.9 (not Nesterov), lr 0.1 at batch 256, no weight decay,
+  plain CE (gamma 0); utils.py: pad-4 crop and flip; seed 004: cosine, 70% generated, 600
+  epochs for the best CIFAR-10 rows, CIFAR-10's epochs (200) on CIFAR-100."""
+  _parse(path)
+  from rgd.data import augmentation  # pylint: disable=g-import-not-at-top
+  assert augmentation.baseline_augmentation() == dict(pad=4, pad_mode="constant", flip=True)
+  q = _q
+  assert (q("train_and_evaluate.batch_size"), q("train_and_evaluate.num_epochs"),
+          q("train_and_evaluate.weight_decay"), q("train_and_evaluate.num_validation"),
+          q("train_and_evaluate.mixing_ratio"), q("train_and_evaluate.generated_label_smoothing"),
+          q("train_and_evaluate.ema_decay")) == (256, epochs, 0.0, 0, 0.3, 0.0, 0.0)
+  assert (q("_make_optimizer.name"), q("_make_optimizer.nesterov"),
+          q("learning_rate_schedule.schedule"), q("learning_rate_schedule.base_learning_rate"),
+          q("learning_rate_schedule.warmup_epochs")) == ("sgd", False, "cosine", 0.1, 0)
+  assert (q("Objective.kind"), q("Objective.norm"), q("CertifiedObjective.gamma")) == (
+      "lot", "l2", 0.0)
+  assert abs(q("Objective.eps") - 36 / 255) < 1e-12
 
 
 def _run_bindings(path, recipe_data):

@@ -4,6 +4,9 @@ A point certifies at radius eps only if its top logit beats every other class's 
 more than a rounding margin:
 
     GloRo (L2):      y_j - y_i - tol > eps * K_ij              for all i != j
+    LOT (L2):        the same, K_ij = L_body * ||w_j - w_i|| with L_body the product of the
+                     LOT layers' bounds from their realised orthogonalised weights (rgd.certified.
+                     lot) and w the head's rows as used (orthogonalised or LLN)
     l_inf-dist (Linf), linf_bound='interval' (default, the references' own certificate,
                      rgd.certified.interval): worst y_j - best y_i > tol over the box
                      [x - eps, x + eps] clipped to [0, 1]
@@ -31,7 +34,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rgd.certified import gloro, interval, linf_dist, precision
+from rgd.certified import gloro, interval, linf_dist, lot, precision
 from rgd.errors import ConfigError
 
 LINF_BOUNDS = ("interval", "margin")
@@ -90,19 +93,26 @@ def linf_radius(logits, scale, dtype="float32", input_std=1.0):
 
 
 def certifiable_norm(model):
-  """'l2' (GloRo) or 'linf' (l_inf-dist / SortNet): the threat model of a certifiable model,
-  checked from its layers alone (no bound computed); a ConfigError for any other model."""
+  """'l2' (GloRo, LOT) or 'linf' (l_inf-dist / SortNet): the threat model of a certifiable
+  model, checked from its layers alone (no bound computed); a ConfigError for any other model."""
+  if lot.is_lot_model(model):
+    lot.split_lot_model(model)  # refuses a layer without a known Lipschitz constant
+    return "l2"
   if gloro.is_gloro_model(model):
     gloro.split_gloro_model(model)  # refuses a layer without a known Lipschitz constant
     return "l2"
   if linf_dist.is_linf_dist_model(model):
     linf_dist.check_linf_dist_model(model)
     return "linf"
-  raise ConfigError(f"{model.name} is not a certifiable model (GloRo or l_inf-dist)")
+  raise ConfigError(f"{model.name} is not a certifiable model (GloRo, LOT or l_inf-dist)")
 
 
 def lipschitz_info(model, refresh=True):
   """Threat model and constants of a certifiable model (float32 copy assumed)."""
+  if lot.is_lot_model(model):
+    _, head = lot.split_lot_model(model)
+    return dict(kind="lot", norm="l2", body_lipschitz=lot.certified_body_lipschitz(model),
+                head_kernel=keras.ops.convert_to_numpy(head.head_kernel()))
   if certifiable_norm(model) == "l2":
     _, head = gloro.split_gloro_model(model)
     power = gloro.refresh_power_iterates(model) if refresh else None
@@ -115,7 +125,7 @@ def lipschitz_info(model, refresh=True):
 
 
 def radii_from_logits(info, logits, dtype="float32"):
-  if info["kind"] == "gloro":
+  if info["kind"] in ("gloro", "lot"):
     return gloro_radius(logits, info["head_kernel"], info["body_lipschitz"], dtype)
   return linf_radius(logits, info["logit_scale"], dtype, info["input_std"])
 
@@ -128,12 +138,13 @@ def certify(model, images, labels, batch_size=256, refresh=True, radii=(), linf_
     raise ConfigError(f"linf_bound={linf_bound!r}: expected one of {LINF_BOUNDS}")
   with precision.exact_float32() as settings:
     model = float32_model(model)
-    info = lipschitz_info(model, refresh)
-    images = np.asarray(images)
-    if images.dtype == np.uint8:
-      images = images.astype(np.float32) / 255.0
-    images = images.astype(np.float32)
-    logits = _logits(model, images, batch_size)
+    with lot.frozen_weights(model):   # LOT: the bound and the logits from the same W
+      info = lipschitz_info(model, refresh)
+      images = np.asarray(images)
+      if images.dtype == np.uint8:
+        images = images.astype(np.float32) / 255.0
+      images = images.astype(np.float32)
+      logits = _logits(model, images, batch_size)
     radius, pred = radii_from_logits(info, logits)
     flags = {float(r): radius > r for r in radii}
     if info["kind"] == "linf_dist" and linf_bound == "interval" and len(images):

@@ -11,10 +11,14 @@
 * `sortnet(depth, width, dropout)`: zbh2047/SortNet `ell_inf_models.py`, `SortMLPModel`: the
   same with sort neurons (q = 0.85 in the CIFAR-10 8/255 command) after the first layer,
   trained by dropout; without dropout the reference's `dropout=1.0` (see `sortnet`).
+* `lipconvnet(depth, ...)`: LipConvnet-depth with LOT convolutions (AI-secure/Layerwise-
+  Orthogonal-Training `lip_convnets.py`, rgd/certified/lot.py). Table 5: LOT S/M/L =
+  LipConvnet-10/20/40.
 """
 import keras
 
 from rgd.certified import layers as L
+from rgd.certified import lot
 from rgd.errors import ConfigError
 
 
@@ -102,3 +106,46 @@ def sortnet(depth, width, num_classes=10, input_shape=(32, 32, 3), q=0.85, dropo
   return linf_dist_net(depth, width, num_classes, input_shape, sort_q=sort_q, dropout=dropout,
                        identity_val=None, mean=mean, std=std, scalar_lr_ratio=1.0,
                        name=f"sortnet{'_dropout' if dropout else ''}-{depth}-{width}")
+
+
+# AI-secure/Layerwise-Orthogonal-Training `utils.py` :9-10: CIFAR-10's mean and one std 0.2507
+# for every channel, used for CIFAR-100 as well (`train_robust.py` :127, `std = cifar10_std`).
+LOT_STD = 0.2507
+LOT_SIZES = {"S": 10, "M": 20, "L": 40}   # seed 004 Table 5: LipConvnet-10 / 20 / 40
+
+
+def lipconvnet(depth, num_classes=10, input_shape=(32, 32, 3), init_channels=32, residual=True,
+               lln=False, iterations=lot.NEWTON_ITERATIONS, name=None):
+  """LipConvnet-`depth` with LOT convolutions (rgd/certified/lot.py; reference
+  `lip_convnets.py`, `LipConvNet` / `LipResNet` with `block_size` = depth / 5): five stages,
+  stage s of depth / 5 blocks with `init_channels * 2^s` channels, the last block of each
+  stage stride 2 (kernel 1 in stage 5), each block LOT conv -> MaxMin; `residual` mixes the
+  blocks between a stage's first and last as 0.5 x + 0.5 block(x) (`ResLayer`; the README's
+  command has --residual). Head: LOT 1x1 (orthogonal rows) or with `lln` unit-norm rows."""
+  if depth % 5 or depth < 5:
+    raise ConfigError(f"lipconvnet: depth must be a positive multiple of 5, got {depth}")
+  if tuple(input_shape[:2]) != (32, 32):
+    # lip_convnets.py: five stride-2 stages to 1 x 1; the 1x1 head needs exactly that.
+    raise ConfigError(f"lipconvnet: 32 x 32 inputs only, got {input_shape}")
+  blocks = depth // 5
+  inputs = keras.Input(shape=input_shape, name="image")
+  channels = input_shape[-1]
+  x = L.InputNormalize(CIFAR10_MEAN[:channels], LOT_STD, name="normalize")(inputs)
+  planes = init_channels
+  for stage in range(5):
+    for b in range(blocks):
+      last = b == blocks - 1
+      hidden = 0 < b < blocks - 1
+      kernel = 1 if (last and stage == 4) else 3
+      filters = planes * 2 if last else planes
+      block = f"stage{stage + 1}_block{b}"
+      x = lot.LOTConv2D(filters, kernel, strides=2 if last else 1, iterations=iterations,
+                        residual=residual and hidden, name=block)(x)
+      if not (residual and hidden):   # the residual block has its MaxMin inside
+        x = L.MinMax(name=f"{block}_act")(x)
+    planes *= 2
+  x = keras.layers.Flatten(name="flatten")(x)
+  logits = lot.LOTHead(num_classes, lln=lln, iterations=iterations, name="logits")(x)
+  kind = "lot" if residual else "lot_plain"
+  return keras.Model(inputs, logits, name=name or f"{kind}-{depth}-{init_channels}"
+                     + ("-lln" if lln else ""))

@@ -82,7 +82,7 @@ def certify_model(model, images, labels, eps, radii=None, train_images=None, tra
   report records the precision settings the certificate was computed under; its `per_class`
   rows name the classes by `class_names` (label order) where given."""
   start = time.monotonic()
-  norm = certificate.lipschitz_info(certificate.float32_model(model), refresh=False)["norm"]
+  norm = certificate.certifiable_norm(model)   # from the layers: no bound computed twice
   radii = sorted(set([float(r) for r in (radii if radii is not None else DEFAULT_RADII[norm])]
                      + [float(eps)]))
   result = certificate.certify(model, images, labels, batch_size, radii=radii,

@@ -8,7 +8,12 @@ takes images in [0, 1], normalises them inside, and returns float32 logits. Cert
 centres its input itself, `normalization` does not apply), `linf_dist_net-D-W`, `sortnet-D-W`
 (`sortnet_dropout-D-W` trains with SortNet's dropout), e.g. `linf_dist_net-6-5120`: these take
 `normalization`'s data set as a per-channel mean and one scalar std, as their references do
-(rgd.certified.models.scalar_statistics).
+(rgd.certified.models.scalar_statistics); `lot-S`, `lot-M`, `lot-L` (LOT, LipConvnet-10/20/40
+with 32 initial channels and the reference command's residual blocks; the reference's own
+CIFAR-10 statistics on every data set, `normalization` does not apply), `lot-D-C` (depth D, a
+multiple of 5, C initial channels), `lot_plain-...` (the same without the residual mixing: the
+reference's `LipConvNet`), each with `-lln` for last-layer normalisation (the CIFAR-100 head),
+e.g. `lot-L-lln`.
 """
 import re
 import zipfile
@@ -57,7 +62,8 @@ NORMALIZATION = {
 
 MODEL_NAMES = ("wrn-D-W", "resnet18", "preact_resnet18", "preact_resnet50", "dm_preact_resnet18",
                "dm_preact_resnet34", "tiny_cnn",
-               "liresnet-LdWw", "linf_dist_net-D-W", "sortnet-D-W", "sortnet_dropout-D-W")
+               "liresnet-LdWw", "linf_dist_net-D-W", "sortnet-D-W", "sortnet_dropout-D-W",
+               "lot-S|M|L[-lln]", "lot-D-C[-lln]", "lot_plain-S|M|L|D-C[-lln]")
 
 
 @gin.configurable(denylist=["num_classes", "input_shape"])
@@ -92,6 +98,13 @@ def get_model(name=gin.REQUIRED, num_classes=10, input_shape=(32, 32, 3), normal
                                             mean=lmean, std=lstd)
     return certified_models.sortnet(depth, width, num_classes, tuple(input_shape),
                                     dropout=m.group(1) == "sortnet_dropout", mean=lmean, std=lstd)
+  m = re.fullmatch(r"(lot|lot_plain)-(?:([SML])|(\d+)-(\d+))(-lln)?", name)
+  if m:
+    depth = certified_models.LOT_SIZES[m.group(2)] if m.group(2) else int(m.group(3))
+    channels = 32 if m.group(2) else int(m.group(4))
+    return certified_models.lipconvnet(depth, num_classes, tuple(input_shape), channels,
+                                       residual=m.group(1) == "lot", lln=bool(m.group(5)),
+                                       name=name)
   m = re.fullmatch(r"wrn-(\d+)-(\d+)", name)
   if m:
     return wide_resnet(int(m.group(1)), int(m.group(2)), activation=activation or "swish", **kw)

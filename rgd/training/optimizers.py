@@ -9,14 +9,16 @@ NAMES = ("sgd", "adam", "adamw")
 
 @gin.configurable("_make_optimizer", denylist=["schedule"])
 def make_optimizer(schedule, name="sgd", clipnorm=None, global_clipnorm=None, beta_2=0.999,
-                   epsilon=1e-7, weight_decay=None, decay_only=None):
+                   epsilon=1e-7, weight_decay=None, decay_only=None, nesterov=True):
   """SGD with Nesterov momentum 0.9 (seeds 000/001; DeepMind's experiment.py `optimizer`), weight
   decay added to the loss by the trainer on kernels only. 'adam' / 'adamw': the certified
   recipes (rgd/certified), with the references' beta_2 and epsilon, decoupled `weight_decay`
   (AdamW, as torch: w -= lr * wd * w) and `global_clipnorm` (torch `clip_grad_norm_` clips the
   norm of all gradients together; Keras' `clipnorm` clips each variable on its own).
   `decay_only`: (variable) names of the only variables AdamW decays (SortNet decays its logit
-  scale only, `main.py`: `'weight_decay': 0` for the distance layers' parameters)."""
+  scale only, `main.py`: `'weight_decay': 0` for the distance layers' parameters).
+  `nesterov=False`: SGD with plain (heavy-ball) momentum 0.9, as torch.optim.SGD's default
+  (the LOT reference, `train_robust.py` :146)."""
   if name not in NAMES:
     raise ConfigError(f"_make_optimizer.name={name!r}: expected one of {NAMES}")
   if clipnorm is not None and global_clipnorm is not None:
@@ -32,4 +34,5 @@ def make_optimizer(schedule, name="sgd", clipnorm=None, global_clipnorm=None, be
       others = "^(?!(" + "|".join(decay_only) + r")(:\d+)?$)"   # TF names may end in :0
       opt.exclude_from_weight_decay(var_names=[others])
     return opt
-  return keras.optimizers.SGD(learning_rate=schedule, momentum=0.9, nesterov=True, **clip)
+  return keras.optimizers.SGD(learning_rate=schedule, momentum=0.9, nesterov=bool(nesterov),
+                              **clip)

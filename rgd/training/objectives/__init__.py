@@ -8,6 +8,7 @@ per objective, the way rgd.augment.AUGMENTATIONS registers augmentations.
   'mart'      mart.Mart               rgd/training/objectives/         Wang et al. 2020
   'gloro'     certified.GloRo         rgd/training/objectives/         Leino et al. 2021 (seed 004)
   'linf_dist' certified.LinfDist      rgd/training/objectives/         Zhang et al. 2021 (seed 004)
+  'lot'       certified.LOT           rgd/training/objectives/         Xu et al. 2022 (seed 004)
 
 `Objective(kind=..., ...)` is the gin-configurable factory of gin/*.gin (`Objective.kind`,
 `Objective.beta`, ...): it builds `OBJECTIVES[kind]` from the parameters its constructor names
@@ -26,7 +27,7 @@ from rgd.training.objectives.base import Validation, kl_divergence, soft_cross_e
 from rgd.training.objectives.mart import Mart, mart_loss
 from rgd.training.objectives.standard import Standard
 from rgd.training.objectives.wrappers import Corrupted, JensenShannon, jensen_shannon
-from rgd.training.objectives.certified import CertifiedObjective, GloRo, LinfDist
+from rgd.training.objectives.certified import LOT, CertifiedObjective, GloRo, LinfDist
 
 OBJECTIVES = {
     "trades": Trades,
@@ -35,6 +36,7 @@ OBJECTIVES = {
     "mart": Mart,
     "gloro": GloRo,
     "linf_dist": LinfDist,
+    "lot": LOT,
 }
 
 

@@ -1,4 +1,4 @@
-"""The certified training objectives of seed 004 (registry names 'gloro' and 'linf_dist'), built
+"""The certified training objectives of seed 004 (registry names 'gloro', 'linf_dist', 'lot'), built
 on the math of rgd.certified: the trainer, data mixing, EMA, checkpoints and export are the
 adversarial ones.
 
@@ -13,13 +13,14 @@ is the certified check at the training eps (rgd.training.validation.certified_ch
 gin/gloro.gin and gin/linf_dist.gin.
 """
 import gin
+import tensorflow as tf
 
-from rgd.certified import gloro, linf_dist
+from rgd.certified import gloro, linf_dist, lot
 from rgd.errors import ConfigError
 from rgd.training import validation as validation_lib
 from rgd.training.objectives import base
 
-KINDS = ("gloro", "linf_dist")
+KINDS = ("gloro", "linf_dist", "lot")
 
 
 class _Certified(base.TrainingObjective):
@@ -117,15 +118,51 @@ class LinfDist(_Certified):
     return base.Losses({"total": total, "ce": ce, "hinge": hinge}, logits, worst)
 
 
+class LOT(_Certified):
+  """LOT (Xu et al. 2022): L2; cross-entropy minus `gamma` times the mean positive part of the
+  label's certified radius (AI-secure/Layerwise-Orthogonal-Training `train_robust.py` :188-189,
+  `loss = ce_loss - args.gamma * F.relu(curr_cert).mean()`, the certificate regularisation of
+  Singla & Feizi's SOC; `--gamma` default 0 (:30), so the README's command trains with plain
+  cross-entropy). The radius uses the reference's nominal L = 1 / std (`train_robust.py`
+  :165; rgd.certified.lot.certificate_regularizer_radius). The "adversarial" logits are
+  [y, y_bot] at eps with that L and the head's rows: the training-time verified accuracy."""
+  name, norm = "lot", "l2"
+
+  def __init__(self, eps, gamma=0.0):
+    super().__init__(eps)
+    self.gamma = float(gamma)
+
+  def bind(self, network, step, total_steps):
+    lot.split_lot_model(network)            # fails early on an unsuitable model
+    self.network, self.step, self.total_steps = network, step, int(total_steps)
+    self.lipschitz = lot.nominal_body_lipschitz(network)
+
+  def losses(self, passes, batch):
+    self._step()
+    logits = tf.cast(passes.train(batch.images), tf.float32)
+    head = self.network.layers[-1]
+    kernel = head.head_kernel()
+    labels = tf.argmax(batch.labels, axis=1, output_type=tf.int32)
+    ce = tf.nn.softmax_cross_entropy_with_logits(tf.cast(batch.labels, tf.float32), logits)
+    cert = lot.certificate_regularizer_radius(logits, labels, kernel, self.lipschitz, head.lln)
+    total = ce - self.gamma * tf.nn.relu(cert)
+    y_bot, _ = gloro.bottom_logit(logits, kernel, self.lipschitz, self.eps)
+    with_bot = tf.concat([logits, y_bot[:, None]], axis=1)
+    return base.Losses({"total": total, "ce": ce, "certificate": cert}, logits, with_bot)
+
+
 @gin.configurable
 def CertifiedObjective(kind, eps, loss="margin", power_iterations=10,  # pylint: disable=invalid-name
                        eps_min_ratio=0.1, eps_max_ratio=1.5, lam=1.0, eps_train_ratio=3.0,
                        p_start=8.0, p_end=1000.0, p_anneal=(100 / 1300, 1250 / 1300), lam0=0.1,
-                       lam_end=5e-4):
-  """kind 'gloro' (GloRo: loss, power_iterations, eps_min_ratio, eps_max_ratio, lam) or
-  'linf_dist' (LinfDist: eps_train_ratio, p_start, p_end, p_anneal, lam0, lam_end)."""
+                       lam_end=5e-4, gamma=0.0):
+  """kind 'gloro' (GloRo: loss, power_iterations, eps_min_ratio, eps_max_ratio, lam),
+  'linf_dist' (LinfDist: eps_train_ratio, p_start, p_end, p_anneal, lam0, lam_end) or 'lot'
+  (LOT: gamma)."""
   if kind == "gloro":
     return GloRo(eps, loss, power_iterations, eps_min_ratio, eps_max_ratio, lam)
   if kind == "linf_dist":
     return LinfDist(eps, eps_train_ratio, p_start, p_end, p_anneal, lam0, lam_end)
+  if kind == "lot":
+    return LOT(eps, gamma)
   raise ConfigError(f"CertifiedObjective(kind={kind!r}): expected one of {KINDS}")
