@@ -86,3 +86,22 @@ def test_minmax_is_one_lipschitz_and_a_permutation():
   fx, fy = f(x).numpy(), f(y).numpy()
   assert np.all(np.linalg.norm(fx - fy, axis=1) <= np.linalg.norm(x - y, axis=1) + 1e-5)
   np.testing.assert_allclose(np.sort(fx, axis=1), np.sort(x, axis=1))
+
+
+def test_split_refuses_a_layer_without_a_bound_and_a_model_not_ending_in_its_head():
+  """GloRo and LOT share rgd.certified.lipschitz.split_body_and_head: a plain Dense in the body
+  (no certified constant) or a head that is not the last layer is a ConfigError naming it."""
+  import keras  # pylint: disable=g-import-not-at-top
+  from rgd.certified import gloro  # pylint: disable=g-import-not-at-top
+  from rgd.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  inputs = keras.Input((4,))
+  dense = layers.LipDense(4, name="ok")(inputs)
+  good = keras.Model(inputs, layers.GloroHead(3, name="head")(dense))
+  body, head = gloro.split_gloro_model(good)
+  assert [l.name for l in body] == ["ok"] and head.name == "head"
+  plain = keras.Model(inputs, layers.GloroHead(3)(keras.layers.Dense(4, name="plain")(dense)))
+  with pytest.raises(ConfigError, match=r"layer plain \(Dense\) has no known Lipschitz"):
+    gloro.split_gloro_model(plain)
+  headless = keras.Model(inputs, layers.MinMax()(layers.GloroHead(4)(dense)))
+  with pytest.raises(ConfigError, match="must end in a GloroHead layer"):
+    gloro.split_gloro_model(headless)

@@ -34,20 +34,9 @@ ONE_LIPSCHITZ = (L.MinMax, L.Center, keras.layers.Flatten, keras.layers.InputLay
 
 
 def split_gloro_model(model):
-  """(body Lipschitz layers, head). Refuses any layer whose Lipschitz constant it does not know:
-  unlike gloro's `for_layer` (which warns and uses 1.0), a silent 1.0 would be unsound."""
-  body, head = [], None
-  for layer in model.layers:
-    if isinstance(layer, L.GloroHead):
-      head = layer
-    elif isinstance(layer, L.LipschitzLayer):
-      body.append(layer)
-    elif not isinstance(layer, ONE_LIPSCHITZ):
-      raise ConfigError(f"{model.name}: layer {layer.name} ({type(layer).__name__}) has no known "
-                        f"Lipschitz constant; GloRo certification needs every layer to have one")
-  if head is None or model.layers[-1] is not head:
-    raise ConfigError(f"{model.name}: a GloRo model must end in a GloroHead layer")
-  return body, head
+  """(body Lipschitz layers, head); refuses a layer without a known Lipschitz constant."""
+  return lipschitz.split_body_and_head(model, L.GloroHead, L.LipschitzLayer, ONE_LIPSCHITZ,
+                                       "GloRo")
 
 
 def is_gloro_model(model):

@@ -25,6 +25,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from rgd.errors import ConfigError
+
 # Relative safety factor on every certified bound: float64 SVD/FFT rounding is ~1e-15 relative;
 # 1e-6 is far above it and far below anything that changes a certificate materially.
 BOUND_SAFETY = 1e-6
@@ -120,3 +122,22 @@ def product(values):
   if any(v == 0 for v in values):
     return 0.0
   return math.exp(sum(math.log(v) for v in values))
+
+
+def split_body_and_head(model, head_type, body_types, one_lipschitz, kind):
+  """(body layers, head) of a certifiable `model`: the layers of `body_types`, which carry a
+  certified Lipschitz bound, and its last layer, of `head_type`. Refuses any other layer that
+  is not in `one_lipschitz`: unlike gloro's `for_layer` (which warns and uses 1.0), a silent 1.0
+  would be unsound. `kind` names the model family in the errors."""
+  body, head = [], None
+  for layer in model.layers:
+    if isinstance(layer, head_type):
+      head = layer
+    elif isinstance(layer, body_types):
+      body.append(layer)
+    elif not isinstance(layer, one_lipschitz):
+      raise ConfigError(f"{model.name}: layer {layer.name} ({type(layer).__name__}) has no known "
+                        f"Lipschitz constant; {kind} certification needs every layer to have one")
+  if head is None or model.layers[-1] is not head:
+    raise ConfigError(f"{model.name}: a {kind} model must end in a {head_type.__name__} layer")
+  return body, head

@@ -315,20 +315,9 @@ def is_lot_model(model):
 
 
 def split_lot_model(model):
-  """(body layers with a bound, head). Refuses any layer whose L2 Lipschitz constant is not
-  known (a silent 1 would be unsound)."""
-  body, head = [], None
-  for layer in model.layers:
-    if isinstance(layer, LOTHead):
-      head = layer
-    elif isinstance(layer, (LOTConv2D, L.InputNormalize)):
-      body.append(layer)
-    elif not isinstance(layer, ONE_LIPSCHITZ):
-      raise ConfigError(f"{model.name}: layer {layer.name} ({type(layer).__name__}) has no known "
-                        f"L2 Lipschitz constant; LOT certification needs every layer to have one")
-  if head is None or model.layers[-1] is not head:
-    raise ConfigError(f"{model.name}: a LOT model must end in a LOTHead layer")
-  return body, head
+  """(body layers with a bound, head); refuses a layer without a known L2 Lipschitz constant."""
+  return lipschitz.split_body_and_head(model, LOTHead, (LOTConv2D, L.InputNormalize),
+                                       ONE_LIPSCHITZ, "LOT")
 
 
 def layer_bound(layer):
