@@ -4,14 +4,13 @@ import os
 # Keep the suite quiet and reproducible on CPU.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
-# One thread per BLAS call and per TensorFlow op (set before numpy and TF load; subprocesses
-# inherit it). pytest.ini runs two test processes on the two cores, so a second thread per
-# process only oversubscribes them: OpenBLAS' and Eigen's threads then spin against each other
-# (a 2048-dimensional eigh took 11 s of CPU instead of 1.7 s with the other process busy, and
-# tests/test_corruptions_augmix.py + test_fid_inception.py took 25 s of CPU instead of 16 s even
-# on an idle machine). Nothing a test checks depends on the number of threads.
+# One thread per OpenBLAS call (numpy, scipy; set before numpy loads; subprocesses inherit it).
+# pytest.ini runs two test processes on the two cores, so a second thread per call only
+# oversubscribes them and the threads spin against each other: tests/test_fid_inception.py's
+# 2048-dimensional eigh took 11 s of CPU instead of 1.7 s with the other process busy.
+# TensorFlow's own thread pools are left as users get them: with TF_NUM_INTRAOP_THREADS=1 the
+# golden digests of tests/test_golden_refactor.py change (the order of float reductions).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 
 import numpy as np
 import pytest
