@@ -7,7 +7,7 @@ os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
 # One thread per OpenBLAS call (numpy, scipy; set before numpy loads; subprocesses inherit it).
 # pytest.ini runs two test processes on the two cores, so a second thread per call only
 # oversubscribes them and the threads spin against each other: tests/test_fid_inception.py's
-# 2048-dimensional eigh took 11 s of CPU instead of 1.7 s with the other process busy.
+# 2048-dimensional eigh took 11 s of CPU with two threads instead of 1.7 s with one (loaded box).
 # TensorFlow's own thread pools are left as users get them: with TF_NUM_INTRAOP_THREADS=1 the
 # golden digests of tests/test_golden_refactor.py change (the order of float reductions).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
