@@ -29,8 +29,9 @@ setuptools.setup(
         "scikit-learn",
     ],
     extras_require={
-        # pytest-xdist: pytest.ini runs the suite in two processes (docs/testing.md).
-        "test": ["pytest>=7", "pytest-xdist>=3", "scipy"],
+        # pytest-xdist: pytest.ini runs the suite in two processes (docs/testing.md); 3.8 added
+        # --no-loadscope-reorder, which pytest.ini uses.
+        "test": ["pytest>=7", "pytest-xdist>=3.8", "scipy"],
         # tools/make_tfrecords.py --runner=...: generated sets of 100M images on Dataflow, Flink
         # or Spark (docs/beam.md). Resolves with TF 2.21 (it pins protobuf < 7, TF takes >= 6.31).
         "beam": ["apache-beam>=2.77"],

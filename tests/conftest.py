@@ -4,6 +4,13 @@ import os
 # Keep the suite quiet and reproducible on CPU.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
+# One thread per OpenBLAS call (numpy, scipy; set before numpy loads; subprocesses inherit it).
+# pytest.ini runs two test processes on the two cores, so a second thread per call only
+# oversubscribes them and the threads spin against each other: tests/test_fid_inception.py's
+# 2048-dimensional eigh took 11 s of CPU with two threads instead of 1.7 s with one (loaded box).
+# TensorFlow's own thread pools are left as users get them: with TF_NUM_INTRAOP_THREADS=1 the
+# golden digests of tests/test_golden_refactor.py change (the order of float reductions).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 import pytest
@@ -14,6 +21,31 @@ import rgd  # noqa: F401  before TensorFlow loads: the suite runs TF's CPU kerne
 def pytest_configure(config):
   # Tests over the per-engineer time budget (they still run in CI); `-m "not slow"` skips them.
   config.addinivalue_line("markers", "slow: end-to-end or attack tests slower than ~10 s")
+
+
+# The files that take longest (per-file sums of `--durations=0`, docs/testing.md "Time"), longest
+# first. pytest-xdist's `--dist loadfile` hands out whole files in collection order
+# (`--no-loadscope-reorder` in pytest.ini; its default order, most tests first, put these files
+# -- one or two long tests each -- last and left one worker idle for minutes at the end), so
+# these start first and the many short files fill in behind them. A new slow file belongs here.
+LONGEST_FIRST = [
+    "test_train_e2e.py", "test_multi_worker.py", "test_study.py", "test_recipes_datasets.py",
+    "test_attacks_protocol.py", "test_exit_statuses.py", "test_augment.py",
+    "test_train_generator.py", "test_corruptions_augmix.py", "test_certified_attacks_reference.py",
+    "test_generated_demo.py", "test_sample_job.py", "test_init_checkpoint.py",
+    "test_generative.py", "test_certified_soundness.py", "test_published_models.py",
+    "test_evaluate_cifar10_1.py", "test_certify.py", "test_gfile.py", "test_quickstart.py",
+    "test_corruptions_cifar10c.py", "test_skip_step.py", "test_data_sets.py",
+    "test_attacks_linear.py", "test_corruptions_train_net.py", "test_crosscheck_torch.py",
+    "test_beam_pipeline.py", "test_attacks_cascade.py", "test_xla_attacks.py",
+    "test_make_tfrecords.py",
+]
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files stay whole
 
 
 def make_images(n, num_classes=10, size=32, seed=0):

@@ -1,6 +1,6 @@
-"""Run by test_distributed.py in a fresh process (logical devices must be set before TF starts):
-two TRADES steps on one global batch under the default strategy and under MirroredStrategy
-with 2 logical CPU devices; prints the largest weight difference."""
+"""Run by test_multi_worker.py (its `mirrored` fixture) in a fresh process (logical devices must
+be set before TF starts): two TRADES steps on one global batch under the default strategy and
+under MirroredStrategy with 2 logical CPU devices; prints the largest weight difference."""
 import sys
 
 import numpy as np

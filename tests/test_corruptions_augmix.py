@@ -18,18 +18,8 @@ def _batch(n=8, seed=0, size=32):
   return {"image": tf.constant(images), "label": labels}
 
 
-def test_augmix_same_eagerly_and_in_tf_data_and_in_range():
-  # Width 2, depth up to 2 keep the tf.data trace short; the default (3, 1-3) is the same code.
-  op = augment.make_batch_augment("augmix", width=2, depth=-1)
-  batch = _batch(4, size=16)
-  eager = op(batch, tf.constant([3, 4]))["image"].numpy()
-  ds = tf.data.Dataset.from_tensors(batch).map(lambda b: op(b, tf.constant([3, 4])))
-  graph = next(iter(ds))["image"].numpy()
-  np.testing.assert_allclose(eager, graph, atol=1e-6)
-  assert eager.min() >= 0 and eager.max() <= 1
-  assert np.abs(eager - batch["image"].numpy()).mean() > 1e-3  # it does something
-  other = op(batch, tf.constant([3, 5]))["image"].numpy()
-  assert np.abs(eager - other).mean() > 1e-3
+# Eager vs tf.data (bit-identical), in [0, 1], changes the image and depends on its seed:
+# tests/test_augment.py::test_same_result_eagerly_and_in_tf_data[augmix] (width 2, depth 1-3).
 
 
 def test_augmix_is_a_convex_mix_of_the_image_and_its_chains():

@@ -1,10 +1,8 @@
-"""CIFAR-10-C: mCE arithmetic by hand, and `python -m rgd.evaluate --suite=cifar10c` end to end
-under tfds.testing.mock_data (offline: nothing is downloaded)."""
+"""CIFAR-10-C: mCE arithmetic by hand, and rgd.evaluate's main (`--suite=cifar10c`, absl flags,
+rgd.cli.run) end to end under tfds.testing.mock_data (offline: nothing is downloaded)."""
 import io
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -30,7 +28,7 @@ def test_table1_rows_are_consistent():
     assert np.mean(errs) == pytest.approx(mce, abs=0.06), setup  # rounding of the table
 
 
-def test_entry_point_under_mock_data(tmp_path):
+def test_entry_point_under_mock_data(tmp_path, capsys):
   model_dir = tmp_path / "run"
   os.makedirs(model_dir)
   # Predicts class 0 for every image: its error on a split is the share of labels != 0.
@@ -40,20 +38,23 @@ def test_entry_point_under_mock_data(tmp_path):
                                 5 * np.eye(10, dtype=np.float32)[0]])
   model.save(model_dir / "model.keras")
   (model_dir / "model.json").write_text(json.dumps({"step": 7}))
-  # The real entry point in a fresh process (rgd.evaluate's flags), under tfds' mock data.
-  script = (
-      "import sys, tensorflow_datasets as tfds\n"
-      "from absl import app\n"
-      "from rgd import evaluate\n"
-      "with tfds.testing.mock_data(num_examples=6):\n"
-      "  app.run(evaluate.main, argv=sys.argv)\n")
-  cmd = [sys.executable, "-c", script, f"--model_dir={model_dir}", "--suite=cifar10c",
-         "--num_examples=6", "--batch_size=4"]
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600,
-                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "mCE" in proc.stdout and "Gauss" in proc.stdout
+  # rgd.evaluate's main under its exit contract (rgd.cli.run, absl flags), in this process (it
+  # was a fresh `python -c` process running app.run(evaluate.main)), under tfds' mock data.
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  import gin  # pylint: disable=g-import-not-at-top
+  from rgd import cli, evaluate  # pylint: disable=g-import-not-at-top
+  capsys.readouterr()
+  try:
+    with tfds.testing.mock_data(num_examples=6), pytest.raises(SystemExit) as exit_info:
+      cli.run(evaluate.main, "rgd.evaluate", argv=[
+          "rgd.evaluate", f"--model_dir={model_dir}", "--suite=cifar10c", "--num_examples=6",
+          "--batch_size=4"])
+  finally:
+    flags.FLAGS.unparse_flags()
+    gin.clear_config()
+  out, err = capsys.readouterr()
+  assert exit_info.value.code in (0, None), err[-3000:]  # sys.exit(None): status 0
+  assert "mCE" in out and "Gauss" in out
   with tfds.testing.mock_data(num_examples=6):
     # The same mock data again: the expected errors of the constant classifier.
     expected = {c: [float(np.mean(cifar10c.load_corruption(c, s, num_examples=6)[1] != 0))

@@ -175,6 +175,10 @@ def test_a_bucket_is_read_in_place_and_local_files_by_pread(tmp_path, data, monk
   # Once open, a local file's rows never go through gfile (os.pread); a bucket's must.
   def no_gfile(*args, **kwargs):
     raise AssertionError("read through gfile")
+  # rgd's gfile (rgd.runtime.fileio.gfile, bound to tf.io.gfile when rgd loads) and tf.io.gfile
+  # as the test sees it: after apache_beam has loaded (tests/test_beam_pipeline.py in the same
+  # process) they are two module objects of the same file, and patching one misses the other.
+  monkeypatch.setattr(sources.gfile, "GFile", no_gfile)
   monkeypatch.setattr(tf.io.gfile, "GFile", no_gfile)
   np.testing.assert_array_equal(local.take(idx), x[idx])
   with pytest.raises(AssertionError, match="read through gfile"):

@@ -5,6 +5,7 @@ killed mid-run resuming from the last checkpoint with the uninterrupted run's we
 SIGTERM to one worker stopping both at one step with one checkpoint."""
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -182,8 +183,38 @@ def test_sigterm_to_one_worker_then_a_lost_host_resume_to_the_uninterrupted_weig
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.fixture(scope="module")
+def mirrored(tmp_path_factory):
+  """tests/distributed_check.py once for both tests below: two TRADES steps on one global batch
+  under the default strategy and under MirroredStrategy on 2 logical CPUs (its stdout), and the
+  mirrored run's weights (an .npz)."""
+  path = str(tmp_path_factory.mktemp("mirrored") / "mirrored.npz")
+  result = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "distributed_check.py"),
+                           path], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
+                                   TF_DETERMINISTIC_OPS="1"), check=False)
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+  return result.stdout, path
+
+
+def test_mirrored_two_replicas_equals_default_strategy(mirrored):
+  """The same global batch gives the same update under MirroredStrategy (2 logical CPUs) as
+  under the default strategy: loss scaling, gradient all-reduce, weight decay counted once,
+  attack starts independent of the split, EMA in cross-replica context. (Was
+  tests/test_distributed.py, which ran distributed_check.py a second time.)"""
+  stdout, _ = mirrored
+  moved = float(re.search(r"max_weight_change (\S+)", stdout).group(1))
+  diff = float(re.search(r"max_weight_diff (\S+)", stdout).group(1))
+  losses = re.search(r"loss_single (\S+) loss_mirrored (\S+)", stdout)
+  # The steps really changed the weights, by far more than the tolerance.
+  assert moved > 1e-2
+  # Tolerance: float32 summation order of the all-reduce (two partial sums instead of one).
+  assert diff < 1e-5, stdout
+  assert abs(float(losses.group(1)) - float(losses.group(2))) < 1e-4
+
+
 @pytest.mark.slow
-def test_two_workers_give_the_update_of_one_process_with_two_replicas(tmp_path):
+def test_two_workers_give_the_update_of_one_process_with_two_replicas(mirrored, tmp_path):
   """Two TRADES steps on one global batch of 8 (distributed_check.py's BN-free model): 2 worker
   processes x 1 replica, each fed its half, end with exactly the weights (and weight average)
   of 1 process x 2 replicas (MirroredStrategy on 2 logical CPUs). The all-reduce of two
@@ -191,11 +222,7 @@ def test_two_workers_give_the_update_of_one_process_with_two_replicas(tmp_path):
   batch and sliced by replica id, and the decay term is split 1/R per replica, so nothing
   differs. (With BatchNorm, each replica's statistics come from its own rows in both set-ups.)"""
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  mirrored = str(tmp_path / "mirrored.npz")
-  single = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "distributed_check.py"),
-                           mirrored], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=TIMEOUT, check=False)
-  assert single.returncode == 0, single.stdout[-2000:] + single.stderr[-2000:]
+  _, mirrored = mirrored
   ports = _free_ports(2)
   script = os.path.join(ROOT, "tests", "multi_worker_step_check.py")
   outs = [str(tmp_path / f"w{i}.npz") for i in range(2)]

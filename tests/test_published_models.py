@@ -160,12 +160,26 @@ def test_pickled_objects_are_refused_without_running(tmp_path):
 
 
 @pytest.mark.slow
-def test_convert_exits_2_on_a_pickled_object(tmp_path):
+def test_convert_exits_2_on_a_pickled_object(tmp_path, capsys):
+  """The real process for the .pt file (its exit status); rgd.convert's main under the same
+  exit contract (rgd.cli.run, absl flags) in this process for the .npy file."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from rgd import cli, convert  # pylint: disable=g-import-not-at-top
   marker = tmp_path / "executed"
-  for path in _evil_files(tmp_path, marker):
-    result = _convert(f"--input={path}", f"--output={tmp_path / 'out'}")
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert f"{path}: refused" in result.stderr and "Traceback" not in result.stderr
+  pt, npy = _evil_files(tmp_path, marker)
+  result = _convert(f"--input={pt}", f"--output={tmp_path / 'out'}")
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert f"{pt}: refused" in result.stderr and "Traceback" not in result.stderr
+  capsys.readouterr()
+  try:
+    with pytest.raises(SystemExit) as exit_info:
+      cli.run(convert.main, "rgd.convert",
+              argv=["rgd.convert", f"--input={npy}", f"--output={tmp_path / 'out'}"])
+  finally:
+    flags.FLAGS.unparse_flags()
+  err = capsys.readouterr().err
+  assert exit_info.value.code == 2, err[-2000:]
+  assert f"rgd.convert: {npy}: refused" in err and "Traceback" not in err
   assert not marker.exists()
   assert not (tmp_path / "out" / "model.keras").exists()
 
