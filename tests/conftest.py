@@ -33,10 +33,10 @@ LONGEST_FIRST = [
     "test_attacks_protocol.py", "test_exit_statuses.py", "test_augment.py",
     "test_train_generator.py", "test_corruptions_augmix.py", "test_certified_attacks_reference.py",
     "test_generated_demo.py", "test_sample_job.py", "test_init_checkpoint.py",
-    "test_generative.py", "test_certified_soundness.py", "test_published_models.py",
+    "test_generative.py", "test_certified_soundness.py", "test_lot.py", "test_published_models.py",
     "test_evaluate_cifar10_1.py", "test_certify.py", "test_gfile.py", "test_quickstart.py",
     "test_corruptions_cifar10c.py", "test_skip_step.py", "test_data_sets.py",
-    "test_attacks_linear.py", "test_corruptions_train_net.py", "test_crosscheck_torch.py",
+    "test_attacks_linear.py", "test_corruptions_train_net.py", "test_crosscheck_torch.py", "test_lot_twin.py",
     "test_beam_pipeline.py", "test_attacks_cascade.py", "test_xla_attacks.py",
     "test_make_tfrecords.py",
 ]
@@ -83,3 +83,23 @@ def write_cifar10_1_pair(folder, n=12, seed=0):
 def npz_dataset(tmp_path):
   """A tiny CIFAR-shaped data set in the `npz:DIR` layout; returns DIR."""
   return write_npz_dataset(str(tmp_path / "data"))
+
+
+def run_main(main, prog, argv, absl_flags=True):
+  """Runs an entry point's or tool's `main` in this process under its exit contract
+  (rgd.cli.run), as `python -m PROG ARGS` would, and returns the exit status (0 for a normal
+  end). absl's flags are unparsed and gin cleared afterwards, so the next test parses anew.
+  Where a test needs the outputs of an entry point rather than its process (signals, the real
+  exit status of a fresh interpreter: tests/test_exit_statuses.py), this saves the 5 s of CPU
+  a process spends importing TensorFlow."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  import gin  # pylint: disable=g-import-not-at-top
+  from rgd import cli  # pylint: disable=g-import-not-at-top
+  try:
+    with pytest.raises(SystemExit) as exit_info:
+      cli.run(main, prog, argv=argv, absl_flags=absl_flags)
+  finally:
+    if flags.FLAGS.is_parsed():
+      flags.FLAGS.unparse_flags()
+    gin.clear_config()
+  return exit_info.value.code or 0

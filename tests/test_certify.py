@@ -2,22 +2,19 @@
 the certified training path of rgd.train (objective, bind, certified validation, export)."""
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import make_images, write_npz_dataset
+from conftest import make_images, run_main, write_npz_dataset
 from rgd import models
 from rgd.evaluation import certified
 from rgd.runtime import weight_average
 from rgd.certified import certificate, layers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", PYTHONPATH=ROOT)
 
 
 def test_generalization_gap_is_train_minus_test_accuracy(tmp_path):
@@ -37,8 +34,9 @@ def test_generalization_gap_is_train_minus_test_accuracy(tmp_path):
     assert os.path.exists(tmp_path / f"certify_l2_{36 / 255:.6g}.{name}")
 
 
-def test_certify_entry_point_end_to_end(tmp_path):
-  """A tiny trained-and-exported model directory -> `python -m rgd.certify --model_dir`."""
+def test_certify_entry_point_end_to_end(tmp_path, capfd):
+  """A tiny trained-and-exported model directory -> rgd.certify's main (`python -m rgd.certify
+  --model_dir`) in this process; the real process starts in tests/test_exit_statuses.py."""
   data_dir = write_npz_dataset(str(tmp_path / "data"), num_train=64, num_test=32)
   keras.utils.set_random_seed(0)
   net = models.get_model("linf_dist_net-3-16", num_classes=10)
@@ -49,11 +47,13 @@ def test_certify_entry_point_end_to_end(tmp_path):
   net.save(str(model_dir / "model.keras"))
   (model_dir / "model.json").write_text(json.dumps({"step": 7, "eps": 8 / 255, "norm": "linf",
                                                    "class_names": list("ABCDEFGHIJ")}))
-  result = subprocess.run(
-      [sys.executable, "-m", "rgd.certify", f"--model_dir={model_dir}", f"--dataset=npz:{data_dir}",
-       "--radii=0,2/255,16/255", "--num_train_examples=64"],
-      cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
-  assert result.returncode == 0, result.stderr[-3000:]
+  from rgd import certify  # pylint: disable=g-import-not-at-top  (main in this process)
+  capfd.readouterr()
+  code = run_main(certify.main, "rgd.certify", [
+      "rgd.certify", f"--model_dir={model_dir}", f"--dataset=npz:{data_dir}",
+      "--radii=0,2/255,16/255", "--num_train_examples=64"])
+  result = capfd.readouterr()
+  assert code == 0, result.err[-3000:]
   name = model_dir / "eval" / f"certify_linf_{8 / 255:.6g}"
   report = json.loads(open(f"{name}.json").read())
   assert report["num_examples"] == 32 and report["settings"]["checkpoint_step"] == 7
@@ -79,7 +79,7 @@ def test_certify_entry_point_end_to_end(tmp_path):
     assert row["certified_accuracy"] == pytest.approx(certified[mask].mean())
   assert "| class | name | examples | clean accuracy | certified accuracy |" in open(
       f"{name}.md").read()
-  assert "weakest classes (certified): " in result.stdout
+  assert "weakest classes (certified): " in result.out
 
 
 def test_custom_layers_survive_save_and_load(tmp_path):
@@ -111,15 +111,19 @@ def test_weight_average_follows_the_mean_shift_statistics():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("gin_file", ["gin/gloro_debug.gin", "gin/linf_dist_debug.gin"])
-def test_certified_training_end_to_end(tmp_path, gin_file):
+def test_certified_training_end_to_end(tmp_path, gin_file, capfd, caplog, monkeypatch):
+  """rgd.train's main on a certified debug recipe, in this process, from the repository root
+  (gin files are named from there, as in README's commands)."""
+  monkeypatch.chdir(ROOT)
+  from rgd import train  # pylint: disable=g-import-not-at-top
   data_dir = write_npz_dataset(str(tmp_path / "data"))
   model_dir = str(tmp_path / "run")
-  result = subprocess.run(
-      [sys.executable, "-m", "rgd.train", f"--gin_file={gin_file}", f"--model_dir={model_dir}",
-       f"--gin_bindings=DATASET='npz:{data_dir}'"],
-      cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert "validation: clean" in result.stderr and "certified" in result.stderr
+  caplog.set_level("INFO")
+  code = run_main(train.main, "rgd.train", [
+      "rgd.train", f"--gin_file={gin_file}", f"--model_dir={model_dir}",
+      f"--gin_bindings=DATASET='npz:{data_dir}'"])
+  assert code == 0, capfd.readouterr().err[-3000:]
+  assert "validation: clean" in caplog.text and "certified" in caplog.text
   info = json.loads(open(os.path.join(model_dir, "model.json")).read())
   assert "robust_accuracy" in info
   events = tf.io.gfile.glob(os.path.join(model_dir, "validation", "events.out.tfevents.*"))

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import write_npz_dataset
+from conftest import run_main, write_npz_dataset
 from rgd.errors import DataError
 from rgd.evaluation import cifar10c
 
@@ -91,26 +91,19 @@ def test_malformed_folder_names_the_file(tmp_path, case, match):
 def test_entry_point_exits_2_naming_a_missing_file(tmp_path, capfd, caplog):
   """rgd.evaluate's main under its exit contract (rgd.cli.run with absl flags) in this process;
   the real process's status 2 on bad input: tests/test_exit_statuses.py (rgd.evaluate)."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  import gin  # pylint: disable=g-import-not-at-top
-  from rgd import cli, evaluate  # pylint: disable=g-import-not-at-top
+  from rgd import evaluate  # pylint: disable=g-import-not-at-top
   _write_folder(str(tmp_path / "c10c"))
   os.remove(tmp_path / "c10c" / "zoom_blur.npy")
   data = write_npz_dataset(str(tmp_path / "data"), num_train=8, num_test=8)
   _model().save(str(tmp_path / "m.keras"))
   capfd.readouterr()
   caplog.set_level("INFO")
-  try:
-    with pytest.raises(SystemExit) as exit_info:
-      cli.run(evaluate.main, "rgd.evaluate", argv=[
-          "rgd.evaluate", f"--model={tmp_path / 'm.keras'}", "--suite=cifar10c",
-          f"--cifar10c_dir={tmp_path / 'c10c'}", f"--dataset=npz:{data}", "--batch_size=8",
-          f"--output_dir={tmp_path / 'eval'}"])
-  finally:
-    flags.FLAGS.unparse_flags()
-    gin.clear_config()
+  code = run_main(evaluate.main, "rgd.evaluate", [
+      "rgd.evaluate", f"--model={tmp_path / 'm.keras'}", "--suite=cifar10c",
+      f"--cifar10c_dir={tmp_path / 'c10c'}", f"--dataset=npz:{data}", "--batch_size=8",
+      f"--output_dir={tmp_path / 'eval'}"])
   err = capfd.readouterr().err
   # The corruptions before zoom blur were evaluated through the folder; zoom blur stops it.
-  assert exit_info.value.code == 2, err[-3000:]
+  assert code == 2, err[-3000:]
   assert "zoom_blur.npy: missing" in err and "Traceback" not in err
   assert "cifar10c motion_blur_5" in caplog.text  # its absl log line (stderr in a process)

@@ -11,6 +11,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from rgd.evaluation import cifar10c
+from conftest import run_main
 
 
 def test_mce_arithmetic_by_hand():
@@ -40,20 +41,14 @@ def test_entry_point_under_mock_data(tmp_path, capsys):
   (model_dir / "model.json").write_text(json.dumps({"step": 7}))
   # rgd.evaluate's main under its exit contract (rgd.cli.run, absl flags), in this process (it
   # was a fresh `python -c` process running app.run(evaluate.main)), under tfds' mock data.
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  import gin  # pylint: disable=g-import-not-at-top
-  from rgd import cli, evaluate  # pylint: disable=g-import-not-at-top
+  from rgd import evaluate  # pylint: disable=g-import-not-at-top
   capsys.readouterr()
-  try:
-    with tfds.testing.mock_data(num_examples=6), pytest.raises(SystemExit) as exit_info:
-      cli.run(evaluate.main, "rgd.evaluate", argv=[
-          "rgd.evaluate", f"--model_dir={model_dir}", "--suite=cifar10c", "--num_examples=6",
-          "--batch_size=4"])
-  finally:
-    flags.FLAGS.unparse_flags()
-    gin.clear_config()
+  with tfds.testing.mock_data(num_examples=6):
+    code = run_main(evaluate.main, "rgd.evaluate", [
+        "rgd.evaluate", f"--model_dir={model_dir}", "--suite=cifar10c", "--num_examples=6",
+        "--batch_size=4"])
   out, err = capsys.readouterr()
-  assert exit_info.value.code in (0, None), err[-3000:]  # sys.exit(None): status 0
+  assert code == 0, err[-3000:]
   assert "mCE" in out and "Gauss" in out
   with tfds.testing.mock_data(num_examples=6):
     # The same mock data again: the expected errors of the constant classifier.

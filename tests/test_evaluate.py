@@ -2,8 +2,6 @@
 FLOP counter of the benchmarks."""
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -15,7 +13,7 @@ from rgd import models
 from rgd.evaluation import adversarial, target
 from rgd.bench import flops
 
-from conftest import write_npz_dataset
+from conftest import run_main, write_npz_dataset
 
 SIZE = 8
 
@@ -38,16 +36,18 @@ def trained(tmp_path_factory):
   return str(model_dir), f"npz:{folder}"
 
 
-def test_entry_point_writes_the_report(trained):
+def test_entry_point_writes_the_report(trained, capfd):
+  """rgd.evaluate's main in this process (the real process starts in test_exit_statuses)."""
+  from rgd import evaluate  # pylint: disable=g-import-not-at-top
   model_dir, dataset = trained
-  cmd = [sys.executable, "-m", "rgd.evaluate", f"--model_dir={model_dir}",
-         f"--dataset={dataset}", "--suite=aa+mt", "--norm=linf", "--eps=8/255",
-         "--num_examples=12", "--batch_size=8", "--seed=1",
-         "--gin_bindings=aa_mt_suite.apgd_steps=4", "--gin_bindings=aa_mt_suite.apgd_restarts=1",
-         "--gin_bindings=aa_mt_suite.mt_steps=4", "--gin_bindings=aa_mt_suite.mt_restarts=2"]
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  capfd.readouterr()
+  code = run_main(evaluate.main, "rgd.evaluate", [
+      "rgd.evaluate", f"--model_dir={model_dir}", f"--dataset={dataset}", "--suite=aa+mt",
+      "--norm=linf", "--eps=8/255", "--num_examples=12", "--batch_size=8", "--seed=1",
+      "--gin_bindings=aa_mt_suite.apgd_steps=4", "--gin_bindings=aa_mt_suite.apgd_restarts=1",
+      "--gin_bindings=aa_mt_suite.mt_steps=4", "--gin_bindings=aa_mt_suite.mt_restarts=2"])
+  proc = capfd.readouterr()
+  assert code == 0, proc.err[-3000:]
   out = os.path.join(model_dir, "eval")
   name = adversarial.report_name("aa+mt", "linf", 8 / 255)
   with open(os.path.join(out, name + ".json")) as f:
@@ -79,7 +79,7 @@ def test_entry_point_writes_the_report(trained):
   pred = model(arrays["x_adv"]).numpy().argmax(1)
   np.testing.assert_array_equal(pred == labels[:12], arrays["robust"])
   assert os.listdir(os.path.join(out, "tensorboard"))
-  assert "ETA" in proc.stderr and "robust" in proc.stdout
+  assert "ETA" in proc.err and "robust" in proc.out
   # Per class, named by model.json: each class's fractions of the per-example flags.
   for row in report["per_class"]:
     mask = arrays["label"] == row["label"]
@@ -87,7 +87,7 @@ def test_entry_point_writes_the_report(trained):
     assert row["clean_accuracy"] == pytest.approx(arrays["clean_correct"][mask].mean())
     assert row["robust_accuracy"] == pytest.approx(arrays["robust"][mask].mean())
   assert sorted(r["label"] for r in report["per_class"]) == sorted(set(labels[:12]))
-  assert "weakest classes (robust): kind " in proc.stdout
+  assert "weakest classes (robust): kind " in proc.out
 
 
 def test_parse_eps():

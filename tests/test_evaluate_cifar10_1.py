@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from conftest import write_cifar10_1_pair, write_npz_dataset
+from conftest import run_main, write_cifar10_1_pair, write_npz_dataset
 from test_cifar10c_folder import _write_folder
 from rgd.evaluation import cifar10c
 
@@ -130,23 +130,16 @@ def test_suite_from_tfds_equals_direct_computation(tmp_path):
 def test_suite_refuses_a_model_without_cifar10s_classes(tmp_path, capsys):
   """rgd.evaluate's main under its exit contract (rgd.cli.run, absl flags) in this process; the
   real process's status 2 on bad input: tests/test_exit_statuses.py (rgd.evaluate)."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  import gin  # pylint: disable=g-import-not-at-top
-  from rgd import cli, evaluate  # pylint: disable=g-import-not-at-top
+  from rgd import evaluate  # pylint: disable=g-import-not-at-top
   data = write_npz_dataset(str(tmp_path / "data"), num_train=8, num_test=8, num_classes=100)
   model_dir, _ = _model_dir(tmp_path, f"npz:{data}", num_classes=100)
   _write_npy_pair(str(tmp_path / "c101"))
   capsys.readouterr()
-  try:
-    with pytest.raises(SystemExit) as exit_info:
-      cli.run(evaluate.main, "rgd.evaluate", argv=[
-          "rgd.evaluate", f"--model_dir={model_dir}", "--suite=cifar10_1",
-          f"--cifar10_1_dir={tmp_path / 'c101'}"])
-  finally:
-    flags.FLAGS.unparse_flags()
-    gin.clear_config()
+  code = run_main(evaluate.main, "rgd.evaluate", [
+      "rgd.evaluate", f"--model_dir={model_dir}", "--suite=cifar10_1",
+      f"--cifar10_1_dir={tmp_path / 'c101'}"])
   err = capsys.readouterr().err
-  assert exit_info.value.code == 2, err[-3000:]
+  assert code == 2, err[-3000:]
   assert "100 outputs; CIFAR-10.1 has CIFAR-10's 10 classes" in err
   assert "Traceback" not in err
 

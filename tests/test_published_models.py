@@ -17,6 +17,7 @@ from rgd.errors import DataError
 from rgd.evaluation import target
 from rgd.models import torch_format
 from rgd.interop import published, weight_files
+from conftest import run_main
 
 torch = pytest.importorskip("torch")
 
@@ -163,22 +164,17 @@ def test_pickled_objects_are_refused_without_running(tmp_path):
 def test_convert_exits_2_on_a_pickled_object(tmp_path, capsys):
   """The real process for the .pt file (its exit status); rgd.convert's main under the same
   exit contract (rgd.cli.run, absl flags) in this process for the .npy file."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from rgd import cli, convert  # pylint: disable=g-import-not-at-top
+  from rgd import convert  # pylint: disable=g-import-not-at-top
   marker = tmp_path / "executed"
   pt, npy = _evil_files(tmp_path, marker)
   result = _convert(f"--input={pt}", f"--output={tmp_path / 'out'}")
   assert result.returncode == 2, result.stderr[-2000:]
   assert f"{pt}: refused" in result.stderr and "Traceback" not in result.stderr
   capsys.readouterr()
-  try:
-    with pytest.raises(SystemExit) as exit_info:
-      cli.run(convert.main, "rgd.convert",
-              argv=["rgd.convert", f"--input={npy}", f"--output={tmp_path / 'out'}"])
-  finally:
-    flags.FLAGS.unparse_flags()
+  code = run_main(convert.main, "rgd.convert",
+                  ["rgd.convert", f"--input={npy}", f"--output={tmp_path / 'out'}"])
   err = capsys.readouterr().err
-  assert exit_info.value.code == 2, err[-2000:]
+  assert code == 2, err[-2000:]
   assert f"rgd.convert: {npy}: refused" in err and "Traceback" not in err
   assert not marker.exists()
   assert not (tmp_path / "out" / "model.keras").exists()
