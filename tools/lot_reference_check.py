@@ -19,6 +19,7 @@ import sys
 import types
 
 import numpy as np
+import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from rgd import cli  # noqa: E402
@@ -106,7 +107,7 @@ def main(argv):
   parser.add_argument("--tol", type=float, default=1e-4, help="relative to max |output|")
   args = parser.parse_args(argv)
   for name in ("lot_ortho_conv.py", "lip_convnets.py", "custom_activations.py"):
-    if not os.path.isfile(os.path.join(args.reference_dir, name)):
+    if not tf.io.gfile.exists(os.path.join(args.reference_dir, name)):
       raise ConfigError(f"--reference_dir={args.reference_dir}: no {name} (a checkout of "
                         f"AI-secure/Layerwise-Orthogonal-Training is expected)")
   lot_ortho_conv, lip_convnets = import_reference(os.path.abspath(args.reference_dir))
