@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import write_npz_dataset
+from conftest import run_main, write_npz_dataset
 from rgd import models
 from rgd.errors import ConfigError
 from rgd.runtime import checkpointing
@@ -97,7 +97,13 @@ def _plain_keras(path, x, tmp_path):
 
 
 @pytest.mark.slow
-def test_one_step_from_the_file_and_its_export_loads_without_rgd(source, tmp_path):
+def test_one_step_from_the_file_and_its_export_loads_without_rgd(source, tmp_path, capfd, caplog,
+                                                                monkeypatch):
+  """rgd.train's main in this process (conftest.run_main; gin files named from the repository
+  root); the export is then loaded by a fresh process that never imports rgd."""
+  from rgd import train  # pylint: disable=g-import-not-at-top
+  monkeypatch.chdir(ROOT)
+  caplog.set_level("INFO")
   folder, w0 = source
   data = write_npz_dataset(str(tmp_path / "data"), num_train=64, num_test=16)
   run = str(tmp_path / "run")
@@ -105,13 +111,11 @@ def test_one_step_from_the_file_and_its_export_loads_without_rgd(source, tmp_pat
               "train_and_evaluate.eval_every=0", "train_and_evaluate.num_validation=0",
               "train_and_evaluate.image_summary_every=0", "BATCH_SIZE=16",
               "Objective.attack_steps=1", f"train_and_evaluate.init_checkpoint='{folder}'"]
-  result = subprocess.run(
-      [sys.executable, "-m", "rgd.train", "--gin_file=gin/debug.gin", f"--model_dir={run}",
-       f"--gin_bindings=DATASET='npz:{data}'"] + [f"--gin_bindings={b}" for b in bindings],
-      cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
-      timeout=300, check=False)
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert "Initialised the network and its weight average from" in result.stderr
+  code = run_main(train.main, "rgd.train", [
+      "rgd.train", "--gin_file=gin/debug.gin", f"--model_dir={run}",
+      f"--gin_bindings=DATASET='npz:{data}'"] + [f"--gin_bindings={b}" for b in bindings])
+  assert code == 0, capfd.readouterr().err[-3000:]
+  assert "Initialised the network and its weight average from" in caplog.text
   avg = models.load(os.path.join(run, "model.keras"))  # the weight average after step 1
   network = models.get_model("wrn-10-1")
   tf.train.Checkpoint(network=network).restore(
