@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import run_main
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_DETERMINISTIC_OPS="1",
            CUDA_VISIBLE_DEVICES="")
@@ -41,7 +43,9 @@ def _checkpoint_tensors(model_dir):
   return {n: reader.get_tensor(n) for n in names}
 
 
-def test_debug_run_end_to_end(npz_dataset, tmp_path):
+def test_debug_run_end_to_end(npz_dataset, tmp_path, capfd, caplog, monkeypatch):
+  """The real `python -m rgd.train` process; the rerun that resumes runs its main in this
+  process (conftest.run_main)."""
   model_dir = str(tmp_path / "run")
   result = _run(_cmd(model_dir, npz_dataset))
   assert result.returncode == 0, result.stderr[-3000:]
@@ -72,8 +76,12 @@ def test_debug_run_end_to_end(npz_dataset, tmp_path):
   assert {"loss", "kl", "learning_rate", "images_per_second", "operative_config",
           "clean_adversarial_difference"} <= tags
   # Running again resumes from the final checkpoint and trains no further.
-  again = _run(_cmd(model_dir, npz_dataset))
-  assert again.returncode == 0 and "Resumed from" in again.stderr
+  from rgd import train  # pylint: disable=g-import-not-at-top
+  monkeypatch.chdir(ROOT)
+  caplog.set_level("INFO")
+  code = run_main(train.main, "rgd.train", ["rgd.train"] + _cmd(model_dir, npz_dataset)[3:])
+  assert code == 0, capfd.readouterr().err[-3000:]
+  assert "Resumed from" in caplog.text
   assert _latest_step(model_dir) == 6
 
 
