@@ -103,7 +103,7 @@ def _main_cifar10c():
   if FLAGS.cifar10c_dir:
     settings["cifar10c_dir"] = FLAGS.cifar10c_dir
     loader = cifar10c.FolderLoader(FLAGS.cifar10c_dir)
-  clean, settings["dataset"], _ = _clean_split()
+  clean, settings["dataset"], _, _ = _clean_split()
   report = cifar10c.evaluate_cifar10c(model, output_dir, FLAGS.batch_size, FLAGS.num_examples,
                                       clean=clean, settings=settings, versions=versions(),
                                       log=logging.info, loader=loader)
@@ -113,14 +113,15 @@ def _main_cifar10c():
 
 
 def _clean_split():
-  """((images, labels), dataset, data_dir) of the clean reference: --split of --dataset, else
-  of the run's own data set (model.json, as the attack suites read it), else of CIFAR-10."""
+  """((images, labels), dataset, data_dir, run) of the clean reference: --split of --dataset,
+  else of the run's own data set (model.json, as the attack suites read it; `run` is what it
+  holds), else of CIFAR-10."""
   run = run_defaults(FLAGS.model_dir, FLAGS.model)
   dataset, _, _, data_dir, _ = resolve_target(run, FLAGS.dataset)
   images, labels = datasets.load_split(dataset, FLAGS.split, data_dir=data_dir)
   if FLAGS.num_examples:
     images, labels = images[:FLAGS.num_examples], labels[:FLAGS.num_examples]
-  return (images, labels), dataset, data_dir
+  return (images, labels), dataset, data_dir, run
 
 
 def _main_cifar10_1():
@@ -134,13 +135,12 @@ def _main_cifar10_1():
   if model.output_shape[-1] != 10:
     raise ConfigError(f"{path}: {model.output_shape[-1]} outputs; CIFAR-10.1 has CIFAR-10's "
                       "10 classes")
-  clean, settings["dataset"], data_dir = _clean_split()
+  clean, settings["dataset"], data_dir, run = _clean_split()
   shifted = datasets.load_split(
       f"cifar10_1:{FLAGS.cifar10_1_dir}" if FLAGS.cifar10_1_dir else "cifar10_1", "test",
       data_dir=data_dir)
   if FLAGS.num_examples:
     shifted = (shifted[0][:FLAGS.num_examples], shifted[1][:FLAGS.num_examples])
-  run = run_defaults(FLAGS.model_dir, FLAGS.model)
   report = evaluate_cifar10_1(model, clean, shifted, output_dir, FLAGS.batch_size, settings,
                               versions(), per_class.class_names(run, settings["dataset"], 10,
                                                                 data_dir))

@@ -62,12 +62,7 @@ def evaluate_cifar10_1(model, cifar10, cifar10_1, output_dir=None, batch_size=50
       num_examples={k: int(len(v)) for k, v in correct.items()},
       seconds=time.monotonic() - start, settings=dict(settings or {}, batch_size=batch_size),
       versions=versions or {},
-      per_class=[dict(r, cifar10_1_accuracy=s["cifar10_1_accuracy"],
-                      cifar10_1_examples=s["examples"])
-                 for r, s in _matched(per_class.rows(cifar10[1], dict(
-                     cifar10_accuracy=correct["cifar10"]), class_names), per_class.rows(
-                         cifar10_1[1], dict(cifar10_1_accuracy=correct["cifar10_1"]),
-                         class_names))])
+      per_class=_per_class(cifar10[1], cifar10_1[1], correct, class_names))
   report["gap"] = report["cifar10_accuracy"] - report["cifar10_1_accuracy"]
   report["table"] = format_table(report)
   if output_dir:
@@ -75,10 +70,15 @@ def evaluate_cifar10_1(model, cifar10, cifar10_1, output_dir=None, batch_size=50
   return report
 
 
-def _matched(rows, shifted_rows):
-  """Pairs of rows of the same class (classes present in both sets)."""
-  by_label = {r["label"]: r for r in shifted_rows}
-  return [(r, by_label[r["label"]]) for r in rows if r["label"] in by_label]
+def _per_class(labels, shifted_labels, correct, class_names):
+  """One row per class present in both sets: its CIFAR-10 row (label, name, examples,
+  cifar10_accuracy) with the CIFAR-10.1 accuracy and examples added."""
+  rows = per_class.rows(labels, dict(cifar10_accuracy=correct["cifar10"]), class_names)
+  shifted = {r["label"]: r for r in per_class.rows(
+      shifted_labels, dict(cifar10_1_accuracy=correct["cifar10_1"]), class_names)}
+  return [dict(r, cifar10_1_accuracy=shifted[r["label"]]["cifar10_1_accuracy"],
+               cifar10_1_examples=shifted[r["label"]]["examples"])
+          for r in rows if r["label"] in shifted]
 
 
 def write_report(output_dir, report, correct):
